@@ -1,0 +1,312 @@
+//! The stages after the walk: file readers (read → chunk → hash → dedup), sealers
+//! (compress → encrypt → pack) and the uploader, joined by bounded queues so that memory stays
+//! flat whatever the size of the source.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
+use tokio::sync::Semaphore;
+
+use crate::repo::chunker::Chunker;
+use crate::repo::crypto::{CODEC_RAW, CODEC_ZSTD, Keys};
+use crate::repo::format::BlobKind;
+use crate::repo::format::index::IndexPack;
+use crate::repo::ids::{BlobId, FileHash};
+use crate::repo::packer::{FinishedPack, PackWriter, pack_key};
+use crate::storage::{StorageError, Store};
+
+/// Counters the command line reads to draw its progress bar.
+#[derive(Debug, Default)]
+pub struct BackupProgress {
+    pub files_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_stored: AtomicU64,
+}
+
+/// A file to read, with what the walk saw of it.
+pub(super) struct FileJob {
+    pub path: PathBuf,
+    pub size: u64,
+    pub result: Sender<Result<FileOutcome, String>>,
+}
+
+/// What reading a file produced.
+pub(super) struct FileOutcome {
+    pub content: Vec<BlobId>,
+    pub hash: FileHash,
+    pub size: u64,
+    /// Size or times changed while the file was read.
+    pub changed: bool,
+    /// Metadata as of the end of the read (recorded in the node, so that the next backup
+    /// compares against what was actually stored).
+    pub meta: Option<std::fs::Metadata>,
+}
+
+/// A new blob on its way into a pack.
+pub(super) struct SealJob {
+    pub kind: BlobKind,
+    pub id: BlobId,
+    pub data: Vec<u8>,
+}
+
+/// State shared by every stage.
+pub(super) struct Shared {
+    pub keys: Arc<Keys>,
+    pub chunker: Chunker,
+    pub level: i32,
+    pub pack_size: usize,
+    pub store: Store,
+    pub handle: tokio::runtime::Handle,
+    /// Every blob id in the repository or already on its way in.
+    pub known: Mutex<HashSet<BlobId>>,
+    pub uploads: Arc<Semaphore>,
+    pub upload_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    pub written: Arc<Mutex<Vec<IndexPack>>>,
+    pub failure: Arc<Mutex<Option<StorageError>>>,
+    pub cancelled: Arc<AtomicBool>,
+    pub progress: Arc<BackupProgress>,
+    pub stats: Stats,
+}
+
+#[derive(Default)]
+pub(super) struct Stats {
+    pub data_blobs: AtomicU64,
+    pub tree_blobs: AtomicU64,
+    pub raw_added: AtomicU64,
+    pub stored_added: AtomicU64,
+    pub packs: AtomicU64,
+}
+
+impl Shared {
+    /// Claim a blob id: true when this caller must store it.
+    pub fn claim(&self, id: BlobId) -> bool {
+        self.known.lock().expect("known blobs").insert(id)
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
+    }
+
+    /// Store a finished pack in the background; at most `uploads` packs are in flight.
+    pub fn upload(&self, pack: FinishedPack) {
+        let permit = match self.handle.block_on(self.uploads.clone().acquire_owned()) {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        self.stats.packs.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .stored_added
+            .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
+        self.progress
+            .bytes_stored
+            .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
+        let store = self.store.clone();
+        let written = self.written.clone();
+        let failure = self.failure.clone();
+        let cancelled = self.cancelled.clone();
+        let task = self.handle.spawn(async move {
+            let _permit = permit;
+            match store.put(&pack_key(&pack.id), pack.bytes).await {
+                Ok(()) => written.lock().expect("written").push(pack.index),
+                Err(e) => {
+                    cancelled.store(true, Ordering::SeqCst);
+                    failure.lock().expect("failure").get_or_insert(e);
+                }
+            }
+        });
+        self.upload_tasks.lock().expect("tasks").push(task);
+    }
+
+    /// Wait for every upload started so far.
+    pub fn wait_uploads(&self) {
+        let tasks = std::mem::take(&mut *self.upload_tasks.lock().expect("tasks"));
+        self.handle.block_on(async {
+            for t in tasks {
+                let _ = t.await;
+            }
+        });
+    }
+}
+
+/// Compresses with a reused zstd context and seals into a pack; one per sealer thread.
+pub(super) struct Sealer {
+    compressor: zstd::bulk::Compressor<'static>,
+    scratch: Vec<u8>,
+    payload: Vec<u8>,
+    pack: PackWriter,
+    kind: BlobKind,
+}
+
+impl Sealer {
+    pub fn new(shared: &Shared, kind: BlobKind) -> Self {
+        Self {
+            compressor: zstd::bulk::Compressor::new(shared.level).expect("zstd context"),
+            scratch: Vec::new(),
+            payload: Vec::new(),
+            pack: PackWriter::new(shared.pack_size),
+            kind,
+        }
+    }
+
+    /// Codec byte plus body: zstd when it saves at least 1/32, raw otherwise.
+    fn encode(&mut self, data: &[u8]) {
+        self.payload.clear();
+        if data.len() >= 64 {
+            self.scratch.clear();
+            self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            if let Ok(n) = self.compressor.compress_to_buffer(data, &mut self.scratch) {
+                if n + data.len() / 32 < data.len() {
+                    self.payload.push(CODEC_ZSTD);
+                    self.payload.extend_from_slice(&self.scratch[..n]);
+                    return;
+                }
+            }
+        }
+        self.payload.push(CODEC_RAW);
+        self.payload.extend_from_slice(data);
+    }
+
+    pub fn add(&mut self, shared: &Shared, id: BlobId, data: &[u8]) {
+        self.encode(data);
+        self.pack.add(&shared.keys, self.kind, id, data.len(), &self.payload);
+        let counter = match self.kind {
+            BlobKind::Data => &shared.stats.data_blobs,
+            BlobKind::Tree => &shared.stats.tree_blobs,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        shared
+            .stats
+            .raw_added
+            .fetch_add(data.len() as u64, Ordering::Relaxed);
+        if self.pack.is_full() {
+            shared.upload(self.pack.finish(&shared.keys));
+        }
+    }
+
+    pub fn flush(&mut self, shared: &Shared) {
+        if !self.pack.is_empty() {
+            shared.upload(self.pack.finish(&shared.keys));
+        }
+    }
+}
+
+/// A sealer thread: takes new data blobs until the queue closes.
+pub(super) fn seal_loop(shared: &Shared, jobs: Receiver<SealJob>) {
+    let mut sealer = Sealer::new(shared, BlobKind::Data);
+    for job in jobs {
+        if shared.is_cancelled() {
+            continue;
+        }
+        debug_assert_eq!(job.kind, BlobKind::Data);
+        sealer.add(shared, job.id, &job.data);
+    }
+    if !shared.is_cancelled() {
+        sealer.flush(shared);
+    }
+}
+
+/// A reader thread: takes files until the queue closes.
+pub(super) fn read_loop(shared: &Shared, jobs: Receiver<FileJob>, seal: Sender<SealJob>) {
+    let mut buf = Vec::new();
+    for job in jobs {
+        let outcome = if shared.is_cancelled() {
+            Err("backup cancelled".to_string())
+        } else {
+            read_file(shared, &job, &seal, &mut buf)
+        };
+        shared.progress.files_done.fetch_add(1, Ordering::Relaxed);
+        shared
+            .progress
+            .bytes_done
+            .fetch_add(job.size, Ordering::Relaxed);
+        let _ = job.result.send(outcome);
+    }
+}
+
+const READ_SIZE: usize = 1 << 20;
+
+fn read_file(
+    shared: &Shared,
+    job: &FileJob,
+    seal: &Sender<SealJob>,
+    buf: &mut Vec<u8>,
+) -> Result<FileOutcome, String> {
+    let mut file = File::open(&job.path).map_err(|e| e.to_string())?;
+    let before = file.metadata().map_err(|e| e.to_string())?;
+    let max = shared.chunker.max_size();
+    if buf.len() < max + READ_SIZE {
+        buf.resize(max + READ_SIZE, 0);
+    }
+    let mut hasher = blake3::Hasher::new();
+    let mut content = Vec::new();
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut eof = false;
+    let mut total = 0u64;
+    loop {
+        // Refill until a full chunk can be decided or the file ends.
+        while !eof && end - start < max {
+            if start > 0 && buf.len() - end < READ_SIZE {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+            }
+            let n = match file.read(&mut buf[end..]) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(format!("read failed after {total} bytes: {e}")),
+            };
+            if n == 0 {
+                eof = true;
+            }
+            end += n;
+            total += n as u64;
+            shared.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let Some(len) = shared.chunker.next_cut(&buf[start..end], eof) else {
+            break;
+        };
+        let chunk = &buf[start..start + len];
+        hasher.update(chunk);
+        let id = shared.keys.blob_id(chunk);
+        content.push(id);
+        if shared.claim(id) && seal.send(SealJob {
+            kind: BlobKind::Data,
+            id,
+            data: chunk.to_vec(),
+        })
+        .is_err()
+        {
+            return Err("backup cancelled".into());
+        }
+        start += len;
+        if shared.is_cancelled() {
+            return Err("backup cancelled".into());
+        }
+    }
+    let after = file.metadata().ok();
+    let changed = match &after {
+        Some(a) => {
+            a.size() != before.size()
+                || a.mtime() != before.mtime()
+                || a.mtime_nsec() != before.mtime_nsec()
+                || a.ctime() != before.ctime()
+                || a.ctime_nsec() != before.ctime_nsec()
+                || total != a.size()
+        }
+        None => true,
+    };
+    Ok(FileOutcome {
+        content,
+        hash: FileHash::from_bytes(*hasher.finalize().as_bytes()),
+        size: total,
+        changed,
+        meta: Some(before),
+    })
+}

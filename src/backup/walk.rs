@@ -1,0 +1,260 @@
+//! Walking the sources in name order and deciding, file by file, what must be read: a file
+//! whose size, mtime, ctime and inode match the parent snapshot keeps its stored content.
+//! Directories are handed to the tree builder in post-order (children before parents).
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crossbeam_channel::Sender;
+
+use crate::repo::TreeLoader;
+use crate::repo::format::snapshot::Problem;
+use crate::repo::format::tree::{Node, NodeKind, Tree};
+use crate::repo::index::MasterIndex;
+
+use super::exclude::Excludes;
+use super::pipeline::{FileJob, FileOutcome};
+
+/// One entry of a directory on its way to the tree builder.
+pub(super) enum Entry {
+    Ready(Node),
+    /// A file being read; the node is completed from its outcome. The flag says whether
+    /// the parent snapshot had a file of that name (changed, rather than new).
+    Reading(Node, crossbeam_channel::Receiver<Result<FileOutcome, String>>, bool),
+    /// A directory whose tree the builder made earlier (post-order), by sequence number.
+    Dir(Node, u64),
+}
+
+/// A directory, complete, in post-order.
+pub(super) struct DirJob {
+    pub seq: u64,
+    pub path: PathBuf,
+    pub entries: Vec<Entry>,
+}
+
+/// What the walk itself found (the reading outcome is counted by the tree builder).
+#[derive(Default)]
+pub(super) struct WalkStats {
+    pub files_unmodified: u64,
+    pub files_to_read: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    pub problems: Vec<Problem>,
+    pub skipped_special: Vec<String>,
+}
+
+/// The top of the snapshot: the components leading to each source path.
+#[derive(Default, Debug)]
+pub(super) struct SourceTree {
+    children: BTreeMap<Vec<u8>, SourceTree>,
+    /// This component is itself a source path: walk everything under it.
+    is_source: bool,
+}
+
+impl SourceTree {
+    pub fn new(paths: &[PathBuf]) -> Self {
+        let mut root = SourceTree::default();
+        for p in paths {
+            let mut node = &mut root;
+            for c in p.components().skip(1) {
+                node = node.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+            }
+            node.is_source = true;
+        }
+        root
+    }
+}
+
+pub(super) struct Walker<'a> {
+    pub handle: tokio::runtime::Handle,
+    pub trees: Option<&'a TreeLoader>,
+    pub index: &'a MasterIndex,
+    pub excludes: &'a Excludes,
+    pub files: Sender<FileJob>,
+    pub dirs: Sender<DirJob>,
+    pub next_seq: u64,
+    pub stats: WalkStats,
+    pub cancelled: &'a std::sync::atomic::AtomicBool,
+}
+
+fn time_ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
+}
+
+/// A node from what `lstat` says (content, subtree and target are filled in later).
+pub(super) fn node_from_meta(name: &[u8], kind: NodeKind, m: &Metadata) -> Node {
+    Node {
+        name: name.to_vec(),
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        mtime_ns: time_ns(m.mtime(), m.mtime_nsec()),
+        ctime_ns: time_ns(m.ctime(), m.ctime_nsec()),
+        inode: m.ino(),
+        size: if kind == NodeKind::File { m.size() } else { 0 },
+        content: Vec::new(),
+        hash: None,
+        subtree: None,
+        target: None,
+    }
+}
+
+fn unchanged(old: &Node, new: &Node, index: &MasterIndex) -> bool {
+    old.kind == NodeKind::File
+        && old.size == new.size
+        && old.mtime_ns == new.mtime_ns
+        && old.ctime_ns == new.ctime_ns
+        && old.inode == new.inode
+        && old.hash.is_some()
+        && old.content.iter().all(|id| index.contains(id))
+}
+
+impl Walker<'_> {
+    fn problem(&mut self, path: &Path, error: impl ToString) {
+        self.stats.problems.push(Problem {
+            path: path.to_string_lossy().into_owned(),
+            error: error.to_string(),
+        });
+    }
+
+    fn parent_tree(&mut self, node: Option<&Node>) -> Option<Tree> {
+        let id = node.filter(|n| n.kind == NodeKind::Dir)?.subtree?;
+        // A parent tree that cannot be read only costs re-reading the files.
+        self.trees?.load_blocking(&self.handle, &id).ok()
+    }
+
+    fn emit(&mut self, path: PathBuf, entries: Vec<Entry>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let _ = self.dirs.send(DirJob { seq, path, entries });
+        seq
+    }
+
+    /// Walk the components above and including the sources; returns the root's sequence.
+    pub fn walk_sources(&mut self, tree: &SourceTree, path: &Path, parent: Option<Tree>) -> u64 {
+        let mut entries = Vec::new();
+        for (name, child) in &tree.children {
+            let child_path = path.join(OsStr::from_bytes(name));
+            let old = parent.as_ref().and_then(|t| t.find(name)).cloned();
+            let meta = match std::fs::symlink_metadata(&child_path) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.problem(&child_path, e);
+                    continue;
+                }
+            };
+            if child.is_source {
+                if let Some(e) = self.entry(&child_path, name, &meta, old.as_ref()) {
+                    entries.push(e);
+                }
+            } else {
+                let sub_parent = self.parent_tree(old.as_ref());
+                let seq = self.walk_sources(child, &child_path, sub_parent);
+                self.stats.dirs += 1;
+                entries.push(Entry::Dir(node_from_meta(name, NodeKind::Dir, &meta), seq));
+            }
+        }
+        self.emit(path.to_path_buf(), entries)
+    }
+
+    /// The entry for one path found by the walk, or `None` when it is left out.
+    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata, old: Option<&Node>) -> Option<Entry> {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            let parent = self.parent_tree(old);
+            let seq = self.walk_dir(path, parent);
+            self.stats.dirs += 1;
+            Some(Entry::Dir(node_from_meta(name, NodeKind::Dir, meta), seq))
+        } else if ft.is_file() {
+            let node = node_from_meta(name, NodeKind::File, meta);
+            if let Some(old) = old.filter(|o| unchanged(o, &node, self.index)) {
+                self.stats.files_unmodified += 1;
+                let mut node = node;
+                node.content = old.content.clone();
+                node.hash = old.hash;
+                return Some(Entry::Ready(node));
+            }
+            self.stats.files_to_read += 1;
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            let job = FileJob {
+                path: path.to_path_buf(),
+                size: meta.size(),
+                result: tx,
+            };
+            if self.files.send(job).is_err() {
+                return None;
+            }
+            let existed = old.is_some_and(|o| o.kind == NodeKind::File);
+            Some(Entry::Reading(node, rx, existed))
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(target) => {
+                    self.stats.symlinks += 1;
+                    let mut node = node_from_meta(name, NodeKind::Symlink, meta);
+                    node.target = Some(target.as_os_str().as_bytes().to_vec());
+                    Some(Entry::Ready(node))
+                }
+                Err(e) => {
+                    self.problem(path, e);
+                    None
+                }
+            }
+        } else {
+            let what = if ft.is_fifo() {
+                "FIFO"
+            } else if ft.is_socket() {
+                "socket"
+            } else {
+                "device"
+            };
+            self.stats
+                .skipped_special
+                .push(format!("{} ({what})", path.to_string_lossy()));
+            None
+        }
+    }
+
+    /// Walk a directory of a source; returns its sequence number.
+    fn walk_dir(&mut self, path: &Path, parent: Option<Tree>) -> u64 {
+        let mut names: Vec<(Vec<u8>, PathBuf)> = Vec::new();
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for entry in rd {
+                    match entry {
+                        Ok(e) => names.push((e.file_name().as_bytes().to_vec(), e.path())),
+                        Err(e) => self.problem(path, e),
+                    }
+                }
+            }
+            Err(e) => self.problem(path, format!("directory cannot be listed: {e}")),
+        }
+        names.sort();
+        let mut entries = Vec::with_capacity(names.len());
+        for (name, child) in names {
+            if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                break;
+            }
+            if self.excludes.is_excluded(&child) {
+                continue;
+            }
+            let meta = match std::fs::symlink_metadata(&child) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    self.problem(&child, e);
+                    continue;
+                }
+            };
+            let old = parent.as_ref().and_then(|t| t.find(&name));
+            if let Some(e) = self.entry(&child, &name, &meta, old) {
+                entries.push(e);
+            }
+        }
+        self.emit(path.to_path_buf(), entries)
+    }
+}

@@ -1,0 +1,428 @@
+//! The command line: clap definitions, passphrase sources, progress bars and exit codes.
+//! Exit codes are a contract (README): 0 ok, 1 could not run, 2 usage, 3 backup finished but
+//! some files were unreadable, 4 verification found damage.
+
+mod progress;
+pub(crate) mod show;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::repo::ids::KeyId;
+use crate::{
+    BackupOptions, CheckOptions, InitOptions, ReadData, RepoUrl, Repository, RestoreOptions,
+    S3Options, Secret, Store,
+};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_PARTIAL: i32 = 3;
+pub const EXIT_DAMAGE: i32 = 4;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "vouch",
+    version,
+    about = "Backups for school file servers that prove they restore",
+    long_about = "vouch backs up file shares to an encrypted off-site repository (a local path or S3), \
+                  checks and test-restores them, and records the evidence.\n\n\
+                  Exit codes: 0 ok, 1 could not run, 2 usage error, 3 backup finished but some files \
+                  could not be read, 4 verification found damage."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+struct GlobalArgs {
+    /// Repository: a local path, file:///path or s3://bucket/prefix
+    #[arg(long, short = 'r', global = true, env = "VOUCH_REPOSITORY")]
+    repo: Option<String>,
+    /// File holding the repository passphrase (first line)
+    #[arg(long, global = true, env = "VOUCH_PASSWORD_FILE")]
+    password_file: Option<PathBuf>,
+    /// S3 endpoint URL (default: AWS_ENDPOINT_URL, else AWS)
+    #[arg(long, global = true)]
+    s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)
+    #[arg(long, global = true)]
+    s3_region: Option<String>,
+    /// Use path-style S3 requests (default when --s3-endpoint is given)
+    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
+    s3_path_style: Option<bool>,
+    /// No progress bars
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository
+    Init,
+    /// Back up paths into the repository
+    Backup {
+        /// Files and directories to back up
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// What this backup is ("Staff and admin shares"); stored in the snapshot
+        #[arg(long)]
+        label: Option<String>,
+        /// A tag for the snapshot (repeatable)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Leave out matching files: a name pattern (Thumbs.db, ~$*) or an absolute path pattern
+        #[arg(long = "exclude")]
+        excludes: Vec<String>,
+        /// Host name recorded in the snapshot
+        #[arg(long)]
+        host: Option<String>,
+        /// Read every file, even those unchanged since the last snapshot
+        #[arg(long)]
+        force: bool,
+        /// Print the result as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// List snapshots
+    Snapshots {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the files of a snapshot
+    Ls {
+        /// Snapshot id (or a unique prefix), or `latest`
+        snapshot: String,
+        /// Only this path and what is under it
+        path: Option<String>,
+        /// Show type, permissions, size and modification time
+        #[arg(long, short = 'l')]
+        long: bool,
+    },
+    /// Restore a snapshot, or parts of it, into a directory
+    Restore {
+        /// Snapshot id (or a unique prefix), or `latest`
+        snapshot: String,
+        /// Directory to restore into
+        #[arg(long)]
+        target: PathBuf,
+        /// Restore only this path of the snapshot (repeatable)
+        #[arg(long = "include")]
+        include: Vec<String>,
+        /// Replace files that exist in the target
+        #[arg(long)]
+        overwrite: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the repository: structure, and with --read-data the stored bytes
+    Check {
+        /// Re-read and verify every pack
+        #[arg(long, conflicts_with = "read_data_subset")]
+        read_data: bool,
+        /// Re-read and verify this percentage of the packs (e.g. 10 or 10%)
+        #[arg(long, value_name = "PCT")]
+        read_data_subset: Option<String>,
+        /// Seed for choosing the subset (recorded in the report)
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage the passphrases that open the repository
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
+    },
+    /// Remove stale locks (or all locks with --all)
+    Unlock {
+        #[arg(long)]
+        all: bool,
+    },
+    /// Run a self-contained demonstration in a folder
+    Demo {
+        /// Folder for the sample data, repository and restore (default ./vouch-demo)
+        #[arg(long, default_value = "vouch-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyAction {
+    /// Add a passphrase
+    Add {
+        /// File holding the new passphrase (else prompted for on a terminal)
+        #[arg(long)]
+        new_password_file: Option<PathBuf>,
+    },
+    /// List the keys
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a key by id (or unique prefix)
+    Remove { id: String },
+}
+
+/// Parse the command line, run, and return the exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { EXIT_OK };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vouch: error: cannot start: {e}");
+            return EXIT_FAILED;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vouch: error: {}", show::error_text(&e));
+            EXIT_FAILED
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOUCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+impl GlobalArgs {
+    fn url(&self) -> Result<RepoUrl> {
+        let text = self
+            .repo
+            .as_deref()
+            .context("no repository given: use --repo URL (or set VOUCH_REPOSITORY)")?;
+        Ok(RepoUrl::parse(text)?)
+    }
+
+    fn store(&self) -> Result<Store> {
+        let s3 = S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            path_style: self.s3_path_style,
+        };
+        Ok(Store::open(&self.url()?, &s3)?)
+    }
+
+    /// The passphrase: --password-file / VOUCH_PASSWORD_FILE, then VOUCH_PASSWORD, then a
+    /// prompt when there is a terminal.
+    fn password(&self, confirm: bool) -> Result<Secret> {
+        if let Some(path) = &self.password_file {
+            return read_password_file(path);
+        }
+        if let Ok(p) = std::env::var("VOUCH_PASSWORD") {
+            if p.is_empty() {
+                bail!("VOUCH_PASSWORD is set but empty");
+            }
+            return Ok(Secret::new(p));
+        }
+        prompt_password("Repository passphrase: ", confirm)
+    }
+
+    async fn open(&self) -> Result<Arc<Repository>> {
+        let store = self.store()?;
+        let password = self.password(false)?;
+        Ok(Arc::new(Repository::open(store, &password).await?))
+    }
+}
+
+fn read_password_file(path: &std::path::Path) -> Result<Secret> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!("cannot read the password file {}: check the path and its permissions", path.display())
+    })?;
+    let line = text.lines().next().unwrap_or_default().trim_end_matches('\r');
+    if line.is_empty() {
+        bail!("the password file {} is empty: put the passphrase on its first line", path.display());
+    }
+    Ok(Secret::new(line))
+}
+
+fn prompt_password(prompt: &str, confirm: bool) -> Result<Secret> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no passphrase given: use --password-file FILE, or set VOUCH_PASSWORD_FILE or VOUCH_PASSWORD");
+    }
+    let first = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;
+    if first.is_empty() {
+        bail!("an empty passphrase is not allowed");
+    }
+    if confirm {
+        let again = rpassword::prompt_password("Enter it again: ").context("cannot read the passphrase")?;
+        if again != first {
+            bail!("the two passphrases differ; nothing was changed");
+        }
+    }
+    Ok(Secret::new(first))
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let g = &cli.global;
+    let bars = !g.quiet && std::io::stderr().is_terminal();
+    match cli.command {
+        Command::Init => {
+            let store = g.store()?;
+            let password = g.password(true)?;
+            let repo = Repository::init(store, &password, &InitOptions::default()).await?;
+            println!("created repository {} at {}", repo.config().id.short(), repo.url());
+            println!("keep the passphrase safe: without it the backups cannot be read by anyone");
+            Ok(EXIT_OK)
+        }
+        Command::Backup {
+            paths,
+            label,
+            tags,
+            excludes,
+            host,
+            force,
+            json,
+        } => {
+            let repo = g.open().await?;
+            let opts = BackupOptions {
+                paths,
+                label,
+                tags,
+                excludes,
+                host,
+                force_read: force,
+                ..Default::default()
+            };
+            let progress = Arc::new(crate::BackupProgress::default());
+            let bar = progress::backup_bar(bars, progress.clone());
+            let result = crate::backup(repo, opts, progress).await;
+            bar.finish();
+            let report = result?;
+            show::backup(&report, json);
+            Ok(if report.is_partial() { EXIT_PARTIAL } else { EXIT_OK })
+        }
+        Command::Snapshots { json } => {
+            let repo = g.open().await?;
+            let (snapshots, bad) = repo.snapshots().await?;
+            show::snapshots(&snapshots, &bad, json);
+            Ok(if bad.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
+        }
+        Command::Ls { snapshot, path, long } => {
+            let repo = g.open().await?;
+            let (id, snap) = repo.find_snapshot(&snapshot).await?;
+            show::ls(&repo, id, &snap, path.as_deref(), long).await
+        }
+        Command::Restore {
+            snapshot,
+            target,
+            include,
+            overwrite,
+            json,
+        } => {
+            let repo = g.open().await?;
+            let (id, snap) = repo.find_snapshot(&snapshot).await?;
+            let opts = RestoreOptions {
+                target,
+                include,
+                overwrite,
+                threads: None,
+            };
+            let progress = Arc::new(crate::RestoreProgress::default());
+            let bar = progress::restore_bar(bars, progress.clone());
+            let result = crate::restore(repo, &snap, &opts, progress).await;
+            bar.finish();
+            let report = result?;
+            show::restore(id, &opts, &report, json);
+            Ok(if report.is_clean() { EXIT_OK } else { EXIT_DAMAGE })
+        }
+        Command::Check {
+            read_data,
+            read_data_subset,
+            seed,
+            json,
+        } => {
+            let read_data = match (read_data, read_data_subset) {
+                (true, _) => ReadData::All,
+                (false, Some(p)) => ReadData::Subset(parse_percent(&p)?),
+                (false, None) => ReadData::None,
+            };
+            let repo = g.open().await?;
+            let report = crate::check(
+                repo,
+                &CheckOptions {
+                    read_data,
+                    seed,
+                    threads: None,
+                },
+            )
+            .await?;
+            show::check(&report, json);
+            Ok(if report.is_damaged() { EXIT_DAMAGE } else { EXIT_OK })
+        }
+        Command::Key { action } => {
+            let repo = g.open().await?;
+            match action {
+                KeyAction::Add { new_password_file } => {
+                    let new = match new_password_file {
+                        Some(p) => read_password_file(&p)?,
+                        None => prompt_password("New passphrase: ", true)?,
+                    };
+                    let id = repo.add_key(&new).await?;
+                    println!("added key {}", id.short());
+                }
+                KeyAction::List { json } => {
+                    let keys = repo.list_keys().await?;
+                    show::keys(&keys, repo.key_id(), json);
+                }
+                KeyAction::Remove { id } => {
+                    let keys = repo.list_keys().await?;
+                    let matches: Vec<KeyId> = keys
+                        .iter()
+                        .map(|(k, _)| *k)
+                        .filter(|k| k.to_hex().starts_with(&id.to_ascii_lowercase()))
+                        .collect();
+                    let key = match matches.as_slice() {
+                        [one] if !id.is_empty() => *one,
+                        [] => bail!("no key id starts with {id:?}; `vouch key list` shows them"),
+                        _ => bail!("{id:?} matches several keys; give more digits"),
+                    };
+                    repo.remove_key(&key).await?;
+                    println!("removed key {}", key.short());
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Unlock { all } => {
+            let repo = g.open().await?;
+            let n = crate::repo::remove_locks(&repo, all).await?;
+            println!("removed {n} lock(s)");
+            Ok(EXIT_OK)
+        }
+        Command::Demo { dir } => crate::demo::run(&dir).await,
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f64> {
+    let n: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .ok()
+        .filter(|n: &f64| *n > 0.0 && *n <= 100.0)
+        .with_context(|| format!("--read-data-subset {text:?}: give a percentage above 0 and at most 100, like 10 or 10%"))?;
+    Ok(n)
+}

@@ -1,0 +1,320 @@
+//! What commands print: plain text for people, `--json` for programs.
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::Repository;
+use crate::clock::human;
+use crate::repo::format::key::KeyFile;
+use crate::repo::format::snapshot::Snapshot;
+use crate::repo::format::tree::NodeKind;
+use crate::repo::ids::{KeyId, SnapshotId};
+use crate::repo::{RepoError, TreeLoader};
+use crate::verify::{CheckReport, Severity};
+use crate::{BackupReport, RestoreOptions, RestoreReport};
+
+/// `1.5 GiB`.
+pub fn size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn seconds(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// An error with its causes, without repeating a cause the message already contains.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+fn json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+}
+
+#[derive(Serialize)]
+struct SnapshotJson<'a> {
+    id: SnapshotId,
+    short_id: String,
+    #[serde(flatten)]
+    snapshot: &'a Snapshot,
+}
+
+pub fn backup(r: &BackupReport, as_json: bool) {
+    if as_json {
+        json(&SnapshotJson {
+            id: r.snapshot_id,
+            short_id: r.snapshot_id.short(),
+            snapshot: &r.snapshot,
+        });
+        return;
+    }
+    let s = &r.snapshot.summary;
+    println!(
+        "snapshot {} saved{}",
+        r.snapshot_id.short(),
+        r.snapshot.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+    );
+    println!(
+        "  files: {} ({} new, {} changed, {} unchanged), {} directories, {}",
+        s.total_files,
+        s.files_new,
+        s.files_changed,
+        s.files_unmodified,
+        s.dirs,
+        size(s.total_bytes)
+    );
+    println!(
+        "  read {}, added {} of new data ({} stored) in {}",
+        size(s.bytes_read),
+        size(s.bytes_added_raw),
+        size(s.bytes_added_stored),
+        seconds(s.duration_ms)
+    );
+    if !s.changed_during_read.is_empty() {
+        println!("  warning: {} file(s) changed while being read (backed up as read; the next backup takes them again):", s.changed_during_read.len());
+        for p in s.changed_during_read.iter().take(20) {
+            println!("    {p}");
+        }
+    }
+    if !s.skipped_special.is_empty() {
+        println!("  skipped {} special file(s) (sockets, devices, FIFOs)", s.skipped_special.len());
+    }
+    if !s.unreadable.is_empty() {
+        eprintln!(
+            "vouch: warning: {} path(s) could not be read; the snapshot is partial (exit code 3):",
+            s.unreadable.len()
+        );
+        for p in &s.unreadable {
+            eprintln!("    {}: {}", p.path, p.error);
+        }
+    }
+}
+
+pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], as_json: bool) {
+    for (key, err) in bad {
+        eprintln!("vouch: warning: {key} cannot be read: {err}");
+    }
+    if as_json {
+        let v: Vec<_> = list
+            .iter()
+            .map(|(id, s)| SnapshotJson {
+                id: *id,
+                short_id: id.short(),
+                snapshot: s,
+            })
+            .collect();
+        json(&v);
+        return;
+    }
+    if list.is_empty() {
+        println!("no snapshots");
+        return;
+    }
+    println!("{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  label / paths", "id", "time", "host", "files", "size");
+    for (id, s) in list {
+        let label = s.label.clone().unwrap_or_else(|| s.paths.join(", "));
+        let partial = if s.summary.unreadable.is_empty() { "" } else { "  [partial]" };
+        let tags = if s.tags.is_empty() { String::new() } else { format!("  [{}]", s.tags.join(", ")) };
+        println!(
+            "{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  {label}{tags}{partial}",
+            id.short(),
+            human(s.time),
+            s.host,
+            s.summary.total_files,
+            size(s.summary.total_bytes)
+        );
+    }
+    println!("{} snapshot(s)", list.len());
+}
+
+pub async fn ls(
+    repo: &std::sync::Arc<Repository>,
+    id: SnapshotId,
+    snap: &Snapshot,
+    path: Option<&str>,
+    long: bool,
+) -> Result<i32> {
+    let (index, _) = repo.load_index().await?;
+    let trees = TreeLoader::new(repo.clone(), std::sync::Arc::new(index));
+    let want: Vec<&str> = path.map(|p| p.split('/').filter(|c| !c.is_empty()).collect()).unwrap_or_default();
+    let mut stack = vec![(snap.tree, String::new(), 0usize)];
+    let mut printed = 0usize;
+    let mut damaged = false;
+    println!("snapshot {} of {} at {}:", id.short(), snap.paths.join(", "), human(snap.time));
+    while let Some((tid, prefix, depth)) = stack.pop() {
+        let tree = match trees.load(&tid).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("vouch: error: {}: {e}", if prefix.is_empty() { "/" } else { &prefix });
+                damaged = true;
+                continue;
+            }
+        };
+        for node in tree.nodes.iter().rev() {
+            let name = node.name_lossy();
+            if depth < want.len() && want[depth] != name {
+                continue;
+            }
+            let p = format!("{prefix}/{name}");
+            if let (NodeKind::Dir, Some(sub)) = (node.kind, node.subtree) {
+                stack.push((sub, p.clone(), depth + 1));
+            }
+            if depth + 1 >= want.len() {
+                printed += 1;
+                if long {
+                    let kind = match node.kind {
+                        NodeKind::Dir => 'd',
+                        NodeKind::File => '-',
+                        NodeKind::Symlink => 'l',
+                    };
+                    let t = time::OffsetDateTime::from_unix_timestamp_nanos(node.mtime_ns as i128)
+                        .map(human)
+                        .unwrap_or_default();
+                    let target = node
+                        .target
+                        .as_ref()
+                        .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
+                        .unwrap_or_default();
+                    println!("{kind}{:04o} {:>6} {:>6} {:>12}  {t}  {p}{target}", node.mode, node.uid, node.gid, node.size);
+                } else {
+                    println!("{p}");
+                }
+            }
+        }
+    }
+    if printed == 0 && path.is_some() {
+        anyhow::bail!("{:?} is not in snapshot {}", path.unwrap_or_default(), id.short());
+    }
+    Ok(if damaged { super::EXIT_DAMAGE } else { super::EXIT_OK })
+}
+
+pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json: bool) {
+    if as_json {
+        json(r);
+        return;
+    }
+    println!(
+        "restored snapshot {} into {}: {} files ({}), {} directories, {} symlinks in {}",
+        id.short(),
+        opts.target.display(),
+        r.files,
+        size(r.bytes),
+        r.dirs,
+        r.symlinks,
+        seconds(r.duration_ms)
+    );
+    println!("  every restored file matched its blake3 hash from backup time ({} files verified)", r.files_verified);
+    for w in r.warnings.iter().take(10) {
+        eprintln!("vouch: warning: {w}");
+    }
+    if r.warnings.len() > 10 {
+        eprintln!("vouch: warning: … and {} more metadata warnings", r.warnings.len() - 10);
+    }
+    for m in &r.mismatches {
+        eprintln!(
+            "vouch: DAMAGE: {} does not match its backup: expected blake3 {}, got {} (not restored)",
+            m.path, m.expected, m.actual
+        );
+    }
+    for d in &r.damaged {
+        eprintln!("vouch: DAMAGE: {} could not be restored: {}", d.path, d.error);
+    }
+    if !r.is_clean() {
+        eprintln!(
+            "vouch: {} file(s) could not be restored intact; run `vouch check --read-data` for a full report",
+            r.mismatches.len() + r.damaged.len()
+        );
+    }
+}
+
+pub fn check(r: &CheckReport, as_json: bool) {
+    if as_json {
+        json(r);
+        return;
+    }
+    println!(
+        "checked {}: {} snapshot(s), {} tree(s), {} file(s), {} pack(s) holding {} blob(s)",
+        r.repository, r.snapshots, r.trees, r.files, r.packs, r.blobs
+    );
+    if r.read_data != "none" {
+        println!(
+            "read {} pack(s) ({}) [{}{}]: {} blob(s) verified at levels 1 (storage hash) and 2 (authenticated, keyed blob hash)",
+            r.packs_read,
+            size(r.bytes_read),
+            r.read_data,
+            r.subset_seed.map(|s| format!(", seed {s}")).unwrap_or_default(),
+            r.blobs_verified
+        );
+    }
+    for f in &r.findings {
+        let tag = match f.severity {
+            Severity::Damage => "DAMAGE",
+            Severity::Warning => "warning",
+        };
+        println!("{tag}: {}: {}", f.object, f.message);
+        if f.affected_total > 0 {
+            println!("  affects {} file(s):", f.affected_total);
+            for a in f.affected.iter().take(10) {
+                println!("    snapshot {}  {}", a.snapshot, a.path);
+            }
+            if f.affected_total > 10 {
+                println!("    … {} more (see --json)", f.affected_total - 10);
+            }
+        }
+    }
+    if r.is_damaged() {
+        println!("damage found: {} problem(s); the files listed cannot be restored intact", r.findings.iter().filter(|f| f.severity == Severity::Damage).count());
+    } else {
+        println!("no damage found ({})", seconds(r.duration_ms));
+    }
+}
+
+pub fn keys(keys: &[(KeyId, KeyFile)], current: KeyId, as_json: bool) {
+    if as_json {
+        #[derive(Serialize)]
+        struct K<'a> {
+            id: KeyId,
+            current: bool,
+            created: String,
+            host: &'a str,
+            username: &'a str,
+        }
+        let v: Vec<_> = keys
+            .iter()
+            .map(|(id, k)| K {
+                id: *id,
+                current: *id == current,
+                created: human(k.created),
+                host: &k.host,
+                username: &k.username,
+            })
+            .collect();
+        json(&v);
+        return;
+    }
+    for (id, k) in keys {
+        println!(
+            "{} {}  created {} by {}@{}",
+            if *id == current { "*" } else { " " },
+            id.short(),
+            human(k.created),
+            k.username,
+            k.host
+        );
+    }
+}

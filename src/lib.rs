@@ -1,0 +1,22 @@
+//! vouch: backups for school file servers that prove they restore.
+//!
+//! The library holds every capability; `main.rs` only parses the command line. The public
+//! surface is the list of re-exports below.
+
+pub mod clock;
+pub mod repo;
+pub mod storage;
+pub mod sys;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use repo::crypto::Secret;
+pub use repo::{InitOptions, LockMode, RepoError, Repository};
+pub use storage::{RepoUrl, S3Options, Store, StorageError};
+pub mod backup;
+pub use backup::{BackupError, BackupOptions, BackupProgress, BackupReport, backup};
+pub mod restore;
+pub use restore::{RestoreError, RestoreOptions, RestoreProgress, RestoreReport, restore};
+pub mod verify;
+pub use verify::{CheckOptions, CheckReport, ReadData, check};
+pub mod cli;
+mod demo;

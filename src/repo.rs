@@ -1,0 +1,444 @@
+//! The repository: keys, config, packs, index, trees, snapshots and locks on top of a
+//! `Store`. See docs/FORMAT.md for the normative description of every object.
+
+pub mod chunker;
+pub mod crypto;
+pub mod format;
+pub mod ids;
+pub mod index;
+mod keyring;
+mod lock;
+pub mod packer;
+mod trees;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::clock::{Clock, SystemClock};
+use crate::storage::{StorageError, Store};
+
+use crypto::{Keys, Kind};
+use format::config::RepoConfig;
+use format::index::IndexFile;
+use format::snapshot::Snapshot;
+use ids::{BlobId, IndexId, KeyId, PackId, SnapshotId, object_name};
+use index::{BlobLocation, MasterIndex};
+
+pub use lock::{LockGuard, LockMode, remove_locks};
+pub use trees::TreeLoader;
+
+/// Why the repository could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error("there is no vouch repository at {url}: run `vouch init --repo {url}` to create one, or check the URL")]
+    NotFound { url: String },
+    #[error("{url} already holds a vouch repository; nothing was changed")]
+    AlreadyExists { url: String },
+    #[error("the passphrase does not open the repository at {url} (tried {keys} key(s)); check --password-file / VOUCH_PASSWORD_FILE")]
+    WrongPassword { url: String, keys: usize },
+    #[error("{object} in {url} is damaged: {detail} (run `vouch check --repo {url}` for a full report)")]
+    Corrupt {
+        url: String,
+        object: String,
+        detail: String,
+    },
+    #[error("the repository at {url} is locked by {by}; wait for it to finish, or remove the lock with `vouch unlock` if that process is gone")]
+    Locked { url: String, by: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl RepoError {
+    pub fn is_storage_not_found(&self) -> bool {
+        matches!(self, RepoError::Storage(e) if e.is_not_found())
+    }
+}
+
+/// Why one blob could not be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob {0} is not in the index")]
+    NotIndexed(BlobId),
+    #[error("blob {blob} in pack {pack} is damaged: {detail}")]
+    Damaged {
+        pack: PackId,
+        blob: BlobId,
+        detail: String,
+    },
+    #[error("pack {pack} could not be read: {source}")]
+    Storage {
+        pack: PackId,
+        #[source]
+        source: StorageError,
+    },
+}
+
+impl BlobError {
+    pub fn pack(&self) -> Option<PackId> {
+        match self {
+            BlobError::NotIndexed(_) => None,
+            BlobError::Damaged { pack, .. } | BlobError::Storage { pack, .. } => Some(*pack),
+        }
+    }
+}
+
+/// An open repository: its store, working keys and configuration.
+pub struct Repository {
+    store: Store,
+    keys: Arc<Keys>,
+    config: RepoConfig,
+    key_id: KeyId,
+    master: Arc<crypto::MasterSecret>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Repository {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repository({})", self.store.url())
+    }
+}
+
+/// Options for `vouch init`.
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    /// Pack size in bytes (default 8 MiB).
+    pub pack_size: Option<u32>,
+}
+
+impl Repository {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    pub fn keys(&self) -> &Arc<Keys> {
+        &self.keys
+    }
+    pub fn config(&self) -> &RepoConfig {
+        &self.config
+    }
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn corrupt(&self, object: impl Into<String>, detail: impl ToString) -> RepoError {
+        RepoError::Corrupt {
+            url: self.url().to_string(),
+            object: object.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// Create a repository at `store`, protected by `password`.
+    pub async fn init(
+        store: Store,
+        password: &crypto::Secret,
+        opts: &InitOptions,
+    ) -> Result<Repository, RepoError> {
+        match store.size("config").await {
+            Ok(_) => {
+                return Err(RepoError::AlreadyExists {
+                    url: store.url().to_string(),
+                });
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e.into()),
+        }
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let master = crypto::MasterSecret::random();
+        let keys = Arc::new(Keys::derive(&master));
+        let mut config = RepoConfig::new(ids::RepoId::from_bytes(crypto::random_array()), clock.now());
+        if let Some(size) = opts.pack_size {
+            config.pack_size = size;
+        }
+        config.validate().map_err(RepoError::Invalid)?;
+        // The key first: a crash before the config is written leaves no repository, only a
+        // key file that a second `init` ignores.
+        let key_id = keyring::write_key(&store, &master, password, clock.now()).await?;
+        let sealed = keys.seal_document(Kind::Config, &serde_json::to_vec(&config).expect("json"));
+        store.put_new("config", Bytes::from(sealed)).await.map_err(|e| match e {
+            StorageError::AlreadyExists { url, .. } => RepoError::AlreadyExists { url },
+            other => other.into(),
+        })?;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+            key_id,
+            master: Arc::new(master),
+            clock,
+        })
+    }
+
+    /// Open the repository at `store` with `password`.
+    pub async fn open(store: Store, password: &crypto::Secret) -> Result<Repository, RepoError> {
+        let sealed_config = match store.get("config").await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => {
+                return Err(RepoError::NotFound {
+                    url: store.url().to_string(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (key_id, master) = keyring::unlock(&store, password).await?;
+        let keys = Arc::new(Keys::derive(&master));
+        let corrupt = |detail: String| RepoError::Corrupt {
+            url: store.url().to_string(),
+            object: "config".into(),
+            detail,
+        };
+        let plain = keys
+            .open_document(Kind::Config, &sealed_config)
+            .map_err(|e| corrupt(e.to_string()))?;
+        let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
+        config.validate().map_err(RepoError::Unsupported)?;
+        Ok(Repository {
+            store,
+            keys,
+            config,
+            key_id,
+            master: Arc::new(master),
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Seal a JSON document and store it under `dir/<blake3 of the stored bytes>`.
+    pub async fn save_document<T: Serialize>(
+        &self,
+        kind: Kind,
+        dir: &str,
+        doc: &T,
+    ) -> Result<[u8; 32], RepoError> {
+        let json = serde_json::to_vec(doc).expect("documents serialize");
+        let sealed = self.keys.seal_document(kind, &json);
+        let name = object_name(&sealed);
+        self.store
+            .put(&format!("{dir}/{}", hex::encode(name)), Bytes::from(sealed))
+            .await?;
+        Ok(name)
+    }
+
+    /// Load a sealed JSON document, checking that its bytes match its name.
+    pub async fn load_document<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        key: &str,
+    ) -> Result<T, RepoError> {
+        let bytes = self.store.get(key).await?;
+        self.decode_document(kind, key, &bytes)
+    }
+
+    fn decode_document<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, RepoError> {
+        if let Some(name) = key.rsplit('/').next() {
+            if name.len() == 64 && hex::encode(object_name(bytes)) != name {
+                return Err(self.corrupt(key, "its bytes do not match its name (blake3)"));
+            }
+        }
+        let plain = self
+            .keys
+            .open_document(kind, bytes)
+            .map_err(|e| self.corrupt(key, e))?;
+        serde_json::from_slice(&plain).map_err(|e| self.corrupt(key, format!("not a valid document: {e}")))
+    }
+
+    /// Every snapshot, oldest first, plus the keys of those that could not be read.
+    pub async fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>), RepoError> {
+        let listed = self.store.list("snapshots/").await?;
+        let loaded: Vec<_> = futures::stream::iter(listed)
+            .map(|(key, _)| async move {
+                let r = self.load_document::<Snapshot>(Kind::Snapshot, &key).await;
+                (key, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (key, r) in loaded {
+            match r {
+                Ok(s) => match key.rsplit('/').next().and_then(|n| n.parse::<SnapshotId>().ok()) {
+                    Some(id) => good.push((id, s)),
+                    None => bad.push((key.clone(), self.corrupt(key, "its name is not a snapshot id"))),
+                },
+                Err(e) => bad.push((key, e)),
+            }
+        }
+        good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok((good, bad))
+    }
+
+    /// Resolve `latest` or a unique id prefix to one snapshot.
+    pub async fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot), RepoError> {
+        let (mut all, _) = self.snapshots().await?;
+        if all.is_empty() {
+            return Err(RepoError::Invalid(format!(
+                "the repository at {} has no snapshots yet",
+                self.url()
+            )));
+        }
+        if spec == "latest" {
+            return Ok(all.pop().expect("not empty"));
+        }
+        let spec_lower = spec.to_ascii_lowercase();
+        if spec_lower.is_empty() || !spec_lower.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(RepoError::Invalid(format!(
+                "{spec:?} is not a snapshot: give `latest` or a snapshot id (or a unique prefix of one, from `vouch snapshots`)"
+            )));
+        }
+        let matches: Vec<_> = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lower))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one")),
+            0 => Err(RepoError::Invalid(format!(
+                "no snapshot id starts with {spec:?}; `vouch snapshots` lists them"
+            ))),
+            n => Err(RepoError::Invalid(format!(
+                "{n} snapshots start with {spec:?}; give more digits"
+            ))),
+        }
+    }
+
+    /// Load every index file into one master index; unreadable index files are returned
+    /// beside it rather than failing the whole load.
+    pub async fn load_index(&self) -> Result<(MasterIndex, Vec<(String, RepoError)>), RepoError> {
+        let listed = self.store.list("index/").await?;
+        let loaded: Vec<_> = futures::stream::iter(listed)
+            .map(|(key, _)| async move {
+                let r = self.load_document::<IndexFile>(Kind::Index, &key).await;
+                (key, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let mut index = MasterIndex::default();
+        let mut bad = Vec::new();
+        let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
+        for (key, r) in loaded {
+            match (r, key.rsplit('/').next().and_then(|n| n.parse::<IndexId>().ok())) {
+                (Ok(file), Some(id)) => files.push((id, file)),
+                (Ok(_), None) => bad.push((key.clone(), self.corrupt(key, "its name is not an index id"))),
+                (Err(e), _) => bad.push((key, e)),
+            }
+        }
+        // Files superseded by a newer one (after prune) are skipped.
+        let superseded: std::collections::HashSet<IndexId> =
+            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        files.sort_by_key(|(id, _)| *id);
+        for (id, file) in &files {
+            if !superseded.contains(id) {
+                index.add(*id, file);
+            }
+        }
+        Ok((index, bad))
+    }
+
+    /// Store an index file listing `packs`.
+    pub async fn save_index(&self, file: &IndexFile) -> Result<IndexId, RepoError> {
+        Ok(IndexId::from_bytes(self.save_document(Kind::Index, "index", file).await?))
+    }
+
+    /// Store a snapshot; the last step of a backup.
+    pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId, RepoError> {
+        Ok(SnapshotId::from_bytes(
+            self.save_document(Kind::Snapshot, "snapshots", snapshot).await?,
+        ))
+    }
+
+    /// Decrypt, decompress and verify one blob whose sealed bytes are `sealed`.
+    pub fn decode_blob(
+        &self,
+        id: &BlobId,
+        loc: &BlobLocation,
+        pack: PackId,
+        sealed: &[u8],
+    ) -> Result<Vec<u8>, BlobError> {
+        let damaged = |detail: String| BlobError::Damaged {
+            pack,
+            blob: *id,
+            detail,
+        };
+        let payload = self
+            .keys
+            .open(loc.kind.seal_kind(), sealed)
+            .map_err(|e| damaged(e.to_string()))?;
+        let plain = crypto::decode_payload(&payload, Some(loc.raw_length as usize))
+            .map_err(|e| damaged(e.to_string()))?;
+        if plain.len() != loc.raw_length as usize {
+            return Err(damaged(format!(
+                "{} bytes after decompression, the index says {}",
+                plain.len(),
+                loc.raw_length
+            )));
+        }
+        let actual = self.keys.blob_id(&plain);
+        if actual != *id {
+            return Err(damaged(format!("its plaintext hashes to {actual}")));
+        }
+        Ok(plain)
+    }
+
+    /// Read one blob from storage and verify it (levels 2: AEAD tag and keyed hash).
+    pub async fn read_blob(&self, index: &MasterIndex, id: &BlobId) -> Result<Vec<u8>, BlobError> {
+        let loc = *index.get(id).ok_or(BlobError::NotIndexed(*id))?;
+        let pack = index.pack(loc.pack).id;
+        let sealed = self
+            .store
+            .get_range(
+                &packer::pack_key(&pack),
+                loc.offset as u64..loc.offset as u64 + loc.length as u64,
+            )
+            .await
+            .map_err(|source| BlobError::Storage { pack, source })?;
+        if sealed.len() != loc.length as usize {
+            return Err(BlobError::Damaged {
+                pack,
+                blob: *id,
+                detail: format!("pack is truncated: read {} of {} bytes", sealed.len(), loc.length),
+            });
+        }
+        self.decode_blob(id, &loc, pack, &sealed)
+    }
+
+    /// Take a lock on the repository; it is refreshed in the background until released.
+    pub async fn lock(&self, mode: LockMode, operation: &str) -> Result<LockGuard, RepoError> {
+        lock::acquire(self, mode, operation).await
+    }
+
+    /// Add a passphrase that opens this repository.
+    pub async fn add_key(&self, new_password: &crypto::Secret) -> Result<KeyId, RepoError> {
+        keyring::write_key(&self.store, &self.master, new_password, self.clock.now()).await
+    }
+
+    pub async fn list_keys(&self) -> Result<Vec<(KeyId, format::key::KeyFile)>, RepoError> {
+        keyring::list(&self.store).await
+    }
+
+    /// Remove a key; refuses the key in use and the last key.
+    pub async fn remove_key(&self, id: &KeyId) -> Result<(), RepoError> {
+        keyring::remove(self, id).await
+    }
+}

@@ -1,0 +1,60 @@
+//! The on-disk types of the repository, together, as docs/FORMAT.md describes them.
+//! Metadata objects are JSON documents (zstd-compressed, then sealed); the pack header is a
+//! fixed-width binary table so that a pack can be parsed without the index.
+
+pub mod config;
+pub mod index;
+pub mod key;
+pub mod lock;
+pub mod pack;
+pub mod snapshot;
+pub mod tree;
+
+/// Format version written by this build. A reader refuses versions it does not know.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Kinds of blob stored in packs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BlobKind {
+    Data,
+    Tree,
+}
+
+impl BlobKind {
+    pub fn seal_kind(self) -> super::crypto::Kind {
+        match self {
+            BlobKind::Data => super::crypto::Kind::DataBlob,
+            BlobKind::Tree => super::crypto::Kind::TreeBlob,
+        }
+    }
+}
+
+/// Timestamps are RFC 3339 strings in UTC with nanoseconds.
+pub mod rfc3339 {
+    pub use time::serde::rfc3339::{deserialize, serialize};
+}
+
+/// Bytes as a JSON string when they are UTF-8 without control characters, else as hex in a
+/// sibling field: file names are bytes, and a non-UTF-8 name must survive unchanged.
+pub(crate) fn split_bytes(bytes: &[u8]) -> (Option<String>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => (Some(s.to_string()), None),
+        _ => (None, Some(hex::encode(bytes))),
+    }
+}
+
+pub(crate) fn join_bytes(
+    text: Option<String>,
+    hex_text: Option<String>,
+    field: &str,
+) -> Result<Option<Vec<u8>>, String> {
+    match (text, hex_text) {
+        (Some(t), None) => Ok(Some(t.into_bytes())),
+        (None, Some(h)) => hex::decode(h)
+            .map(Some)
+            .map_err(|e| format!("{field}_hex is not hex: {e}")),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(format!("both {field} and {field}_hex are present")),
+    }
+}

@@ -1,0 +1,88 @@
+//! `config`: the repository's identity and parameters, sealed with the master key.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::repo::ids::RepoId;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoConfig {
+    pub version: u32,
+    pub id: RepoId,
+    #[serde(with = "super::rfc3339")]
+    pub created: OffsetDateTime,
+    pub chunker: ChunkerParams,
+    pub compression: CompressionParams,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkerParams {
+    /// Always "fastcdc-v2020" (normalization level 1, gear table XORed with the keyed seed).
+    pub algorithm: String,
+    pub min_size: u32,
+    pub avg_size: u32,
+    pub max_size: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompressionParams {
+    /// Always "zstd".
+    pub algorithm: String,
+    pub level: i32,
+}
+
+impl RepoConfig {
+    pub fn new(id: RepoId, created: OffsetDateTime) -> Self {
+        Self {
+            version: super::FORMAT_VERSION,
+            id,
+            created,
+            chunker: ChunkerParams::default(),
+            compression: CompressionParams {
+                algorithm: "zstd".into(),
+                level: 3,
+            },
+            pack_size: 8 * 1024 * 1024,
+        }
+    }
+
+    /// Refuse parameters this build cannot honour.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.version != super::FORMAT_VERSION {
+            return Err(format!(
+                "repository format version {} is not supported by this vouch (it reads version {}); upgrade vouch",
+                self.version,
+                super::FORMAT_VERSION
+            ));
+        }
+        let c = &self.chunker;
+        if c.algorithm != "fastcdc-v2020"
+            || !(64..=1 << 20).contains(&c.min_size)
+            || !(256..=4 << 20).contains(&c.avg_size)
+            || !(1024..=16 << 20).contains(&c.max_size)
+            || !(c.min_size <= c.avg_size && c.avg_size <= c.max_size)
+        {
+            return Err(format!("unsupported chunker parameters {c:?}"));
+        }
+        if self.compression.algorithm != "zstd" || !(1..=19).contains(&self.compression.level) {
+            return Err(format!("unsupported compression {:?}", self.compression));
+        }
+        if !(1 << 20..=128 << 20).contains(&self.pack_size) {
+            return Err(format!("unsupported pack size {}", self.pack_size));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ChunkerParams {
+    fn default() -> Self {
+        Self {
+            algorithm: "fastcdc-v2020".into(),
+            min_size: 512 * 1024,
+            avg_size: 1024 * 1024,
+            max_size: 4 * 1024 * 1024,
+        }
+    }
+}

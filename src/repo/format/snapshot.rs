@@ -1,0 +1,81 @@
+//! `snapshots/<id>`: one backup: when, of what, by whom, labelled how, and its root tree.
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::repo::ids::{BlobId, SnapshotId};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    #[serde(with = "super::rfc3339")]
+    pub time: OffsetDateTime,
+    pub host: String,
+    pub username: String,
+    /// The backed-up paths, absolute, as given.
+    pub paths: Vec<String>,
+    /// What the backup is ("Staff and admin shares"): the policy asks that backups be marked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
+    /// Root tree: mirrors the absolute paths (`/volume1/staff` is `volume1` → `staff`).
+    pub tree: BlobId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<SnapshotId>,
+    pub summary: BackupSummary,
+    /// The program that wrote it ("vouch 0.1.0").
+    pub program: String,
+}
+
+/// What a backup did, recorded in its snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub dirs: u64,
+    pub symlinks: u64,
+    /// Files and bytes in the snapshot.
+    pub total_files: u64,
+    pub total_bytes: u64,
+    /// Bytes read from the source (unchanged files are not re-read).
+    pub bytes_read: u64,
+    /// Blobs and bytes this backup added to the repository (after dedup and compression).
+    pub data_blobs_added: u64,
+    pub tree_blobs_added: u64,
+    pub bytes_added_raw: u64,
+    pub bytes_added_stored: u64,
+    pub packs_added: u64,
+    pub duration_ms: u64,
+    /// Files that could not be read; the snapshot is partial.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unreadable: Vec<Problem>,
+    /// Files whose size or times changed while they were being read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_during_read: Vec<String>,
+    /// Entries that are not files, directories or symlinks (sockets, devices, FIFOs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_special: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub path: String,
+    pub error: String,
+}
+
+impl Snapshot {
+    /// True when a backup of `paths` by `host` should use this snapshot as its parent.
+    pub fn same_source(&self, host: &str, paths: &[String]) -> bool {
+        let mut a = self.paths.clone();
+        let mut b = paths.to_vec();
+        a.sort();
+        b.sort();
+        self.host == host && a == b
+    }
+}

@@ -1,0 +1,128 @@
+//! Assembling packs: sealed blobs are appended to a buffer until it reaches the repository's
+//! pack size, then the sealed header and its length close it and its blake3 names it.
+
+use bytes::Bytes;
+
+use super::crypto::{Keys, Kind};
+use super::format::BlobKind;
+use super::format::index::{IndexBlob, IndexPack};
+use super::format::pack::{HeaderEntry, encode_header};
+use super::ids::{BlobId, PackId, object_name};
+
+pub struct PackWriter {
+    buf: Vec<u8>,
+    entries: Vec<HeaderEntry>,
+    raw_bytes: u64,
+    target: usize,
+}
+
+/// A closed pack, ready to store.
+pub struct FinishedPack {
+    pub id: PackId,
+    pub bytes: Bytes,
+    pub index: IndexPack,
+    pub raw_bytes: u64,
+}
+
+impl PackWriter {
+    pub fn new(target: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            entries: Vec::new(),
+            raw_bytes: 0,
+            target,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= self.target
+    }
+
+    /// Seal `payload` (codec byte first) as a blob of `kind` and append it.
+    pub fn add(&mut self, keys: &Keys, kind: BlobKind, id: BlobId, raw_length: usize, payload: &[u8]) {
+        if self.buf.capacity() == 0 {
+            self.buf.reserve(self.target + payload.len() + 64);
+        }
+        let start = self.buf.len();
+        keys.seal_into(kind.seal_kind(), payload, &mut self.buf);
+        self.entries.push(HeaderEntry {
+            kind,
+            id,
+            length: (self.buf.len() - start) as u32,
+            raw_length: raw_length as u32,
+        });
+        self.raw_bytes += raw_length as u64;
+    }
+
+    /// Close the pack: append the sealed header and its length, and name it.
+    pub fn finish(&mut self, keys: &Keys) -> FinishedPack {
+        let mut buf = std::mem::take(&mut self.buf);
+        let entries = std::mem::take(&mut self.entries);
+        let raw_bytes = std::mem::take(&mut self.raw_bytes);
+        let header_start = buf.len();
+        keys.seal_into(Kind::PackHeader, &encode_header(&entries), &mut buf);
+        let header_len = (buf.len() - header_start) as u32;
+        buf.extend_from_slice(&header_len.to_le_bytes());
+        let id = PackId::from_bytes(object_name(&buf));
+        let mut offset = 0u32;
+        let blobs = entries
+            .iter()
+            .map(|e| {
+                let b = IndexBlob {
+                    id: e.id,
+                    kind: e.kind,
+                    offset,
+                    length: e.length,
+                    raw_length: e.raw_length,
+                };
+                offset += e.length;
+                b
+            })
+            .collect();
+        FinishedPack {
+            id,
+            index: IndexPack {
+                id,
+                size: buf.len() as u64,
+                blobs,
+            },
+            bytes: Bytes::from(buf),
+            raw_bytes,
+        }
+    }
+}
+
+/// Where a pack is stored: `data/<first two hex digits>/<id>`.
+pub fn pack_key(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("data/{}/{}", &hex[..2], hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::crypto::{MasterSecret, encode_payload};
+    use crate::repo::format::pack::read_header;
+
+    #[test]
+    fn a_finished_pack_is_named_by_its_hash_and_parses_back() {
+        let keys = Keys::derive(&MasterSecret::from_bytes([1; 32]));
+        let mut w = PackWriter::new(1 << 20);
+        let a = b"first blob".repeat(10);
+        let b = b"second".to_vec();
+        w.add(&keys, BlobKind::Data, keys.blob_id(&a), a.len(), &encode_payload(&a, 3));
+        w.add(&keys, BlobKind::Tree, keys.blob_id(&b), b.len(), &encode_payload(&b, 3));
+        let p = w.finish(&keys);
+        assert_eq!(p.id.as_bytes(), &object_name(&p.bytes));
+        let blobs = read_header(&keys, &p.bytes).unwrap();
+        assert_eq!(blobs.len(), 2);
+        assert_eq!(blobs[1].entry.kind, BlobKind::Tree);
+        assert_eq!(blobs[1].offset, p.index.blobs[1].offset);
+        assert_eq!(p.index.size, p.bytes.len() as u64);
+        assert!(w.is_empty());
+    }
+}

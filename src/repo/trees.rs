@@ -1,0 +1,88 @@
+//! Reading trees. Tree blobs live in their own packs, so the loader fetches a tree pack
+//! whole on first use and serves the rest of its trees from memory: one request per tree pack
+//! instead of one per directory, which matters on S3.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::format::BlobKind;
+use super::format::tree::Tree;
+use super::ids::BlobId;
+use super::index::MasterIndex;
+use super::packer::pack_key;
+use super::{BlobError, Repository};
+
+/// Bytes of tree packs kept in memory before the cache is emptied.
+const CACHE_LIMIT: usize = 32 << 20;
+
+pub struct TreeLoader {
+    repo: Arc<Repository>,
+    index: Arc<MasterIndex>,
+    packs: Mutex<(HashMap<u32, Bytes>, usize)>,
+}
+
+impl TreeLoader {
+    pub fn new(repo: Arc<Repository>, index: Arc<MasterIndex>) -> Self {
+        Self {
+            repo,
+            index,
+            packs: Mutex::new((HashMap::new(), 0)),
+        }
+    }
+
+    pub fn index(&self) -> &Arc<MasterIndex> {
+        &self.index
+    }
+
+    pub fn repo(&self) -> &Arc<Repository> {
+        &self.repo
+    }
+
+    pub async fn load(&self, id: &BlobId) -> Result<Tree, BlobError> {
+        let loc = *self.index.get(id).ok_or(BlobError::NotIndexed(*id))?;
+        let pack = self.index.pack(loc.pack);
+        let plain = if loc.kind == BlobKind::Tree && pack.kind == BlobKind::Tree {
+            let cached = self.packs.lock().expect("tree cache").0.get(&loc.pack).cloned();
+            let bytes = match cached {
+                Some(b) => b,
+                None => {
+                    let b = self
+                        .repo
+                        .store()
+                        .get(&pack_key(&pack.id))
+                        .await
+                        .map_err(|source| BlobError::Storage { pack: pack.id, source })?;
+                    let mut cache = self.packs.lock().expect("tree cache");
+                    if cache.1 + b.len() > CACHE_LIMIT {
+                        cache.0.clear();
+                        cache.1 = 0;
+                    }
+                    cache.1 += b.len();
+                    cache.0.insert(loc.pack, b.clone());
+                    b
+                }
+            };
+            let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+            let sealed = bytes.get(range).ok_or_else(|| BlobError::Damaged {
+                pack: pack.id,
+                blob: *id,
+                detail: format!("pack is truncated ({} bytes)", bytes.len()),
+            })?;
+            self.repo.decode_blob(id, &loc, pack.id, sealed)?
+        } else {
+            self.repo.read_blob(&self.index, id).await?
+        };
+        serde_json::from_slice(&plain).map_err(|e| BlobError::Damaged {
+            pack: pack.id,
+            blob: *id,
+            detail: format!("not a valid tree: {e}"),
+        })
+    }
+
+    /// `load` from a thread outside the runtime.
+    pub fn load_blocking(&self, handle: &tokio::runtime::Handle, id: &BlobId) -> Result<Tree, BlobError> {
+        handle.block_on(self.load(id))
+    }
+}

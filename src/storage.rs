@@ -1,0 +1,466 @@
+//! The object-store boundary: local directories and S3 through `object_store`, with retries
+//! and backoff on transient errors, and durable writes on local disks.
+//!
+//! Nothing here knows the repository format: keys are plain strings such as
+//! `data/ab/ab12…`, values are bytes.
+
+mod fault;
+mod url;
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
+
+pub use fault::{Fault, FaultyStore};
+pub use url::{RepoUrl, UrlError};
+
+/// How a storage operation failed. Retry logic reads `is_retryable`, never the message.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{key} not found in {url}")]
+    NotFound { url: String, key: String },
+    #[error("{key} already exists in {url}")]
+    AlreadyExists { url: String, key: String },
+    #[error("access to {key} in {url} was refused: {detail} (check the credentials and their permissions)")]
+    Denied { url: String, key: String, detail: String },
+    #[error("{url} has no space left for {key}: free space on that volume, then run the job again")]
+    Full { url: String, key: String },
+    #[error("{url} could not be reached for {key}: {detail} (check the endpoint, the network and that the server is running)")]
+    Unreachable { url: String, key: String, detail: String },
+    #[error("storage error on {key} in {url}: {detail}")]
+    Other { url: String, key: String, detail: String },
+    #[error("cannot open {url}: {detail}")]
+    Config { url: String, detail: String },
+}
+
+impl StorageError {
+    /// Worth another try after a pause: network trouble and server-side errors.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StorageError::Unreachable { .. })
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// S3 settings that do not fit in the URL. Unset fields fall back to the usual AWS
+/// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
+#[derive(Clone, Debug, Default)]
+pub struct S3Options {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`); the default for a custom endpoint.
+    pub path_style: Option<bool>,
+}
+
+/// Retry policy for operations that failed with a retryable error.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            attempts: 4,
+            first_backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+/// A handle on the objects under one repository prefix.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// Root directory of a local store: objects are fsynced there after writing.
+    local_root: Option<PathBuf>,
+    display: String,
+    retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.display)
+    }
+}
+
+impl Store {
+    /// Open the store behind `url`. Nothing is contacted yet.
+    pub fn open(url: &RepoUrl, s3: &S3Options) -> Result<Self, StorageError> {
+        let display = url.to_string();
+        match url {
+            RepoUrl::Local(path) => {
+                std::fs::create_dir_all(path).map_err(|e| StorageError::Config {
+                    url: display.clone(),
+                    detail: format!("cannot create the directory: {e}"),
+                })?;
+                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| StorageError::Config {
+                    url: display.clone(),
+                    detail: e.to_string(),
+                })?;
+                Ok(Self {
+                    inner: Arc::new(fs),
+                    prefix: String::new(),
+                    local_root: Some(path.clone()),
+                    display,
+                    retry: RetryPolicy::default(),
+                })
+            }
+            RepoUrl::S3 { bucket, prefix } => {
+                let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+                let endpoint = s3
+                    .endpoint
+                    .clone()
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL_S3").ok())
+                    .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+                    .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+                let region = s3
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_REGION").ok())
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .unwrap_or_else(|| "us-east-1".to_string());
+                builder = builder.with_region(region);
+                let mut client = ClientOptions::new()
+                    .with_connect_timeout(Duration::from_secs(10))
+                    .with_timeout(Duration::from_secs(300));
+                if let Some(ep) = &endpoint {
+                    builder = builder.with_endpoint(ep);
+                    if ep.starts_with("http://") {
+                        client = client.with_allow_http(true);
+                    }
+                }
+                let path_style = s3.path_style.unwrap_or(endpoint.is_some());
+                builder = builder
+                    .with_virtual_hosted_style_request(!path_style)
+                    .with_client_options(client)
+                    .with_retry(RetryConfig {
+                        backoff: Default::default(),
+                        max_retries: 3,
+                        retry_timeout: Duration::from_secs(60),
+                    });
+                let s3 = builder.build().map_err(|e| StorageError::Config {
+                    url: display.clone(),
+                    detail: e.to_string(),
+                })?;
+                let prefix = if prefix.is_empty() {
+                    String::new()
+                } else {
+                    format!("{prefix}/")
+                };
+                Ok(Self {
+                    inner: Arc::new(s3),
+                    prefix,
+                    local_root: None,
+                    display,
+                    retry: RetryPolicy::default(),
+                })
+            }
+        }
+    }
+
+    /// A store over any `ObjectStore` (tests wrap a real store with fault injection).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: impl Into<String>) -> Self {
+        Self {
+            inner,
+            prefix: String::new(),
+            local_root: None,
+            display: display.into(),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The same objects through a different `ObjectStore` wrapper (fault injection in tests).
+    pub fn map_inner(mut self, f: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+        self.inner = f(self.inner);
+        self
+    }
+
+    /// The location, for messages (never with credentials).
+    pub fn url(&self) -> &str {
+        &self.display
+    }
+
+    pub fn is_local(&self) -> bool {
+        self.local_root.is_some()
+    }
+
+    fn path(&self, key: &str) -> ObjPath {
+        ObjPath::from(format!("{}{key}", self.prefix))
+    }
+
+    /// Write `bytes` under `key`, replacing what was there.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.put_with(key, bytes, PutMode::Overwrite).await
+    }
+
+    /// Write `bytes` under `key` only if nothing is there yet.
+    pub async fn put_new(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.put_with(key, bytes, PutMode::Create).await
+    }
+
+    async fn put_with(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let path = self.path(key);
+        self.retrying(key, || {
+            let opts = PutOptions {
+                mode: mode.clone(),
+                ..Default::default()
+            };
+            let payload = PutPayload::from_bytes(bytes.clone());
+            let path = path.clone();
+            async move { self.inner.put_opts(&path, payload, opts).await.map(|_| ()) }
+        })
+        .await?;
+        if let Some(root) = &self.local_root {
+            let file = root.join(format!("{}{key}", self.prefix));
+            let display = self.display.clone();
+            let key = key.to_string();
+            tokio::task::spawn_blocking(move || sync_file_and_dir(&file))
+                .await
+                .expect("fsync task")
+                .map_err(|e| classify_io(&display, &key, &e))?;
+        }
+        Ok(())
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        let path = self.path(key);
+        self.retrying(key, || {
+            let path = path.clone();
+            async move { self.inner.get(&path).await?.bytes().await }
+        })
+        .await
+    }
+
+    pub async fn get_range(&self, key: &str, range: Range<u64>) -> Result<Bytes, StorageError> {
+        let path = self.path(key);
+        self.retrying(key, || {
+            let path = path.clone();
+            let range = range.clone();
+            async move { self.inner.get_range(&path, range).await }
+        })
+        .await
+    }
+
+    /// Size of the object, or `NotFound`.
+    pub async fn size(&self, key: &str) -> Result<u64, StorageError> {
+        let path = self.path(key);
+        self.retrying(key, || {
+            let path = path.clone();
+            async move { self.inner.head(&path).await.map(|m| m.size) }
+        })
+        .await
+    }
+
+    /// Every object under `dir` (e.g. `"snapshots/"`), as (key relative to the store, size).
+    pub async fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let prefix = self.path(dir.trim_end_matches('/'));
+        let strip = self.prefix.len();
+        let result = self
+            .retrying(dir, || {
+                let prefix = prefix.clone();
+                async move {
+                    self.inner
+                        .list(Some(&prefix))
+                        .map_ok(|m| (m.location.as_ref()[strip..].to_string(), m.size))
+                        .try_collect::<Vec<_>>()
+                        .await
+                }
+            })
+            .await;
+        match result {
+            Err(e) if e.is_not_found() => Ok(Vec::new()),
+            other => other.map(|mut v| {
+                v.sort();
+                v
+            }),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path(key);
+        self.retrying(key, || {
+            let path = path.clone();
+            async move { self.inner.delete(&path).await }
+        })
+        .await
+    }
+
+    async fn retrying<T, F, Fut>(&self, key: &str, mut op: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = object_store::Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let err = classify(&self.display, key, e);
+                    if !err.is_retryable() || attempt >= self.retry.attempts {
+                        return Err(err);
+                    }
+                    let pause = self.retry.first_backoff * 2u32.pow(attempt - 1);
+                    tracing::warn!(%err, attempt, ?pause, "storage operation failed; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
+    std::fs::File::open(file)?.sync_all()?;
+    if let Some(dir) = file.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+fn classify_io(url: &str, key: &str, e: &std::io::Error) -> StorageError {
+    let (url, key) = (url.to_string(), key.to_string());
+    match e.kind() {
+        std::io::ErrorKind::NotFound => StorageError::NotFound { url, key },
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+            StorageError::Full { url, key }
+        }
+        std::io::ErrorKind::ConnectionRefused
+        | std::io::ErrorKind::ConnectionReset
+        | std::io::ErrorKind::ConnectionAborted
+        | std::io::ErrorKind::NotConnected
+        | std::io::ErrorKind::TimedOut
+        | std::io::ErrorKind::BrokenPipe
+        | std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::Interrupted => StorageError::Unreachable {
+            url,
+            key,
+            detail: e.to_string(),
+        },
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            StorageError::Denied {
+                url,
+                key,
+                detail: e.to_string(),
+            }
+        }
+        _ => StorageError::Other {
+            url,
+            key,
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Map object_store's error into ours: by variant first, then by the I/O error underneath.
+fn classify(url: &str, key: &str, e: object_store::Error) -> StorageError {
+    use object_store::Error as E;
+    let (u, k) = (url.to_string(), key.to_string());
+    match e {
+        E::NotFound { .. } => StorageError::NotFound { url: u, key: k },
+        E::AlreadyExists { .. } | E::Precondition { .. } => {
+            StorageError::AlreadyExists { url: u, key: k }
+        }
+        E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
+            StorageError::Denied {
+                url: u,
+                key: k,
+                detail: source.to_string(),
+            }
+        }
+        other => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&other);
+            while let Some(err) = source {
+                if let Some(io) = err.downcast_ref::<std::io::Error>() {
+                    return classify_io(url, key, io);
+                }
+                source = err.source();
+            }
+            let detail = error_chain(&other);
+            if is_local_error(&other) {
+                StorageError::Other { url: u, key: k, detail }
+            } else {
+                StorageError::Unreachable { url: u, key: k, detail }
+            }
+        }
+    }
+}
+
+fn is_local_error(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::Generic { store, .. } if *store == "LocalFileSystem")
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_local_store_writes_reads_lists_and_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&RepoUrl::Local(dir.path().join("repo")), &S3Options::default()).unwrap();
+        store.put("data/ab/abcd", Bytes::from_static(b"pack")).await.unwrap();
+        store.put_new("keys/k1", Bytes::from_static(b"key")).await.unwrap();
+        assert!(matches!(
+            store.put_new("keys/k1", Bytes::from_static(b"again")).await,
+            Err(StorageError::AlreadyExists { .. })
+        ));
+        assert_eq!(store.get("data/ab/abcd").await.unwrap(), &b"pack"[..]);
+        assert_eq!(store.get_range("data/ab/abcd", 1..3).await.unwrap(), &b"ac"[..]);
+        assert_eq!(store.size("keys/k1").await.unwrap(), 3);
+        assert_eq!(
+            store.list("data/").await.unwrap(),
+            vec![("data/ab/abcd".to_string(), 4)]
+        );
+        assert!(store.list("index/").await.unwrap().is_empty());
+        store.delete("data/ab/abcd").await.unwrap();
+        assert!(store.get("data/ab/abcd").await.unwrap_err().is_not_found());
+    }
+
+    #[tokio::test]
+    async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = Store::open(&RepoUrl::Local(dir.path().to_path_buf()), &S3Options::default()).unwrap();
+        real.put("config", Bytes::from_static(b"c")).await.unwrap();
+        let faulty = FaultyStore::new(real.inner.clone());
+        faulty.inject(Fault::TransientErrors(2));
+        let store = Store::from_object_store(Arc::new(faulty.clone()), "faulty").with_retry(RetryPolicy {
+            attempts: 4,
+            first_backoff: Duration::from_millis(1),
+        });
+        assert_eq!(store.get("config").await.unwrap(), &b"c"[..]);
+        assert_eq!(faulty.calls(), 3);
+        faulty.inject(Fault::TransientErrors(10));
+        let err = store.get("config").await.unwrap_err();
+        assert!(matches!(err, StorageError::Unreachable { .. }), "{err}");
+        assert!(store.get("missing").await.unwrap_err().is_not_found());
+    }
+}

@@ -1,0 +1,145 @@
+//! A fault-injecting wrapper around a real `ObjectStore`, for the cases that a real server
+//! cannot be made to produce on demand (a dropped connection on the third request).
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result,
+};
+
+/// What the wrapper does to the calls that pass through it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Pass every call through.
+    None,
+    /// Fail the next `n` calls with a connection-reset error, then recover.
+    TransientErrors(u32),
+    /// Fail every write with "no space left on device".
+    DiskFull,
+}
+
+/// Wraps a real store; faults are switched on and off while it is in use.
+#[derive(Clone)]
+pub struct FaultyStore {
+    inner: Arc<dyn ObjectStore>,
+    fault: Arc<Mutex<Fault>>,
+    calls: Arc<AtomicU64>,
+}
+
+impl FaultyStore {
+    pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
+        Self {
+            inner,
+            fault: Arc::new(Mutex::new(Fault::None)),
+            calls: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        *self.fault.lock().expect("fault lock") = fault;
+        self.calls.store(0, Ordering::SeqCst);
+    }
+
+    /// Calls seen since the last `inject`.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn before(&self, write: bool) -> Result<()> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let mut fault = self.fault.lock().expect("fault lock");
+        let kind = match &mut *fault {
+            Fault::None => return Ok(()),
+            Fault::TransientErrors(0) => return Ok(()),
+            Fault::TransientErrors(n) => {
+                *n -= 1;
+                std::io::ErrorKind::ConnectionReset
+            }
+            Fault::DiskFull if write => std::io::ErrorKind::StorageFull,
+            Fault::DiskFull => return Ok(()),
+        };
+        Err(object_store::Error::Generic {
+            store: "faulty",
+            source: Box::new(std::io::Error::new(kind, "injected fault")),
+        })
+    }
+}
+
+impl fmt::Display for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FaultyStore({})", self.inner)
+    }
+}
+
+impl fmt::Debug for FaultyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FaultyStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.before(true)?;
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        self.before(true)?;
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.before(false)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_range(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
+        self.before(false)?;
+        self.inner.get_range(location, range).await
+    }
+
+    async fn head(&self, location: &Path) -> Result<ObjectMeta> {
+        self.before(false)?;
+        self.inner.head(location).await
+    }
+
+    async fn delete(&self, location: &Path) -> Result<()> {
+        self.before(true)?;
+        self.inner.delete(location).await
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        match self.before(false) {
+            Ok(()) => self.inner.list(prefix),
+            Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
+        }
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.before(false)?;
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
+        self.before(true)?;
+        self.inner.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
+        self.before(true)?;
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}

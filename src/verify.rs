@@ -1,0 +1,7 @@
+//! Verification: repository checks (structure, and re-reading stored data), and later the
+//! test restores ("drills"). Findings are data: a check that finds damage returns a report
+//! that lists it; `Err` means the check could not run.
+
+mod check;
+
+pub use check::{Affected, CheckOptions, CheckReport, Finding, FindingKind, ReadData, Severity, check};

@@ -1,0 +1,560 @@
+//! `vouch check`: every snapshot's trees and blobs resolvable through the index, the index
+//! consistent with the packs in storage, and with `--read-data` every selected pack re-read and
+//! verified at levels 1 (the pack's blake3 is its name) and 2 (every blob authenticates and its
+//! keyed hash is its id). Damage is named by object and traced to the snapshots and files it
+//! affects.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::repo::format::pack::read_header;
+use crate::repo::format::snapshot::Snapshot;
+use crate::repo::format::tree::NodeKind;
+use crate::repo::ids::{BlobId, PackId, SnapshotId, object_name};
+use crate::repo::index::MasterIndex;
+use crate::repo::packer::pack_key;
+use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
+
+/// How much stored data to re-read.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    None,
+    All,
+    /// This percentage of packs, chosen at random with a recorded seed.
+    Subset(f64),
+}
+
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    pub read_data: ReadData,
+    /// Seed for the subset; random when unset.
+    pub seed: Option<u64>,
+    pub threads: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Data is missing or altered: some snapshot cannot be fully restored.
+    Damage,
+    /// Something to tidy that loses nothing.
+    Warning,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    PackMissing,
+    PackSize,
+    PackHash,
+    PackHeader,
+    PackIndexMismatch,
+    BlobDamaged,
+    BlobMissing,
+    IndexUnreadable,
+    SnapshotUnreadable,
+    TreeUnreadable,
+    FileSize,
+    PackUnindexed,
+    LockStale,
+}
+
+/// A file that damage makes unrestorable.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Affected {
+    pub snapshot: String,
+    pub path: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Finding {
+    pub severity: Severity,
+    pub kind: FindingKind,
+    /// The damaged object (`data/ab/ab12…`, `index/…`, `snapshots/…`).
+    pub object: String,
+    pub message: String,
+    /// Files that cannot be restored because of it (first 100).
+    pub affected: Vec<Affected>,
+    pub affected_total: usize,
+    #[serde(skip)]
+    blobs: Vec<BlobId>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub repository: String,
+    pub snapshots: usize,
+    pub trees: usize,
+    pub files: u64,
+    pub packs: usize,
+    pub blobs: usize,
+    pub read_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset_seed: Option<u64>,
+    pub packs_read: usize,
+    pub bytes_read: u64,
+    pub blobs_verified: u64,
+    /// Hash levels verified for the data read (1: storage, 2: blob).
+    pub levels: Vec<u8>,
+    pub findings: Vec<Finding>,
+    pub duration_ms: u64,
+}
+
+impl CheckReport {
+    pub fn is_damaged(&self) -> bool {
+        self.findings.iter().any(|f| f.severity == Severity::Damage)
+    }
+}
+
+const AFFECTED_SHOWN: usize = 100;
+
+fn finding(severity: Severity, kind: FindingKind, object: impl Into<String>, message: impl Into<String>) -> Finding {
+    Finding {
+        severity,
+        kind,
+        object: object.into(),
+        message: message.into(),
+        affected: Vec::new(),
+        affected_total: 0,
+        blobs: Vec::new(),
+    }
+}
+
+pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
+    let lock = repo.lock(LockMode::Shared, "check").await?;
+    let result = check_locked(&repo, opts).await;
+    lock.release().await?;
+    result
+}
+
+async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
+    let started = Instant::now();
+    let mut report = CheckReport {
+        repository: repo.url().to_string(),
+        ..Default::default()
+    };
+    let mut findings = Vec::new();
+
+    // Packs in storage against packs in the index.
+    let stored: HashMap<String, u64> = repo.store().list("data/").await?.into_iter().collect();
+    let (index, bad_indexes) = repo.load_index().await?;
+    for (key, err) in bad_indexes {
+        findings.push(finding(
+            Severity::Damage,
+            FindingKind::IndexUnreadable,
+            key,
+            format!("index file unreadable: {err}; the blobs it listed are reported below"),
+        ));
+    }
+    let index = Arc::new(index);
+    let mut indexed_keys = HashSet::new();
+    let mut missing_packs = HashSet::new();
+    for (pos, pack) in index.packs().iter().enumerate() {
+        let key = pack_key(&pack.id);
+        match stored.get(&key) {
+            None => {
+                missing_packs.insert(pos as u32);
+                findings.push(with_blobs(
+                    finding(Severity::Damage, FindingKind::PackMissing, &key, "pack is missing from storage"),
+                    index.blobs_of_pack(pos as u32).into_iter().map(|(id, _)| id).collect(),
+                ));
+            }
+            Some(&size) if size != pack.size => findings.push(with_blobs(
+                finding(
+                    Severity::Damage,
+                    FindingKind::PackSize,
+                    &key,
+                    format!("pack is {size} bytes, the index says {}", pack.size),
+                ),
+                index.blobs_of_pack(pos as u32).into_iter().map(|(id, _)| id).collect(),
+            )),
+            Some(_) => {}
+        }
+        indexed_keys.insert(key);
+    }
+    let mut unindexed: Vec<&String> = stored.keys().filter(|k| !indexed_keys.contains(*k)).collect();
+    unindexed.sort();
+    for key in unindexed {
+        findings.push(finding(
+            Severity::Warning,
+            FindingKind::PackUnindexed,
+            key.clone(),
+            "pack is not listed in any index (left by an interrupted backup, or its index was lost); prune will remove it if nothing needs it",
+        ));
+    }
+    report.packs = index.packs().len();
+    report.blobs = index.blob_count();
+
+    // Snapshots and their trees.
+    let (snapshots, bad_snapshots) = repo.snapshots().await?;
+    for (key, err) in bad_snapshots {
+        findings.push(finding(
+            Severity::Damage,
+            FindingKind::SnapshotUnreadable,
+            key,
+            format!("snapshot unreadable: {err}"),
+        ));
+    }
+    report.snapshots = snapshots.len();
+    let trees = TreeLoader::new(repo.clone(), index.clone());
+    let structure = walk_structure(&trees, &snapshots).await;
+    report.trees = structure.trees;
+    report.files = structure.files;
+    findings.extend(structure.findings);
+
+    // Re-read packs.
+    let selected: Vec<u32> = match opts.read_data {
+        ReadData::None => Vec::new(),
+        ReadData::All => (0..index.packs().len() as u32).filter(|p| !missing_packs.contains(p)).collect(),
+        ReadData::Subset(pct) => {
+            let seed = opts.seed.unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()));
+            report.subset_seed = Some(seed);
+            subset(&index, pct, seed, &missing_packs)
+        }
+    };
+    report.read_data = match opts.read_data {
+        ReadData::None => "none".into(),
+        ReadData::All => "all".into(),
+        ReadData::Subset(p) => format!("subset {p}%"),
+    };
+    if opts.read_data != ReadData::None {
+        report.levels = vec![1, 2];
+        let threads = opts.threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            if repo.store().is_local() { cores } else { 8 }
+        });
+        let read = read_packs(repo.clone(), index.clone(), selected, threads).await;
+        report.packs_read = read.packs;
+        report.bytes_read = read.bytes;
+        report.blobs_verified = read.blobs;
+        findings.extend(read.findings);
+    }
+
+    // Name the files each damage affects.
+    let damaged_blobs: HashSet<BlobId> = findings.iter().flat_map(|f| f.blobs.iter().copied()).collect();
+    if !damaged_blobs.is_empty() {
+        let affected = affected_files(&trees, &snapshots, &damaged_blobs).await;
+        for f in &mut findings {
+            let mut all: Vec<Affected> = f
+                .blobs
+                .iter()
+                .filter_map(|b| affected.get(b))
+                .flatten()
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            f.affected_total = all.len();
+            all.truncate(AFFECTED_SHOWN);
+            f.affected = all;
+        }
+    }
+    findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
+    report.findings = findings;
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+fn with_blobs(mut f: Finding, blobs: Vec<BlobId>) -> Finding {
+    f.blobs = blobs;
+    f
+}
+
+/// A deterministic sample of packs for a seed: `pct` percent of them, at least one.
+fn subset(index: &MasterIndex, pct: f64, seed: u64, skip: &HashSet<u32>) -> Vec<u32> {
+    let mut candidates: Vec<(u64, u32)> = (0..index.packs().len() as u32)
+        .filter(|p| !skip.contains(p))
+        .map(|p| {
+            let mut h = blake3::Hasher::new();
+            h.update(&seed.to_le_bytes());
+            h.update(index.pack(p).id.as_bytes());
+            (u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8")), p)
+        })
+        .collect();
+    candidates.sort();
+    let n = ((candidates.len() as f64) * pct / 100.0).ceil() as usize;
+    let n = n.clamp(usize::from(!candidates.is_empty()), candidates.len());
+    candidates.into_iter().take(n).map(|(_, p)| p).collect()
+}
+
+struct Structure {
+    trees: usize,
+    files: u64,
+    findings: Vec<Finding>,
+}
+
+/// Walk every tree once; report trees that cannot be read, blobs missing from the index and
+/// files whose blobs do not add up to their size.
+async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]) -> Structure {
+    let index = trees.index();
+    let mut seen: HashSet<BlobId> = HashSet::new();
+    let mut out = Structure {
+        trees: 0,
+        files: 0,
+        findings: Vec::new(),
+    };
+    let mut missing: BTreeMap<BlobId, ()> = BTreeMap::new();
+    for (sid, snap) in snapshots {
+        let mut stack = vec![(snap.tree, String::new())];
+        while let Some((tid, path)) = stack.pop() {
+            if !seen.insert(tid) {
+                continue;
+            }
+            out.trees += 1;
+            let tree = match trees.load(&tid).await {
+                Ok(t) => t,
+                Err(e) => {
+                    let mut f = finding(
+                        Severity::Damage,
+                        FindingKind::TreeUnreadable,
+                        e.pack().map(|p| pack_key(&p)).unwrap_or_else(|| format!("tree {tid}")),
+                        format!("directory {} of snapshot {} unreadable: {e}", display(&path), sid.short()),
+                    );
+                    f.affected.push(Affected {
+                        snapshot: sid.short(),
+                        path: display(&path),
+                    });
+                    f.affected_total = 1;
+                    out.findings.push(f);
+                    continue;
+                }
+            };
+            for node in tree.nodes {
+                let child = format!("{path}/{}", node.name_lossy());
+                match node.kind {
+                    NodeKind::Dir => {
+                        if let Some(sub) = node.subtree {
+                            stack.push((sub, child));
+                        }
+                    }
+                    NodeKind::File => {
+                        out.files += 1;
+                        let mut sum = 0u64;
+                        let mut complete = true;
+                        for id in &node.content {
+                            match index.get(id) {
+                                Some(l) => sum += l.raw_length as u64,
+                                None => {
+                                    complete = false;
+                                    missing.insert(*id, ());
+                                }
+                            }
+                        }
+                        if complete && sum != node.size {
+                            let mut f = finding(
+                                Severity::Damage,
+                                FindingKind::FileSize,
+                                format!("snapshots/{sid}"),
+                                format!("{child}: its blobs hold {sum} bytes, the file had {}", node.size),
+                            );
+                            f.affected.push(Affected {
+                                snapshot: sid.short(),
+                                path: child,
+                            });
+                            f.affected_total = 1;
+                            out.findings.push(f);
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        out.findings.push(with_blobs(
+            finding(
+                Severity::Damage,
+                FindingKind::BlobMissing,
+                "index/",
+                format!(
+                    "{} blob(s) that snapshots need are in no index (a lost index file, or packs deleted by hand)",
+                    missing.len()
+                ),
+            ),
+            missing.into_keys().collect(),
+        ));
+    }
+    out
+}
+
+fn display(path: &str) -> String {
+    if path.is_empty() { "/".into() } else { path.to_string() }
+}
+
+/// For each damaged blob, the files (snapshot, path) that contain it.
+async fn affected_files(
+    trees: &TreeLoader,
+    snapshots: &[(SnapshotId, Snapshot)],
+    damaged: &HashSet<BlobId>,
+) -> HashMap<BlobId, Vec<Affected>> {
+    let mut out: HashMap<BlobId, Vec<Affected>> = HashMap::new();
+    for (sid, snap) in snapshots {
+        let mut stack = vec![(snap.tree, String::new())];
+        while let Some((tid, path)) = stack.pop() {
+            if damaged.contains(&tid) {
+                out.entry(tid).or_default().push(Affected {
+                    snapshot: sid.short(),
+                    path: display(&path),
+                });
+            }
+            let Ok(tree) = trees.load(&tid).await else { continue };
+            for node in tree.nodes {
+                let child = format!("{path}/{}", node.name_lossy());
+                match node.kind {
+                    NodeKind::Dir => {
+                        if let Some(sub) = node.subtree {
+                            stack.push((sub, child));
+                        }
+                    }
+                    NodeKind::File => {
+                        for id in node.content.iter().filter(|id| damaged.contains(id)) {
+                            out.entry(*id).or_default().push(Affected {
+                                snapshot: sid.short(),
+                                path: child.clone(),
+                            });
+                        }
+                    }
+                    NodeKind::Symlink => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+struct ReadOutcome {
+    packs: usize,
+    bytes: u64,
+    blobs: u64,
+    findings: Vec<Finding>,
+}
+
+async fn read_packs(repo: Arc<Repository>, index: Arc<MasterIndex>, selected: Vec<u32>, threads: usize) -> ReadOutcome {
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let next = AtomicUsize::new(0);
+        let bytes = AtomicU64::new(0);
+        let blobs = AtomicU64::new(0);
+        let findings = Mutex::new(Vec::new());
+        let by_pack = index.blobs_by_pack();
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&pos) = selected.get(i) else { break };
+                        let pack = index.pack(pos).id;
+                        let expected = &by_pack[pos as usize];
+                        let (n, verified, found) = verify_pack(&repo, &handle, pack, expected);
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                        blobs.fetch_add(verified, Ordering::Relaxed);
+                        findings.lock().expect("findings").extend(found);
+                    }
+                });
+            }
+        });
+        ReadOutcome {
+            packs: selected.len(),
+            bytes: bytes.into_inner(),
+            blobs: blobs.into_inner(),
+            findings: findings.into_inner().expect("findings"),
+        }
+    })
+    .await
+    .expect("check threads")
+}
+
+/// Read one pack and verify levels 1 and 2; returns bytes read, blobs verified, findings.
+fn verify_pack(
+    repo: &Repository,
+    handle: &tokio::runtime::Handle,
+    pack: PackId,
+    expected: &[(BlobId, crate::repo::index::BlobLocation)],
+) -> (u64, u64, Vec<Finding>) {
+    let key = pack_key(&pack);
+    let all_blobs = || expected.iter().map(|(id, _)| *id).collect::<Vec<_>>();
+    let bytes = match handle.block_on(repo.store().get(&key)) {
+        Ok(b) => b,
+        Err(e) => {
+            let kind = if e.is_not_found() { FindingKind::PackMissing } else { FindingKind::PackHeader };
+            return (0, 0, vec![with_blobs(
+                finding(Severity::Damage, kind, key, format!("pack could not be read: {e}")),
+                all_blobs(),
+            )]);
+        }
+    };
+    let mut findings = Vec::new();
+    if object_name(&bytes) != *pack.as_bytes() {
+        findings.push(finding(
+            Severity::Damage,
+            FindingKind::PackHash,
+            &key,
+            format!(
+                "pack bytes hash to {}, not to its name: the stored file was altered",
+                hex::encode(object_name(&bytes))
+            ),
+        ));
+    }
+    match read_header(repo.keys(), &bytes) {
+        Ok(header) => {
+            let by_id: HashMap<BlobId, u32> = header.iter().map(|b| (b.entry.id, b.offset)).collect();
+            let stray: Vec<BlobId> = expected
+                .iter()
+                .filter(|(id, l)| by_id.get(id) != Some(&l.offset))
+                .map(|(id, _)| *id)
+                .collect();
+            if !stray.is_empty() {
+                findings.push(with_blobs(
+                    finding(
+                        Severity::Damage,
+                        FindingKind::PackIndexMismatch,
+                        &key,
+                        format!("{} blob(s) are not where the index says", stray.len()),
+                    ),
+                    stray,
+                ));
+            }
+        }
+        Err(e) => findings.push(finding(
+            Severity::Damage,
+            FindingKind::PackHeader,
+            &key,
+            format!("pack header unreadable: {e}"),
+        )),
+    }
+    let mut verified = 0;
+    let mut bad = Vec::new();
+    let mut first_error = None;
+    for (id, loc) in expected {
+        let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+        let result = match bytes.get(range) {
+            Some(sealed) => repo.decode_blob(id, loc, pack, sealed).map(|_| ()),
+            None => Err(crate::repo::BlobError::Damaged {
+                pack,
+                blob: *id,
+                detail: "pack is shorter than the index says".into(),
+            }),
+        };
+        match result {
+            Ok(()) => verified += 1,
+            Err(e) => {
+                first_error.get_or_insert_with(|| e.to_string());
+                bad.push(*id);
+            }
+        }
+    }
+    if !bad.is_empty() {
+        let msg = format!(
+            "{} of {} blob(s) fail verification (first: {})",
+            bad.len(),
+            expected.len(),
+            first_error.unwrap_or_default()
+        );
+        findings.push(with_blobs(finding(Severity::Damage, FindingKind::BlobDamaged, &key, msg), bad));
+    }
+    (bytes.len() as u64, verified, findings)
+}
