@@ -73,7 +73,9 @@ pub enum BackupError {
     Exclude(#[from] ExcludeError),
     #[error(transparent)]
     Repo(#[from] RepoError),
-    #[error("backup stopped: {0}; nothing was recorded as a snapshot, and the next backup will resume from the last complete one")]
+    #[error(
+        "backup stopped: {0}; nothing was recorded as a snapshot, and the next backup will resume from the last complete one"
+    )]
     Storage(#[from] StorageError),
 }
 
@@ -129,7 +131,10 @@ pub async fn backup(
         if w[1].starts_with(&w[0]) {
             return Err(BackupError::SourceInvalid {
                 path: w[1].display().to_string(),
-                detail: format!("it is inside {}, which is already backed up", w[0].display()),
+                detail: format!(
+                    "it is inside {}, which is already backed up",
+                    w[0].display()
+                ),
             });
         }
     }
@@ -138,10 +143,23 @@ pub async fn backup(
         excludes.add_dir(root);
     }
     let host = opts.host.clone().unwrap_or_else(crate::sys::hostname);
-    let path_strings: Vec<String> = paths.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let path_strings: Vec<String> = paths
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
 
     let lock = repo.lock(LockMode::Shared, "backup").await?;
-    let result = run(&repo, &opts, &paths, &path_strings, &host, excludes, time, progress).await;
+    let result = run(
+        &repo,
+        &opts,
+        &paths,
+        &path_strings,
+        &host,
+        excludes,
+        time,
+        progress,
+    )
+    .await;
     let released = lock.release().await;
     let (mut snapshot, parent_id) = result?;
     released?;
@@ -184,7 +202,9 @@ async fn run(
         Some(repo.find_snapshot(&id.to_hex()).await?)
     } else {
         let (all, _) = repo.snapshots().await?;
-        all.into_iter().rev().find(|(_, s)| s.same_source(host, path_strings))
+        all.into_iter()
+            .rev()
+            .find(|(_, s)| s.same_source(host, path_strings))
     };
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let parent_root = match &parent {
@@ -214,7 +234,15 @@ async fn run(
     };
     let source_tree = SourceTree::new(paths);
     let (summary, root, shared) = tokio::task::spawn_blocking(move || {
-        let (mut summary, root) = run_threads(&shared, &trees, &index, &excludes, &source_tree, parent_root, threads);
+        let (mut summary, root) = run_threads(
+            &shared,
+            &trees,
+            &index,
+            &excludes,
+            &source_tree,
+            parent_root,
+            threads,
+        );
         shared.wait_uploads();
         let st = &shared.stats;
         summary.data_blobs_added = st.data_blobs.load(Ordering::Relaxed);
@@ -299,7 +327,9 @@ fn run_threads(
             cancelled: &shared.cancelled,
         };
         walker.walk_sources(source_tree, Path::new("/"), parent_root);
-        let Walker { stats, files, dirs, .. } = walker;
+        let Walker {
+            stats, files, dirs, ..
+        } = walker;
         drop((files, dirs));
         let (mut summary, root) = builder.join().expect("tree builder");
         summary.files_unmodified = stats.files_unmodified;
@@ -313,7 +343,10 @@ fn run_threads(
 
 /// The tree builder: completes each directory's nodes (waiting for its files), stores its
 /// tree blob, and remembers its id for the parent directory.
-fn build_trees(shared: &Shared, dirs: crossbeam_channel::Receiver<DirJob>) -> (BackupSummary, Option<BlobId>) {
+fn build_trees(
+    shared: &Shared,
+    dirs: crossbeam_channel::Receiver<DirJob>,
+) -> (BackupSummary, Option<BlobId>) {
     let mut summary = BackupSummary::default();
     let mut done: std::collections::HashMap<u64, BlobId> = Default::default();
     let mut sealer = Sealer::new(shared, BlobKind::Tree);
@@ -333,7 +366,9 @@ fn build_trees(shared: &Shared, dirs: crossbeam_channel::Receiver<DirJob>) -> (B
                     node
                 }
                 Entry::Reading(node, rx, existed) => {
-                    let path = job.path.join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&node.name));
+                    let path = job.path.join(
+                        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&node.name),
+                    );
                     match rx.recv() {
                         Ok(Ok(out)) => complete_file(node, out, existed, &path, &mut summary),
                         Ok(Err(error)) => {
@@ -376,7 +411,10 @@ fn complete_file(
 ) -> Node {
     if let Some(m) = &out.meta {
         let fresh = walk::node_from_meta(&node.name, node.kind, m);
-        node = Node { size: node.size, ..fresh };
+        node = Node {
+            size: node.size,
+            ..fresh
+        };
     }
     node.content = out.content;
     node.hash = Some(out.hash);

@@ -141,6 +141,11 @@ enum Command {
         #[command(subcommand)]
         action: KeyAction,
     },
+    /// Repair the repository
+    Repair {
+        #[command(subcommand)]
+        what: RepairWhat,
+    },
     /// Remove stale locks (or all locks with --all)
     Unlock {
         #[arg(long)]
@@ -152,6 +157,12 @@ enum Command {
         #[arg(long, default_value = "vouch-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum RepairWhat {
+    /// Rebuild index entries from pack headers for packs that no index lists
+    Index,
 }
 
 #[derive(Subcommand, Debug)]
@@ -182,7 +193,10 @@ pub fn main() -> i32 {
         }
     };
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vouch: error: cannot start: {e}");
@@ -222,6 +236,7 @@ impl GlobalArgs {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             path_style: self.s3_path_style,
+            ..Default::default()
         };
         Ok(Store::open(&self.url()?, &s3)?)
     }
@@ -250,25 +265,38 @@ impl GlobalArgs {
 
 fn read_password_file(path: &std::path::Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path).with_context(|| {
-        format!("cannot read the password file {}: check the path and its permissions", path.display())
+        format!(
+            "cannot read the password file {}: check the path and its permissions",
+            path.display()
+        )
     })?;
-    let line = text.lines().next().unwrap_or_default().trim_end_matches('\r');
+    let line = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
     if line.is_empty() {
-        bail!("the password file {} is empty: put the passphrase on its first line", path.display());
+        bail!(
+            "the password file {} is empty: put the passphrase on its first line",
+            path.display()
+        );
     }
     Ok(Secret::new(line))
 }
 
 fn prompt_password(prompt: &str, confirm: bool) -> Result<Secret> {
     if !std::io::stdin().is_terminal() {
-        bail!("no passphrase given: use --password-file FILE, or set VOUCH_PASSWORD_FILE or VOUCH_PASSWORD");
+        bail!(
+            "no passphrase given: use --password-file FILE, or set VOUCH_PASSWORD_FILE or VOUCH_PASSWORD"
+        );
     }
     let first = rpassword::prompt_password(prompt).context("cannot read the passphrase")?;
     if first.is_empty() {
         bail!("an empty passphrase is not allowed");
     }
     if confirm {
-        let again = rpassword::prompt_password("Enter it again: ").context("cannot read the passphrase")?;
+        let again =
+            rpassword::prompt_password("Enter it again: ").context("cannot read the passphrase")?;
         if again != first {
             bail!("the two passphrases differ; nothing was changed");
         }
@@ -284,7 +312,11 @@ async fn run(cli: Cli) -> Result<i32> {
             let store = g.store()?;
             let password = g.password(true)?;
             let repo = Repository::init(store, &password, &InitOptions::default()).await?;
-            println!("created repository {} at {}", repo.config().id.short(), repo.url());
+            println!(
+                "created repository {} at {}",
+                repo.config().id.short(),
+                repo.url()
+            );
             println!("keep the passphrase safe: without it the backups cannot be read by anyone");
             Ok(EXIT_OK)
         }
@@ -313,7 +345,11 @@ async fn run(cli: Cli) -> Result<i32> {
             bar.finish();
             let report = result?;
             show::backup(&report, json);
-            Ok(if report.is_partial() { EXIT_PARTIAL } else { EXIT_OK })
+            Ok(if report.is_partial() {
+                EXIT_PARTIAL
+            } else {
+                EXIT_OK
+            })
         }
         Command::Snapshots { json } => {
             let repo = g.open().await?;
@@ -321,7 +357,11 @@ async fn run(cli: Cli) -> Result<i32> {
             show::snapshots(&snapshots, &bad, json);
             Ok(if bad.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
         }
-        Command::Ls { snapshot, path, long } => {
+        Command::Ls {
+            snapshot,
+            path,
+            long,
+        } => {
             let repo = g.open().await?;
             let (id, snap) = repo.find_snapshot(&snapshot).await?;
             show::ls(&repo, id, &snap, path.as_deref(), long).await
@@ -347,7 +387,11 @@ async fn run(cli: Cli) -> Result<i32> {
             bar.finish();
             let report = result?;
             show::restore(id, &opts, &report, json);
-            Ok(if report.is_clean() { EXIT_OK } else { EXIT_DAMAGE })
+            Ok(if report.is_clean() {
+                EXIT_OK
+            } else {
+                EXIT_DAMAGE
+            })
         }
         Command::Check {
             read_data,
@@ -371,7 +415,11 @@ async fn run(cli: Cli) -> Result<i32> {
             )
             .await?;
             show::check(&report, json);
-            Ok(if report.is_damaged() { EXIT_DAMAGE } else { EXIT_OK })
+            Ok(if report.is_damaged() {
+                EXIT_DAMAGE
+            } else {
+                EXIT_OK
+            })
         }
         Command::Key { action } => {
             let repo = g.open().await?;
@@ -405,6 +453,27 @@ async fn run(cli: Cli) -> Result<i32> {
                 }
             }
             Ok(EXIT_OK)
+        }
+        Command::Repair {
+            what: RepairWhat::Index,
+        } => {
+            let repo = g.open().await?;
+            let r = crate::repo::repair_index(&repo).await?;
+            println!(
+                "indexed {} pack(s) holding {} blob(s) that no index listed",
+                r.packs_indexed, r.blobs_indexed
+            );
+            for key in &r.indexes_removed {
+                println!("removed unreadable index file {key}");
+            }
+            for (key, err) in &r.packs_unreadable {
+                eprintln!("vouch: DAMAGE: {key}: {err}");
+            }
+            Ok(if r.packs_unreadable.is_empty() {
+                EXIT_OK
+            } else {
+                EXIT_DAMAGE
+            })
         }
         Command::Unlock { all } => {
             let repo = g.open().await?;

@@ -45,13 +45,43 @@ impl Rng {
 }
 
 const PUPILS: &[&str] = &[
-    "Amelia Hughes", "Oliver Patel", "Zoë Brennan", "Siobhán Kelly", "Mohammed Khan", "Isla Roberts",
-    "Noah Williams", "Chloé Martin", "Jack Evans", "Aisha Begum", "Harry Thompson", "Maja Nowak",
+    "Amelia Hughes",
+    "Oliver Patel",
+    "Zoë Brennan",
+    "Siobhán Kelly",
+    "Mohammed Khan",
+    "Isla Roberts",
+    "Noah Williams",
+    "Chloé Martin",
+    "Jack Evans",
+    "Aisha Begum",
+    "Harry Thompson",
+    "Maja Nowak",
 ];
 const WORDS: &[&str] = &[
-    "phonics", "fractions", "assessment", "attendance", "safeguarding", "reading", "curriculum",
-    "homework", "science", "history", "geography", "maths", "writing", "progress", "target",
-    "intervention", "SEN", "parents", "evening", "trip", "assembly", "governors", "budget",
+    "phonics",
+    "fractions",
+    "assessment",
+    "attendance",
+    "safeguarding",
+    "reading",
+    "curriculum",
+    "homework",
+    "science",
+    "history",
+    "geography",
+    "maths",
+    "writing",
+    "progress",
+    "target",
+    "intervention",
+    "SEN",
+    "parents",
+    "evening",
+    "trip",
+    "assembly",
+    "governors",
+    "budget",
 ];
 
 fn sentence(rng: &mut Rng, words: usize) -> String {
@@ -72,17 +102,30 @@ fn make_share(root: &Path) -> Result<usize> {
     for teacher in ["Mrs Ahmed", "Mr Clarke", "Ms O'Neill"] {
         for week in 1..=12 {
             let text: String = (0..40).map(|_| sentence(&mut rng, 12)).collect();
-            write(&root.join(format!("Staff/{teacher}/Lesson plans/Week {week:02}.txt")), text.as_bytes())?;
+            write(
+                &root.join(format!("Staff/{teacher}/Lesson plans/Week {week:02}.txt")),
+                text.as_bytes(),
+            )?;
             files += 1;
         }
         let mut csv = String::from("pupil,reading,writing,maths\n");
         for p in PUPILS {
-            csv += &format!("{p},{},{},{}\n", rng.below(40) + 60, rng.below(40) + 60, rng.below(40) + 60);
+            csv += &format!(
+                "{p},{},{},{}\n",
+                rng.below(40) + 60,
+                rng.below(40) + 60,
+                rng.below(40) + 60
+            );
         }
-        write(&root.join(format!("Staff/{teacher}/Reports/Autumn assessment.csv")), csv.as_bytes())?;
+        write(
+            &root.join(format!("Staff/{teacher}/Reports/Autumn assessment.csv")),
+            csv.as_bytes(),
+        )?;
         files += 1;
     }
-    let mut sql = String::from("-- MIS export\nCREATE TABLE pupils (id INT, name TEXT, year INT, attendance REAL);\n");
+    let mut sql = String::from(
+        "-- MIS export\nCREATE TABLE pupils (id INT, name TEXT, year INT, attendance REAL);\n",
+    );
     for i in 0..120_000 {
         sql += &format!(
             "INSERT INTO pupils VALUES ({i},'{}',{},{}.{});\n",
@@ -92,19 +135,31 @@ fn make_share(root: &Path) -> Result<usize> {
             rng.below(10)
         );
     }
-    write(&root.join("Admin/MIS-Export/mis-nightly.sql"), sql.as_bytes())?;
-    write(&root.join("Admin/Finance/budget 2026-27.csv"), b"line,amount\nstaffing,812000\nresources,41000\n")?;
+    write(
+        &root.join("Admin/MIS-Export/mis-nightly.sql"),
+        sql.as_bytes(),
+    )?;
+    write(
+        &root.join("Admin/Finance/budget 2026-27.csv"),
+        b"line,amount\nstaffing,812000\nresources,41000\n",
+    )?;
     files += 2;
     for (year, pupil) in PUPILS.iter().enumerate() {
         let text: String = (0..20).map(|_| sentence(&mut rng, 10)).collect();
-        write(&root.join(format!("Pupils/Year {}/{pupil}/My story.txt", year % 6 + 1)), text.as_bytes())?;
+        write(
+            &root.join(format!("Pupils/Year {}/{pupil}/My story.txt", year % 6 + 1)),
+            text.as_bytes(),
+        )?;
         files += 1;
     }
     for i in 1..=12 {
         let n = 400_000 + rng.below(800_000) as usize;
         let mut jpg = vec![0xff, 0xd8, 0xff, 0xe1];
         jpg.extend(rng.bytes(n));
-        write(&root.join(format!("Shared/Photos/Sports Day 2026/IMG_{i:04}.jpg")), &jpg)?;
+        write(
+            &root.join(format!("Shared/Photos/Sports Day 2026/IMG_{i:04}.jpg")),
+            &jpg,
+        )?;
         files += 1;
     }
     write(&root.join("Shared/Curriculum/empty folder/.keep"), b"")?;
@@ -122,12 +177,19 @@ fn change_share(root: &Path) -> Result<()> {
     writeln!(f, "New Pupil,71,68,80")?;
     let sql_path = root.join("Admin/MIS-Export/mis-nightly.sql");
     let mut sql = std::fs::read_to_string(&sql_path)?;
-    sql = sql.replacen("INSERT INTO pupils VALUES (17,", "INSERT INTO pupils VALUES (17017,", 1);
+    sql = sql.replacen(
+        "INSERT INTO pupils VALUES (17,",
+        "INSERT INTO pupils VALUES (17017,",
+        1,
+    );
     sql += "INSERT INTO pupils VALUES (120000,'New Pupil',3,100.0);\n";
     std::fs::write(&sql_path, sql)?;
     let mut jpg = vec![0xff, 0xd8, 0xff, 0xe1];
     jpg.extend(rng.bytes(600_000));
-    write(&root.join("Shared/Photos/Sports Day 2026/IMG_0013.jpg"), &jpg)?;
+    write(
+        &root.join("Shared/Photos/Sports Day 2026/IMG_0013.jpg"),
+        &jpg,
+    )?;
     std::fs::remove_file(root.join("Staff/Ms O'Neill/Lesson plans/Week 12.txt"))?;
     Ok(())
 }
@@ -146,7 +208,9 @@ fn compare_trees(a: &Path, b: &Path) -> Result<usize> {
         } else if ft.is_dir() {
             n += compare_trees(&pa, &pb)?;
         } else {
-            if std::fs::read(&pa)? != std::fs::read(&pb).with_context(|| format!("{} is missing", pb.display()))? {
+            if std::fs::read(&pa)?
+                != std::fs::read(&pb).with_context(|| format!("{} is missing", pb.display()))?
+            {
                 bail!("{} differs from the source", pb.display());
             }
             n += 1;
@@ -180,7 +244,10 @@ pub async fn run(dir: &Path) -> Result<i32> {
     println!("vouch demo in {}\n", dir.display());
 
     let files = make_share(&data)?;
-    println!("1. made a sample school share: {} ({files} files: lesson plans, an MIS export, pupils' work, photos)", data.display());
+    println!(
+        "1. made a sample school share: {} ({files} files: lesson plans, an MIS export, pupils' work, photos)",
+        data.display()
+    );
 
     let pass_file = dir.join("passphrase");
     let pass = hex::encode(crate::repo::crypto::random_array::<16>());
@@ -189,7 +256,11 @@ pub async fn run(dir: &Path) -> Result<i32> {
     let password = Secret::new(pass);
     let store = Store::open(&RepoUrl::Local(repo_dir.clone()), &S3Options::default())?;
     let repo = Arc::new(Repository::init(store, &password, &InitOptions::default()).await?);
-    println!("2. created an encrypted repository: {} (passphrase in {})", repo_dir.display(), pass_file.display());
+    println!(
+        "2. created an encrypted repository: {} (passphrase in {})",
+        repo_dir.display(),
+        pass_file.display()
+    );
 
     let opts = BackupOptions {
         paths: vec![data.clone()],
@@ -233,7 +304,11 @@ pub async fn run(dir: &Path) -> Result<i32> {
     )
     .await?;
     if !report.is_clean() {
-        bail!("the restore found damage: {:?} {:?}", report.mismatches, report.damaged);
+        bail!(
+            "the restore found damage: {:?} {:?}",
+            report.mismatches,
+            report.damaged
+        );
     }
     println!(
         "5. restored snapshot {} into {}: {} files, each checked against its blake3 hash from backup time",
@@ -243,7 +318,9 @@ pub async fn run(dir: &Path) -> Result<i32> {
     );
     let restored_root = target.join(data.strip_prefix("/").unwrap_or(&data));
     let compared = compare_trees(&data, &restored_root)?;
-    println!("6. compared the restore with the live share byte by byte: {compared} files identical");
+    println!(
+        "6. compared the restore with the live share byte by byte: {compared} files identical"
+    );
 
     let check = crate::check(
         repo.clone(),

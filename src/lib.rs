@@ -11,7 +11,7 @@ pub mod sys;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use repo::crypto::Secret;
 pub use repo::{InitOptions, LockMode, RepoError, Repository};
-pub use storage::{RepoUrl, S3Options, Store, StorageError};
+pub use storage::{RepoUrl, S3Options, StorageError, Store};
 pub mod backup;
 pub use backup::{BackupError, BackupOptions, BackupProgress, BackupReport, backup};
 pub mod restore;

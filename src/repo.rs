@@ -9,6 +9,7 @@ pub mod index;
 mod keyring;
 mod lock;
 pub mod packer;
+mod repair;
 mod trees;
 
 use std::sync::Arc;
@@ -29,24 +30,33 @@ use ids::{BlobId, IndexId, KeyId, PackId, SnapshotId, object_name};
 use index::{BlobLocation, MasterIndex};
 
 pub use lock::{LockGuard, LockMode, remove_locks};
+pub use repair::{RepairReport, repair_index};
 pub use trees::TreeLoader;
 
 /// Why the repository could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
-    #[error("there is no vouch repository at {url}: run `vouch init --repo {url}` to create one, or check the URL")]
+    #[error(
+        "there is no vouch repository at {url}: run `vouch init --repo {url}` to create one, or check the URL"
+    )]
     NotFound { url: String },
     #[error("{url} already holds a vouch repository; nothing was changed")]
     AlreadyExists { url: String },
-    #[error("the passphrase does not open the repository at {url} (tried {keys} key(s)); check --password-file / VOUCH_PASSWORD_FILE")]
+    #[error(
+        "the passphrase does not open the repository at {url} (tried {keys} key(s)); check --password-file / VOUCH_PASSWORD_FILE"
+    )]
     WrongPassword { url: String, keys: usize },
-    #[error("{object} in {url} is damaged: {detail} (run `vouch check --repo {url}` for a full report)")]
+    #[error(
+        "{object} in {url} is damaged: {detail} (run `vouch check --repo {url}` for a full report)"
+    )]
     Corrupt {
         url: String,
         object: String,
         detail: String,
     },
-    #[error("the repository at {url} is locked by {by}; wait for it to finish, or remove the lock with `vouch unlock` if that process is gone")]
+    #[error(
+        "the repository at {url} is locked by {by}; wait for it to finish, or remove the lock with `vouch unlock` if that process is gone"
+    )]
     Locked { url: String, by: String },
     #[error("{0}")]
     Unsupported(String),
@@ -163,7 +173,8 @@ impl Repository {
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let master = crypto::MasterSecret::random();
         let keys = Arc::new(Keys::derive(&master));
-        let mut config = RepoConfig::new(ids::RepoId::from_bytes(crypto::random_array()), clock.now());
+        let mut config =
+            RepoConfig::new(ids::RepoId::from_bytes(crypto::random_array()), clock.now());
         if let Some(size) = opts.pack_size {
             config.pack_size = size;
         }
@@ -172,10 +183,13 @@ impl Repository {
         // key file that a second `init` ignores.
         let key_id = keyring::write_key(&store, &master, password, clock.now()).await?;
         let sealed = keys.seal_document(Kind::Config, &serde_json::to_vec(&config).expect("json"));
-        store.put_new("config", Bytes::from(sealed)).await.map_err(|e| match e {
-            StorageError::AlreadyExists { url, .. } => RepoError::AlreadyExists { url },
-            other => other.into(),
-        })?;
+        store
+            .put_new("config", Bytes::from(sealed))
+            .await
+            .map_err(|e| match e {
+                StorageError::AlreadyExists { url, .. } => RepoError::AlreadyExists { url },
+                other => other.into(),
+            })?;
         Ok(Repository {
             store,
             keys,
@@ -207,7 +221,8 @@ impl Repository {
         let plain = keys
             .open_document(Kind::Config, &sealed_config)
             .map_err(|e| corrupt(e.to_string()))?;
-        let config: RepoConfig = serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
+        let config: RepoConfig =
+            serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
         config.validate().map_err(RepoError::Unsupported)?;
         Ok(Repository {
             store,
@@ -260,11 +275,14 @@ impl Repository {
             .keys
             .open_document(kind, bytes)
             .map_err(|e| self.corrupt(key, e))?;
-        serde_json::from_slice(&plain).map_err(|e| self.corrupt(key, format!("not a valid document: {e}")))
+        serde_json::from_slice(&plain)
+            .map_err(|e| self.corrupt(key, format!("not a valid document: {e}")))
     }
 
     /// Every snapshot, oldest first, plus the keys of those that could not be read.
-    pub async fn snapshots(&self) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>), RepoError> {
+    pub async fn snapshots(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>), RepoError> {
         let listed = self.store.list("snapshots/").await?;
         let loaded: Vec<_> = futures::stream::iter(listed)
             .map(|(key, _)| async move {
@@ -278,9 +296,16 @@ impl Repository {
         let mut bad = Vec::new();
         for (key, r) in loaded {
             match r {
-                Ok(s) => match key.rsplit('/').next().and_then(|n| n.parse::<SnapshotId>().ok()) {
+                Ok(s) => match key
+                    .rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse::<SnapshotId>().ok())
+                {
                     Some(id) => good.push((id, s)),
-                    None => bad.push((key.clone(), self.corrupt(key, "its name is not a snapshot id"))),
+                    None => bad.push((
+                        key.clone(),
+                        self.corrupt(key, "its name is not a snapshot id"),
+                    )),
                 },
                 Err(e) => bad.push((key, e)),
             }
@@ -338,15 +363,25 @@ impl Repository {
         let mut bad = Vec::new();
         let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
         for (key, r) in loaded {
-            match (r, key.rsplit('/').next().and_then(|n| n.parse::<IndexId>().ok())) {
+            match (
+                r,
+                key.rsplit('/')
+                    .next()
+                    .and_then(|n| n.parse::<IndexId>().ok()),
+            ) {
                 (Ok(file), Some(id)) => files.push((id, file)),
-                (Ok(_), None) => bad.push((key.clone(), self.corrupt(key, "its name is not an index id"))),
+                (Ok(_), None) => bad.push((
+                    key.clone(),
+                    self.corrupt(key, "its name is not an index id"),
+                )),
                 (Err(e), _) => bad.push((key, e)),
             }
         }
         // Files superseded by a newer one (after prune) are skipped.
-        let superseded: std::collections::HashSet<IndexId> =
-            files.iter().flat_map(|(_, f)| f.supersedes.iter().copied()).collect();
+        let superseded: std::collections::HashSet<IndexId> = files
+            .iter()
+            .flat_map(|(_, f)| f.supersedes.iter().copied())
+            .collect();
         files.sort_by_key(|(id, _)| *id);
         for (id, file) in &files {
             if !superseded.contains(id) {
@@ -358,13 +393,16 @@ impl Repository {
 
     /// Store an index file listing `packs`.
     pub async fn save_index(&self, file: &IndexFile) -> Result<IndexId, RepoError> {
-        Ok(IndexId::from_bytes(self.save_document(Kind::Index, "index", file).await?))
+        Ok(IndexId::from_bytes(
+            self.save_document(Kind::Index, "index", file).await?,
+        ))
     }
 
     /// Store a snapshot; the last step of a backup.
     pub async fn save_snapshot(&self, snapshot: &Snapshot) -> Result<SnapshotId, RepoError> {
         Ok(SnapshotId::from_bytes(
-            self.save_document(Kind::Snapshot, "snapshots", snapshot).await?,
+            self.save_document(Kind::Snapshot, "snapshots", snapshot)
+                .await?,
         ))
     }
 
@@ -417,7 +455,11 @@ impl Repository {
             return Err(BlobError::Damaged {
                 pack,
                 blob: *id,
-                detail: format!("pack is truncated: read {} of {} bytes", sealed.len(), loc.length),
+                detail: format!(
+                    "pack is truncated: read {} of {} bytes",
+                    sealed.len(),
+                    loc.length
+                ),
             });
         }
         self.decode_blob(id, &loc, pack, &sealed)

@@ -81,7 +81,9 @@ impl RestoreReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("{count} path(s) already exist in the target, for example {first}; nothing was written (use --overwrite to replace them, or choose an empty --target)")]
+    #[error(
+        "{count} path(s) already exist in the target, for example {first}; nothing was written (use --overwrite to replace them, or choose an empty --target)"
+    )]
     TargetExists { count: usize, first: String },
     #[error("{path:?} is not in the snapshot; `vouch ls` shows what it holds")]
     IncludeNotFound { path: String },
@@ -116,7 +118,11 @@ fn components(p: &str) -> Vec<Vec<u8>> {
 }
 
 /// Walk the snapshot and list what to restore; `include` limits it to some paths.
-pub async fn plan(trees: &TreeLoader, root: &BlobId, include: &[String]) -> Result<Plan, RestoreError> {
+pub async fn plan(
+    trees: &TreeLoader,
+    root: &BlobId,
+    include: &[String],
+) -> Result<Plan, RestoreError> {
     let includes: Vec<Vec<Vec<u8>>> = include.iter().map(|p| components(p)).collect();
     let mut matched = vec![false; includes.len()];
     let mut plan = Plan::default();
@@ -159,7 +165,10 @@ pub async fn plan(trees: &TreeLoader, root: &BlobId, include: &[String]) -> Resu
                     }
                     plan.dirs.push((rel_path, node));
                 }
-                NodeKind::File if wanted => plan.files.push(PlannedFile { rel: rel_path, node }),
+                NodeKind::File if wanted => plan.files.push(PlannedFile {
+                    rel: rel_path,
+                    node,
+                }),
                 NodeKind::Symlink if wanted => plan.symlinks.push((rel_path, node)),
                 _ => {}
             }
@@ -246,10 +255,17 @@ async fn restore_locked(
         }
     }
 
-    progress.bytes_total.store(plan.files.iter().map(|f| f.node.size).sum(), Ordering::Relaxed);
+    progress.bytes_total.store(
+        plan.files.iter().map(|f| f.node.size).sum(),
+        Ordering::Relaxed,
+    );
     let threads = opts.threads.unwrap_or_else(|| {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        if repo.store().is_local() { cores * 2 } else { 16 }
+        if repo.store().is_local() {
+            cores * 2
+        } else {
+            16
+        }
     });
     let units = units(&plan.files, &index);
     let outcome = {
@@ -261,7 +277,9 @@ async fn restore_locked(
         let overwrite = opts.overwrite;
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
-            write_files(&repo, &index, &target, &files, &units, threads, overwrite, root, &progress, handle)
+            write_files(
+                &repo, &index, &target, &files, &units, threads, overwrite, root, &progress, handle,
+            )
         })
         .await
         .expect("restore threads")
@@ -375,7 +393,15 @@ fn write_files(
                                 "a blob of this file is missing from the index".into(),
                                 None,
                             )),
-                            Some(span) => write_file(&path, file, &wanted, span, &mut reader, overwrite, progress),
+                            Some(span) => write_file(
+                                &path,
+                                file,
+                                &wanted,
+                                span,
+                                &mut reader,
+                                overwrite,
+                                progress,
+                            ),
                         };
                         match result {
                             Ok(()) => {
@@ -386,16 +412,23 @@ fn write_files(
                             Err(f) => {
                                 let _ = std::fs::remove_file(&path);
                                 match f {
-                                    FileFailure::Mismatch(actual) => out.mismatches.push(Mismatch {
-                                        path: display(&file.rel),
-                                        expected: file.node.hash.expect("file nodes have a hash"),
-                                        actual,
-                                    }),
-                                    FileFailure::Damaged(error, pack) => out.damaged.push(DamagedFile {
-                                        path: display(&file.rel),
-                                        error,
-                                        pack,
-                                    }),
+                                    FileFailure::Mismatch(actual) => {
+                                        out.mismatches.push(Mismatch {
+                                            path: display(&file.rel),
+                                            expected: file
+                                                .node
+                                                .hash
+                                                .expect("file nodes have a hash"),
+                                            actual,
+                                        })
+                                    }
+                                    FileFailure::Damaged(error, pack) => {
+                                        out.damaged.push(DamagedFile {
+                                            path: display(&file.rel),
+                                            error,
+                                            pack,
+                                        })
+                                    }
                                 }
                             }
                         }
@@ -433,7 +466,11 @@ fn write_file(
 ) -> Result<(), FileFailure> {
     let io = |e: std::io::Error| FileFailure::Damaged(format!("cannot write the file: {e}"), None);
     let mut out: File = if overwrite {
-        OpenOptions::new().write(true).create(true).truncate(true).open(path)
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
     } else {
         OpenOptions::new().write(true).create_new(true).open(path)
     }
@@ -445,7 +482,9 @@ fn write_file(
             .map_err(|e| FileFailure::Damaged(e.to_string(), e.pack().map(|p| p.to_hex())))?;
         hasher.update(&plain);
         out.write_all(&plain).map_err(io)?;
-        progress.bytes_done.fetch_add(plain.len() as u64, Ordering::Relaxed);
+        progress
+            .bytes_done
+            .fetch_add(plain.len() as u64, Ordering::Relaxed);
     }
     drop(out);
     let actual = FileHash::from_bytes(*hasher.finalize().as_bytes());
@@ -469,7 +508,10 @@ fn apply_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) 
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
     if let Err(e) = filetime::set_file_times(path, mtime, mtime) {
-        warnings.push(format!("{}: modification time not set: {e}", path.display()));
+        warnings.push(format!(
+            "{}: modification time not set: {e}",
+            path.display()
+        ));
     }
 }
 
@@ -484,6 +526,9 @@ fn apply_symlink_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<S
         node.mtime_ns.rem_euclid(1_000_000_000) as u32,
     );
     if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
-        warnings.push(format!("{}: modification time not set: {e}", path.display()));
+        warnings.push(format!(
+            "{}: modification time not set: {e}",
+            path.display()
+        ));
     }
 }

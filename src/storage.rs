@@ -29,14 +29,30 @@ pub enum StorageError {
     NotFound { url: String, key: String },
     #[error("{key} already exists in {url}")]
     AlreadyExists { url: String, key: String },
-    #[error("access to {key} in {url} was refused: {detail} (check the credentials and their permissions)")]
-    Denied { url: String, key: String, detail: String },
+    #[error(
+        "access to {key} in {url} was refused: {detail} (check the credentials and their permissions)"
+    )]
+    Denied {
+        url: String,
+        key: String,
+        detail: String,
+    },
     #[error("{url} has no space left for {key}: free space on that volume, then run the job again")]
     Full { url: String, key: String },
-    #[error("{url} could not be reached for {key}: {detail} (check the endpoint, the network and that the server is running)")]
-    Unreachable { url: String, key: String, detail: String },
+    #[error(
+        "{url} could not be reached for {key}: {detail} (check the endpoint, the network and that the server is running)"
+    )]
+    Unreachable {
+        url: String,
+        key: String,
+        detail: String,
+    },
     #[error("storage error on {key} in {url}: {detail}")]
-    Other { url: String, key: String, detail: String },
+    Other {
+        url: String,
+        key: String,
+        detail: String,
+    },
     #[error("cannot open {url}: {detail}")]
     Config { url: String, detail: String },
 }
@@ -53,12 +69,30 @@ impl StorageError {
 
 /// S3 settings that do not fit in the URL. Unset fields fall back to the usual AWS
 /// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`, …).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     /// Path-style requests (`endpoint/bucket/key`); the default for a custom endpoint.
     pub path_style: Option<bool>,
+    /// Credentials; when unset, the AWS environment variables (or instance credentials).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("path_style", &self.path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "***"),
+            )
+            .finish()
+    }
 }
 
 /// Retry policy for operations that failed with a retryable error.
@@ -104,10 +138,11 @@ impl Store {
                     url: display.clone(),
                     detail: format!("cannot create the directory: {e}"),
                 })?;
-                let fs = LocalFileSystem::new_with_prefix(path).map_err(|e| StorageError::Config {
-                    url: display.clone(),
-                    detail: e.to_string(),
-                })?;
+                let fs =
+                    LocalFileSystem::new_with_prefix(path).map_err(|e| StorageError::Config {
+                        url: display.clone(),
+                        detail: e.to_string(),
+                    })?;
                 Ok(Self {
                     inner: Arc::new(fs),
                     prefix: String::new(),
@@ -131,6 +166,11 @@ impl Store {
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                     .unwrap_or_else(|| "us-east-1".to_string());
                 builder = builder.with_region(region);
+                if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+                    builder = builder
+                        .with_access_key_id(id)
+                        .with_secret_access_key(secret);
+                }
                 let mut client = ClientOptions::new()
                     .with_connect_timeout(Duration::from_secs(10))
                     .with_timeout(Duration::from_secs(300));
@@ -186,7 +226,10 @@ impl Store {
     }
 
     /// The same objects through a different `ObjectStore` wrapper (fault injection in tests).
-    pub fn map_inner(mut self, f: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>) -> Self {
+    pub fn map_inner(
+        mut self,
+        f: impl FnOnce(Arc<dyn ObjectStore>) -> Arc<dyn ObjectStore>,
+    ) -> Self {
         self.inner = f(self.inner);
         self
     }
@@ -393,9 +436,17 @@ fn classify(url: &str, key: &str, e: object_store::Error) -> StorageError {
             }
             let detail = error_chain(&other);
             if is_local_error(&other) {
-                StorageError::Other { url: u, key: k, detail }
+                StorageError::Other {
+                    url: u,
+                    key: k,
+                    detail,
+                }
             } else {
-                StorageError::Unreachable { url: u, key: k, detail }
+                StorageError::Unreachable {
+                    url: u,
+                    key: k,
+                    detail,
+                }
             }
         }
     }
@@ -426,15 +477,28 @@ mod tests {
     #[tokio::test]
     async fn a_local_store_writes_reads_lists_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&RepoUrl::Local(dir.path().join("repo")), &S3Options::default()).unwrap();
-        store.put("data/ab/abcd", Bytes::from_static(b"pack")).await.unwrap();
-        store.put_new("keys/k1", Bytes::from_static(b"key")).await.unwrap();
+        let store = Store::open(
+            &RepoUrl::Local(dir.path().join("repo")),
+            &S3Options::default(),
+        )
+        .unwrap();
+        store
+            .put("data/ab/abcd", Bytes::from_static(b"pack"))
+            .await
+            .unwrap();
+        store
+            .put_new("keys/k1", Bytes::from_static(b"key"))
+            .await
+            .unwrap();
         assert!(matches!(
             store.put_new("keys/k1", Bytes::from_static(b"again")).await,
             Err(StorageError::AlreadyExists { .. })
         ));
         assert_eq!(store.get("data/ab/abcd").await.unwrap(), &b"pack"[..]);
-        assert_eq!(store.get_range("data/ab/abcd", 1..3).await.unwrap(), &b"ac"[..]);
+        assert_eq!(
+            store.get_range("data/ab/abcd", 1..3).await.unwrap(),
+            &b"ac"[..]
+        );
         assert_eq!(store.size("keys/k1").await.unwrap(), 3);
         assert_eq!(
             store.list("data/").await.unwrap(),
@@ -448,19 +512,26 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         let dir = tempfile::tempdir().unwrap();
-        let real = Store::open(&RepoUrl::Local(dir.path().to_path_buf()), &S3Options::default()).unwrap();
+        let real = Store::open(
+            &RepoUrl::Local(dir.path().to_path_buf()),
+            &S3Options::default(),
+        )
+        .unwrap();
         real.put("config", Bytes::from_static(b"c")).await.unwrap();
         let faulty = FaultyStore::new(real.inner.clone());
         faulty.inject(Fault::TransientErrors(2));
-        let store = Store::from_object_store(Arc::new(faulty.clone()), "faulty").with_retry(RetryPolicy {
-            attempts: 4,
-            first_backoff: Duration::from_millis(1),
-        });
+        let store =
+            Store::from_object_store(Arc::new(faulty.clone()), "faulty").with_retry(RetryPolicy {
+                attempts: 4,
+                first_backoff: Duration::from_millis(1),
+            });
         assert_eq!(store.get("config").await.unwrap(), &b"c"[..]);
         assert_eq!(faulty.calls(), 3);
         faulty.inject(Fault::TransientErrors(10));
         let err = store.get("config").await.unwrap_err();
         assert!(matches!(err, StorageError::Unreachable { .. }), "{err}");
+        assert_eq!(faulty.calls(), 4, "gives up after the policy's attempts");
+        faulty.inject(Fault::None);
         assert!(store.get("missing").await.unwrap_err().is_not_found());
     }
 }

@@ -32,5 +32,7 @@ pub fn pid_alive(pid: u32) -> bool {
 
 /// The effective uid of this process (0 when root).
 pub fn euid() -> u32 {
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
 }

@@ -4,4 +4,6 @@
 
 mod check;
 
-pub use check::{Affected, CheckOptions, CheckReport, Finding, FindingKind, ReadData, Severity, check};
+pub use check::{
+    Affected, CheckOptions, CheckReport, Finding, FindingKind, ReadData, Severity, check,
+};

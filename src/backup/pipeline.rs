@@ -160,7 +160,8 @@ impl Sealer {
         self.payload.clear();
         if data.len() >= 64 {
             self.scratch.clear();
-            self.scratch.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            self.scratch
+                .reserve(zstd::zstd_safe::compress_bound(data.len()));
             if let Ok(n) = self.compressor.compress_to_buffer(data, &mut self.scratch) {
                 if n + data.len() / 32 < data.len() {
                     self.payload.push(CODEC_ZSTD);
@@ -175,7 +176,8 @@ impl Sealer {
 
     pub fn add(&mut self, shared: &Shared, id: BlobId, data: &[u8]) {
         self.encode(data);
-        self.pack.add(&shared.keys, self.kind, id, data.len(), &self.payload);
+        self.pack
+            .add(&shared.keys, self.kind, id, data.len(), &self.payload);
         let counter = match self.kind {
             BlobKind::Data => &shared.stats.data_blobs,
             BlobKind::Tree => &shared.stats.tree_blobs,
@@ -267,7 +269,10 @@ fn read_file(
             }
             end += n;
             total += n as u64;
-            shared.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            shared
+                .progress
+                .bytes_read
+                .fetch_add(n as u64, Ordering::Relaxed);
         }
         let Some(len) = shared.chunker.next_cut(&buf[start..end], eof) else {
             break;
@@ -276,12 +281,14 @@ fn read_file(
         hasher.update(chunk);
         let id = shared.keys.blob_id(chunk);
         content.push(id);
-        if shared.claim(id) && seal.send(SealJob {
-            kind: BlobKind::Data,
-            id,
-            data: chunk.to_vec(),
-        })
-        .is_err()
+        if shared.claim(id)
+            && seal
+                .send(SealJob {
+                    kind: BlobKind::Data,
+                    id,
+                    data: chunk.to_vec(),
+                })
+                .is_err()
         {
             return Err("backup cancelled".into());
         }

@@ -24,7 +24,11 @@ pub(super) enum Entry {
     Ready(Node),
     /// A file being read; the node is completed from its outcome. The flag says whether
     /// the parent snapshot had a file of that name (changed, rather than new).
-    Reading(Node, crossbeam_channel::Receiver<Result<FileOutcome, String>>, bool),
+    Reading(
+        Node,
+        crossbeam_channel::Receiver<Result<FileOutcome, String>>,
+        bool,
+    ),
     /// A directory whose tree the builder made earlier (post-order), by sequence number.
     Dir(Node, u64),
 }
@@ -61,7 +65,10 @@ impl SourceTree {
         for p in paths {
             let mut node = &mut root;
             for c in p.components().skip(1) {
-                node = node.children.entry(c.as_os_str().as_bytes().to_vec()).or_default();
+                node = node
+                    .children
+                    .entry(c.as_os_str().as_bytes().to_vec())
+                    .or_default();
             }
             node.is_source = true;
         }
@@ -163,7 +170,13 @@ impl Walker<'_> {
     }
 
     /// The entry for one path found by the walk, or `None` when it is left out.
-    fn entry(&mut self, path: &Path, name: &[u8], meta: &Metadata, old: Option<&Node>) -> Option<Entry> {
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+        old: Option<&Node>,
+    ) -> Option<Entry> {
         let ft = meta.file_type();
         if ft.is_dir() {
             let parent = self.parent_tree(old);

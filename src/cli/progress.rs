@@ -27,7 +27,10 @@ impl Bar {
 
 fn start(enabled: bool, template: &str, tick: impl Fn(&ProgressBar) + Send + 'static) -> Bar {
     if !enabled {
-        return Bar { bar: None, stop: None };
+        return Bar {
+            bar: None,
+            stop: None,
+        };
     }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(ProgressStyle::with_template(template).expect("template"));
@@ -61,15 +64,19 @@ pub fn backup_bar(enabled: bool, p: Arc<BackupProgress>) -> Bar {
 }
 
 pub fn restore_bar(enabled: bool, p: Arc<RestoreProgress>) -> Bar {
-    start(enabled, "{bar:40} {percent}% [{elapsed_precise}] {msg}", move |b| {
-        let total = p.bytes_total.load(Ordering::Relaxed).max(1);
-        b.set_length(total);
-        b.set_position(p.bytes_done.load(Ordering::Relaxed));
-        b.set_message(format!(
-            "{} files, {} of {}",
-            p.files_done.load(Ordering::Relaxed),
-            super::show::size(p.bytes_done.load(Ordering::Relaxed)),
-            super::show::size(total),
-        ));
-    })
+    start(
+        enabled,
+        "{bar:40} {percent}% [{elapsed_precise}] {msg}",
+        move |b| {
+            let total = p.bytes_total.load(Ordering::Relaxed).max(1);
+            b.set_length(total);
+            b.set_position(p.bytes_done.load(Ordering::Relaxed));
+            b.set_message(format!(
+                "{} files, {} of {}",
+                p.files_done.load(Ordering::Relaxed),
+                super::show::size(p.bytes_done.load(Ordering::Relaxed)),
+                super::show::size(total),
+            ));
+        },
+    )
 }

@@ -22,7 +22,11 @@ pub fn size(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 fn seconds(ms: u64) -> String {
@@ -67,7 +71,11 @@ pub fn backup(r: &BackupReport, as_json: bool) {
     println!(
         "snapshot {} saved{}",
         r.snapshot_id.short(),
-        r.snapshot.label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default()
+        r.snapshot
+            .label
+            .as_ref()
+            .map(|l| format!(" ({l})"))
+            .unwrap_or_default()
     );
     println!(
         "  files: {} ({} new, {} changed, {} unchanged), {} directories, {}",
@@ -86,13 +94,19 @@ pub fn backup(r: &BackupReport, as_json: bool) {
         seconds(s.duration_ms)
     );
     if !s.changed_during_read.is_empty() {
-        println!("  warning: {} file(s) changed while being read (backed up as read; the next backup takes them again):", s.changed_during_read.len());
+        println!(
+            "  warning: {} file(s) changed while being read (backed up as read; the next backup takes them again):",
+            s.changed_during_read.len()
+        );
         for p in s.changed_during_read.iter().take(20) {
             println!("    {p}");
         }
     }
     if !s.skipped_special.is_empty() {
-        println!("  skipped {} special file(s) (sockets, devices, FIFOs)", s.skipped_special.len());
+        println!(
+            "  skipped {} special file(s) (sockets, devices, FIFOs)",
+            s.skipped_special.len()
+        );
     }
     if !s.unreadable.is_empty() {
         eprintln!(
@@ -125,11 +139,22 @@ pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], a
         println!("no snapshots");
         return;
     }
-    println!("{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  label / paths", "id", "time", "host", "files", "size");
+    println!(
+        "{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  label / paths",
+        "id", "time", "host", "files", "size"
+    );
     for (id, s) in list {
         let label = s.label.clone().unwrap_or_else(|| s.paths.join(", "));
-        let partial = if s.summary.unreadable.is_empty() { "" } else { "  [partial]" };
-        let tags = if s.tags.is_empty() { String::new() } else { format!("  [{}]", s.tags.join(", ")) };
+        let partial = if s.summary.unreadable.is_empty() {
+            ""
+        } else {
+            "  [partial]"
+        };
+        let tags = if s.tags.is_empty() {
+            String::new()
+        } else {
+            format!("  [{}]", s.tags.join(", "))
+        };
         println!(
             "{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  {label}{tags}{partial}",
             id.short(),
@@ -151,16 +176,26 @@ pub async fn ls(
 ) -> Result<i32> {
     let (index, _) = repo.load_index().await?;
     let trees = TreeLoader::new(repo.clone(), std::sync::Arc::new(index));
-    let want: Vec<&str> = path.map(|p| p.split('/').filter(|c| !c.is_empty()).collect()).unwrap_or_default();
+    let want: Vec<&str> = path
+        .map(|p| p.split('/').filter(|c| !c.is_empty()).collect())
+        .unwrap_or_default();
     let mut stack = vec![(snap.tree, String::new(), 0usize)];
     let mut printed = 0usize;
     let mut damaged = false;
-    println!("snapshot {} of {} at {}:", id.short(), snap.paths.join(", "), human(snap.time));
+    println!(
+        "snapshot {} of {} at {}:",
+        id.short(),
+        snap.paths.join(", "),
+        human(snap.time)
+    );
     while let Some((tid, prefix, depth)) = stack.pop() {
         let tree = match trees.load(&tid).await {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("vouch: error: {}: {e}", if prefix.is_empty() { "/" } else { &prefix });
+                eprintln!(
+                    "vouch: error: {}: {e}",
+                    if prefix.is_empty() { "/" } else { &prefix }
+                );
                 damaged = true;
                 continue;
             }
@@ -190,7 +225,10 @@ pub async fn ls(
                         .as_ref()
                         .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
                         .unwrap_or_default();
-                    println!("{kind}{:04o} {:>6} {:>6} {:>12}  {t}  {p}{target}", node.mode, node.uid, node.gid, node.size);
+                    println!(
+                        "{kind}{:04o} {:>6} {:>6} {:>12}  {t}  {p}{target}",
+                        node.mode, node.uid, node.gid, node.size
+                    );
                 } else {
                     println!("{p}");
                 }
@@ -198,9 +236,17 @@ pub async fn ls(
         }
     }
     if printed == 0 && path.is_some() {
-        anyhow::bail!("{:?} is not in snapshot {}", path.unwrap_or_default(), id.short());
+        anyhow::bail!(
+            "{:?} is not in snapshot {}",
+            path.unwrap_or_default(),
+            id.short()
+        );
     }
-    Ok(if damaged { super::EXIT_DAMAGE } else { super::EXIT_OK })
+    Ok(if damaged {
+        super::EXIT_DAMAGE
+    } else {
+        super::EXIT_OK
+    })
 }
 
 pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json: bool) {
@@ -218,12 +264,18 @@ pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json
         r.symlinks,
         seconds(r.duration_ms)
     );
-    println!("  every restored file matched its blake3 hash from backup time ({} files verified)", r.files_verified);
+    println!(
+        "  every restored file matched its blake3 hash from backup time ({} files verified)",
+        r.files_verified
+    );
     for w in r.warnings.iter().take(10) {
         eprintln!("vouch: warning: {w}");
     }
     if r.warnings.len() > 10 {
-        eprintln!("vouch: warning: … and {} more metadata warnings", r.warnings.len() - 10);
+        eprintln!(
+            "vouch: warning: … and {} more metadata warnings",
+            r.warnings.len() - 10
+        );
     }
     for m in &r.mismatches {
         eprintln!(
@@ -232,7 +284,10 @@ pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json
         );
     }
     for d in &r.damaged {
-        eprintln!("vouch: DAMAGE: {} could not be restored: {}", d.path, d.error);
+        eprintln!(
+            "vouch: DAMAGE: {} could not be restored: {}",
+            d.path, d.error
+        );
     }
     if !r.is_clean() {
         eprintln!(
@@ -257,7 +312,9 @@ pub fn check(r: &CheckReport, as_json: bool) {
             r.packs_read,
             size(r.bytes_read),
             r.read_data,
-            r.subset_seed.map(|s| format!(", seed {s}")).unwrap_or_default(),
+            r.subset_seed
+                .map(|s| format!(", seed {s}"))
+                .unwrap_or_default(),
             r.blobs_verified
         );
     }
@@ -278,7 +335,13 @@ pub fn check(r: &CheckReport, as_json: bool) {
         }
     }
     if r.is_damaged() {
-        println!("damage found: {} problem(s); the files listed cannot be restored intact", r.findings.iter().filter(|f| f.severity == Severity::Damage).count());
+        println!(
+            "damage found: {} problem(s); the files listed cannot be restored intact",
+            r.findings
+                .iter()
+                .filter(|f| f.severity == Severity::Damage)
+                .count()
+        );
     } else {
         println!("no damage found ({})", seconds(r.duration_ms));
     }

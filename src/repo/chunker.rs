@@ -92,7 +92,11 @@ mod tests {
         let chunks = c.split(&data);
         assert_eq!(chunks.iter().map(|c| c.len()).sum::<usize>(), data.len());
         for ch in &chunks[..chunks.len() - 1] {
-            assert!(ch.len() >= 512 * 1024 && ch.len() <= 4 << 20, "{}", ch.len());
+            assert!(
+                ch.len() >= 512 * 1024 && ch.len() <= 4 << 20,
+                "{}",
+                ch.len()
+            );
         }
     }
 
@@ -106,7 +110,11 @@ mod tests {
         let a: std::collections::HashSet<_> = c.split(&data).into_iter().collect();
         let b = c.split(&edited);
         let shared = b.iter().filter(|ch| a.contains(*ch)).count();
-        assert!(shared + 2 >= b.len(), "{shared} of {} chunks shared", b.len());
+        assert!(
+            shared + 2 >= b.len(),
+            "{shared} of {} chunks shared",
+            b.len()
+        );
     }
 
     #[test]

@@ -254,11 +254,14 @@ pub fn decode_payload(payload: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>,
         .ok_or(CryptoError::TooShort { len: 0 })?;
     match codec {
         CODEC_RAW => Ok(body.to_vec()),
-        CODEC_ZSTD => match raw_len {
-            Some(n) => zstd::bulk::decompress(body, n)
-                .map_err(|e| CryptoError::Decompress(e.to_string())),
-            None => zstd::stream::decode_all(body).map_err(|e| CryptoError::Decompress(e.to_string())),
-        },
+        CODEC_ZSTD => {
+            match raw_len {
+                Some(n) => zstd::bulk::decompress(body, n)
+                    .map_err(|e| CryptoError::Decompress(e.to_string())),
+                None => zstd::stream::decode_all(body)
+                    .map_err(|e| CryptoError::Decompress(e.to_string())),
+            }
+        }
         other => Err(CryptoError::UnknownCodec(other)),
     }
 }
@@ -297,9 +300,11 @@ impl KdfParams {
         if self.algorithm != "argon2id" {
             return Err(format!("unknown KDF {:?}", self.algorithm));
         }
-        let params = argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-            .map_err(|e| format!("bad argon2id parameters: {e}"))?;
-        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let params =
+            argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
+                .map_err(|e| format!("bad argon2id parameters: {e}"))?;
+        let argon =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(passphrase.expose().as_bytes(), &self.salt, &mut out)
@@ -323,12 +328,21 @@ mod tests {
         k.seal_into(Kind::Index, b"\0hello", &mut sealed);
         assert_eq!(sealed.len(), 6 + SEAL_OVERHEAD);
         assert_eq!(k.open(Kind::Index, &sealed).unwrap(), b"\0hello");
-        assert_eq!(k.open(Kind::Snapshot, &sealed), Err(CryptoError::Authentication));
+        assert_eq!(
+            k.open(Kind::Snapshot, &sealed),
+            Err(CryptoError::Authentication)
+        );
         let other = Keys::derive(&MasterSecret::from_bytes([8; 32]));
-        assert_eq!(other.open(Kind::Index, &sealed), Err(CryptoError::Authentication));
+        assert_eq!(
+            other.open(Kind::Index, &sealed),
+            Err(CryptoError::Authentication)
+        );
         let mut flipped = sealed.clone();
         flipped[30] ^= 1;
-        assert_eq!(k.open(Kind::Index, &flipped), Err(CryptoError::Authentication));
+        assert_eq!(
+            k.open(Kind::Index, &flipped),
+            Err(CryptoError::Authentication)
+        );
     }
 
     #[test]
@@ -337,9 +351,14 @@ mod tests {
         let p = encode_payload(text.as_bytes(), 3);
         assert_eq!(p[0], CODEC_ZSTD);
         assert!(p.len() < text.len() / 4);
-        assert_eq!(decode_payload(&p, Some(text.len())).unwrap(), text.as_bytes());
+        assert_eq!(
+            decode_payload(&p, Some(text.len())).unwrap(),
+            text.as_bytes()
+        );
         assert_eq!(decode_payload(&p, None).unwrap(), text.as_bytes());
-        let noise: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let raw = encode_payload(&noise, 3);
         if raw[0] == CODEC_RAW {
             assert_eq!(&raw[1..], &noise[..]);

@@ -48,7 +48,8 @@ impl MasterIndex {
             return;
         }
         let pos = self.packs.len() as u32;
-        let kind = if pack.blobs.iter().all(|b| b.kind == BlobKind::Tree) && !pack.blobs.is_empty() {
+        let kind = if pack.blobs.iter().all(|b| b.kind == BlobKind::Tree) && !pack.blobs.is_empty()
+        {
             BlobKind::Tree
         } else {
             BlobKind::Data

@@ -27,7 +27,13 @@ pub(super) async fn write_key(
     .expect("kdf task");
     let kek = kek.map_err(RepoError::Invalid)?;
     let mut sealed = Vec::new();
-    crypto::seal_into(&kek, Kind::Key, &crypto::random_array(), master.as_bytes(), &mut sealed);
+    crypto::seal_into(
+        &kek,
+        Kind::Key,
+        &crypto::random_array(),
+        master.as_bytes(),
+        &mut sealed,
+    );
     let file = KeyFile {
         version: super::format::FORMAT_VERSION,
         created: now,
@@ -38,7 +44,9 @@ pub(super) async fn write_key(
     };
     let bytes = serde_json::to_vec_pretty(&file).expect("json");
     let id = KeyId::from_bytes(object_name(&bytes));
-    store.put_new(&format!("keys/{id}"), Bytes::from(bytes)).await?;
+    store
+        .put_new(&format!("keys/{id}"), Bytes::from(bytes))
+        .await?;
     Ok(id)
 }
 
@@ -58,7 +66,9 @@ pub(super) async fn list(store: &Store) -> Result<Vec<(KeyId, KeyFile)>, RepoErr
             object: key.clone(),
             detail,
         };
-        let id: KeyId = name.parse().map_err(|e: super::ids::IdParseError| corrupt(e.to_string()))?;
+        let id: KeyId = name
+            .parse()
+            .map_err(|e: super::ids::IdParseError| corrupt(e.to_string()))?;
         if id.as_bytes() != &object_name(&bytes) {
             return Err(corrupt("its bytes do not match its name (blake3)".into()));
         }
@@ -70,13 +80,17 @@ pub(super) async fn list(store: &Store) -> Result<Vec<(KeyId, KeyFile)>, RepoErr
 }
 
 /// Find the key that `password` opens and return the master secret.
-pub(super) async fn unlock(store: &Store, password: &Secret) -> Result<(KeyId, MasterSecret), RepoError> {
+pub(super) async fn unlock(
+    store: &Store,
+    password: &Secret,
+) -> Result<(KeyId, MasterSecret), RepoError> {
     let keys = list(store).await?;
     if keys.is_empty() {
         return Err(RepoError::Corrupt {
             url: store.url().to_string(),
             object: "keys/".into(),
-            detail: "the repository has a config but no key files; restore keys/ from a copy".into(),
+            detail: "the repository has a config but no key files; restore keys/ from a copy"
+                .into(),
         });
     }
     let count = keys.len();

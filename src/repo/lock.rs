@@ -91,15 +91,30 @@ fn conflicts(mode: LockMode, other: &LockFile) -> bool {
     mode == LockMode::Exclusive || other.exclusive
 }
 
-pub(super) async fn acquire(repo: &Repository, mode: LockMode, operation: &str) -> Result<LockGuard, RepoError> {
+pub(super) async fn acquire(
+    repo: &Repository,
+    mode: LockMode,
+    operation: &str,
+) -> Result<LockGuard, RepoError> {
     let locked = |by: &LockFile| RepoError::Locked {
         url: repo.url().to_string(),
         by: describe(by),
     };
-    if let Some((_, l)) = live_locks(repo).await?.iter().find(|(_, l)| conflicts(mode, l)) {
+    if let Some((_, l)) = live_locks(repo)
+        .await?
+        .iter()
+        .find(|(_, l)| conflicts(mode, l))
+    {
         return Err(locked(l));
     }
-    let key = put_lock(repo.store(), repo.keys(), repo.clock().as_ref(), mode, operation).await?;
+    let key = put_lock(
+        repo.store(),
+        repo.keys(),
+        repo.clock().as_ref(),
+        mode,
+        operation,
+    )
+    .await?;
     // Someone may have written theirs between our list and our write: look again.
     if let Some((_, l)) = live_locks(repo)
         .await?

@@ -43,7 +43,14 @@ impl PackWriter {
     }
 
     /// Seal `payload` (codec byte first) as a blob of `kind` and append it.
-    pub fn add(&mut self, keys: &Keys, kind: BlobKind, id: BlobId, raw_length: usize, payload: &[u8]) {
+    pub fn add(
+        &mut self,
+        keys: &Keys,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: usize,
+        payload: &[u8],
+    ) {
         if self.buf.capacity() == 0 {
             self.buf.reserve(self.target + payload.len() + 64);
         }
@@ -114,8 +121,20 @@ mod tests {
         let mut w = PackWriter::new(1 << 20);
         let a = b"first blob".repeat(10);
         let b = b"second".to_vec();
-        w.add(&keys, BlobKind::Data, keys.blob_id(&a), a.len(), &encode_payload(&a, 3));
-        w.add(&keys, BlobKind::Tree, keys.blob_id(&b), b.len(), &encode_payload(&b, 3));
+        w.add(
+            &keys,
+            BlobKind::Data,
+            keys.blob_id(&a),
+            a.len(),
+            &encode_payload(&a, 3),
+        );
+        w.add(
+            &keys,
+            BlobKind::Tree,
+            keys.blob_id(&b),
+            b.len(),
+            &encode_payload(&b, 3),
+        );
         let p = w.finish(&keys);
         assert_eq!(p.id.as_bytes(), &object_name(&p.bytes));
         let blobs = read_header(&keys, &p.bytes).unwrap();

@@ -22,7 +22,11 @@ pub struct BlobReader<'a> {
 }
 
 impl<'a> BlobReader<'a> {
-    pub fn new(repo: &'a Repository, index: &'a MasterIndex, handle: tokio::runtime::Handle) -> Self {
+    pub fn new(
+        repo: &'a Repository,
+        index: &'a MasterIndex,
+        handle: tokio::runtime::Handle,
+    ) -> Self {
         Self {
             repo,
             index,
@@ -33,7 +37,11 @@ impl<'a> BlobReader<'a> {
 
     /// The plaintext of `wanted[i]`, verified. `wanted` is the sequence of blobs this reader
     /// will be asked for next, so that one read can cover several of them.
-    pub fn read(&mut self, wanted: &[(BlobId, BlobLocation)], i: usize) -> Result<Vec<u8>, BlobError> {
+    pub fn read(
+        &mut self,
+        wanted: &[(BlobId, BlobLocation)],
+        i: usize,
+    ) -> Result<Vec<u8>, BlobError> {
         let (id, loc) = wanted[i];
         let pack = self.index.pack(loc.pack).id;
         let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);

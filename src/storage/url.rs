@@ -12,7 +12,9 @@ pub enum RepoUrl {
 
 /// The URL text is not a repository location vouch understands.
 #[derive(Debug, thiserror::Error)]
-#[error("{text:?} is not a repository URL: {why} (use a local path, file:///path or s3://bucket/prefix)")]
+#[error(
+    "{text:?} is not a repository URL: {why} (use a local path, file:///path or s3://bucket/prefix)"
+)]
 pub struct UrlError {
     pub text: String,
     pub why: String,
@@ -30,7 +32,9 @@ impl RepoUrl {
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.contains('@') {
-                return Err(err("credentials do not belong in the URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"));
+                return Err(err(
+                    "credentials do not belong in the URL; use AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+                ));
             }
             if bucket.is_empty() {
                 return Err(err("the bucket name is missing"));
@@ -102,18 +106,27 @@ mod tests {
                 prefix: "nas1".into()
             }
         );
-        assert_eq!(
-            RepoUrl::parse("s3://b").unwrap().to_string(),
-            "s3://b"
+        assert_eq!(RepoUrl::parse("s3://b").unwrap().to_string(), "s3://b");
+        assert!(
+            RepoUrl::parse("relative/dir")
+                .unwrap()
+                .to_string()
+                .ends_with("relative/dir")
         );
-        assert!(RepoUrl::parse("relative/dir").unwrap().to_string().ends_with("relative/dir"));
     }
 
     #[test]
     fn bad_urls_are_refused_without_echoing_credentials() {
-        let e = RepoUrl::parse("s3://key:secret@bucket/x").unwrap_err().to_string();
+        let e = RepoUrl::parse("s3://key:secret@bucket/x")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("secret"), "{e}");
-        assert!(RepoUrl::parse("ftp://host/x").unwrap_err().to_string().contains("ftp"));
+        assert!(
+            RepoUrl::parse("ftp://host/x")
+                .unwrap_err()
+                .to_string()
+                .contains("ftp")
+        );
         assert!(RepoUrl::parse("s3:///x").is_err());
         assert!(RepoUrl::parse("").is_err());
     }

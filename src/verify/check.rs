@@ -112,7 +112,12 @@ impl CheckReport {
 
 const AFFECTED_SHOWN: usize = 100;
 
-fn finding(severity: Severity, kind: FindingKind, object: impl Into<String>, message: impl Into<String>) -> Finding {
+fn finding(
+    severity: Severity,
+    kind: FindingKind,
+    object: impl Into<String>,
+    message: impl Into<String>,
+) -> Finding {
     Finding {
         severity,
         kind,
@@ -131,7 +136,10 @@ pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckRe
     result
 }
 
-async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
+async fn check_locked(
+    repo: &Arc<Repository>,
+    opts: &CheckOptions,
+) -> Result<CheckReport, RepoError> {
     let started = Instant::now();
     let mut report = CheckReport {
         repository: repo.url().to_string(),
@@ -159,8 +167,17 @@ async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<Che
             None => {
                 missing_packs.insert(pos as u32);
                 findings.push(with_blobs(
-                    finding(Severity::Damage, FindingKind::PackMissing, &key, "pack is missing from storage"),
-                    index.blobs_of_pack(pos as u32).into_iter().map(|(id, _)| id).collect(),
+                    finding(
+                        Severity::Damage,
+                        FindingKind::PackMissing,
+                        &key,
+                        "pack is missing from storage",
+                    ),
+                    index
+                        .blobs_of_pack(pos as u32)
+                        .into_iter()
+                        .map(|(id, _)| id)
+                        .collect(),
                 ));
             }
             Some(&size) if size != pack.size => findings.push(with_blobs(
@@ -170,20 +187,27 @@ async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<Che
                     &key,
                     format!("pack is {size} bytes, the index says {}", pack.size),
                 ),
-                index.blobs_of_pack(pos as u32).into_iter().map(|(id, _)| id).collect(),
+                index
+                    .blobs_of_pack(pos as u32)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
             )),
             Some(_) => {}
         }
         indexed_keys.insert(key);
     }
-    let mut unindexed: Vec<&String> = stored.keys().filter(|k| !indexed_keys.contains(*k)).collect();
+    let mut unindexed: Vec<&String> = stored
+        .keys()
+        .filter(|k| !indexed_keys.contains(*k))
+        .collect();
     unindexed.sort();
     for key in unindexed {
         findings.push(finding(
             Severity::Warning,
             FindingKind::PackUnindexed,
             key.clone(),
-            "pack is not listed in any index (left by an interrupted backup, or its index was lost); prune will remove it if nothing needs it",
+            "pack is not listed in any index: left by an interrupted backup, or its index was lost (`vouch repair index` lists it again)",
         ));
     }
     report.packs = index.packs().len();
@@ -209,9 +233,13 @@ async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<Che
     // Re-read packs.
     let selected: Vec<u32> = match opts.read_data {
         ReadData::None => Vec::new(),
-        ReadData::All => (0..index.packs().len() as u32).filter(|p| !missing_packs.contains(p)).collect(),
+        ReadData::All => (0..index.packs().len() as u32)
+            .filter(|p| !missing_packs.contains(p))
+            .collect(),
         ReadData::Subset(pct) => {
-            let seed = opts.seed.unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()));
+            let seed = opts
+                .seed
+                .unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()));
             report.subset_seed = Some(seed);
             subset(&index, pct, seed, &missing_packs)
         }
@@ -235,7 +263,10 @@ async fn check_locked(repo: &Arc<Repository>, opts: &CheckOptions) -> Result<Che
     }
 
     // Name the files each damage affects.
-    let damaged_blobs: HashSet<BlobId> = findings.iter().flat_map(|f| f.blobs.iter().copied()).collect();
+    let damaged_blobs: HashSet<BlobId> = findings
+        .iter()
+        .flat_map(|f| f.blobs.iter().copied())
+        .collect();
     if !damaged_blobs.is_empty() {
         let affected = affected_files(&trees, &snapshots, &damaged_blobs).await;
         for f in &mut findings {
@@ -272,7 +303,10 @@ fn subset(index: &MasterIndex, pct: f64, seed: u64, skip: &HashSet<u32>) -> Vec<
             let mut h = blake3::Hasher::new();
             h.update(&seed.to_le_bytes());
             h.update(index.pack(p).id.as_bytes());
-            (u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8")), p)
+            (
+                u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8")),
+                p,
+            )
         })
         .collect();
     candidates.sort();
@@ -308,11 +342,25 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
             let tree = match trees.load(&tid).await {
                 Ok(t) => t,
                 Err(e) => {
+                    let (object, why) = match &e {
+                        crate::repo::BlobError::NotIndexed(_) => (
+                            "index/".to_string(),
+                            format!("its tree blob {} is in no index", tid.short()),
+                        ),
+                        other => (
+                            other.pack().map(|p| pack_key(&p)).unwrap_or_default(),
+                            other.to_string(),
+                        ),
+                    };
                     let mut f = finding(
                         Severity::Damage,
                         FindingKind::TreeUnreadable,
-                        e.pack().map(|p| pack_key(&p)).unwrap_or_else(|| format!("tree {tid}")),
-                        format!("directory {} of snapshot {} unreadable: {e}", display(&path), sid.short()),
+                        object,
+                        format!(
+                            "directory {} of snapshot {} unreadable: {why}",
+                            display(&path),
+                            sid.short()
+                        ),
                     );
                     f.affected.push(Affected {
                         snapshot: sid.short(),
@@ -349,7 +397,10 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
                                 Severity::Damage,
                                 FindingKind::FileSize,
                                 format!("snapshots/{sid}"),
-                                format!("{child}: its blobs hold {sum} bytes, the file had {}", node.size),
+                                format!(
+                                    "{child}: its blobs hold {sum} bytes, the file had {}",
+                                    node.size
+                                ),
                             );
                             f.affected.push(Affected {
                                 snapshot: sid.short(),
@@ -371,7 +422,7 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
                 FindingKind::BlobMissing,
                 "index/",
                 format!(
-                    "{} blob(s) that snapshots need are in no index (a lost index file, or packs deleted by hand)",
+                    "{} blob(s) that snapshots need are in no index (a lost index file: `vouch repair index` rebuilds it from the packs; or packs deleted by hand)",
                     missing.len()
                 ),
             ),
@@ -382,7 +433,11 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
 }
 
 fn display(path: &str) -> String {
-    if path.is_empty() { "/".into() } else { path.to_string() }
+    if path.is_empty() {
+        "/".into()
+    } else {
+        path.to_string()
+    }
 }
 
 /// For each damaged blob, the files (snapshot, path) that contain it.
@@ -401,7 +456,9 @@ async fn affected_files(
                     path: display(&path),
                 });
             }
-            let Ok(tree) = trees.load(&tid).await else { continue };
+            let Ok(tree) = trees.load(&tid).await else {
+                continue;
+            };
             for node in tree.nodes {
                 let child = format!("{path}/{}", node.name_lossy());
                 match node.kind {
@@ -433,7 +490,12 @@ struct ReadOutcome {
     findings: Vec<Finding>,
 }
 
-async fn read_packs(repo: Arc<Repository>, index: Arc<MasterIndex>, selected: Vec<u32>, threads: usize) -> ReadOutcome {
+async fn read_packs(
+    repo: Arc<Repository>,
+    index: Arc<MasterIndex>,
+    selected: Vec<u32>,
+    threads: usize,
+) -> ReadOutcome {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
         let next = AtomicUsize::new(0);
@@ -480,11 +542,24 @@ fn verify_pack(
     let bytes = match handle.block_on(repo.store().get(&key)) {
         Ok(b) => b,
         Err(e) => {
-            let kind = if e.is_not_found() { FindingKind::PackMissing } else { FindingKind::PackHeader };
-            return (0, 0, vec![with_blobs(
-                finding(Severity::Damage, kind, key, format!("pack could not be read: {e}")),
-                all_blobs(),
-            )]);
+            let kind = if e.is_not_found() {
+                FindingKind::PackMissing
+            } else {
+                FindingKind::PackHeader
+            };
+            return (
+                0,
+                0,
+                vec![with_blobs(
+                    finding(
+                        Severity::Damage,
+                        kind,
+                        key,
+                        format!("pack could not be read: {e}"),
+                    ),
+                    all_blobs(),
+                )],
+            );
         }
     };
     let mut findings = Vec::new();
@@ -501,7 +576,8 @@ fn verify_pack(
     }
     match read_header(repo.keys(), &bytes) {
         Ok(header) => {
-            let by_id: HashMap<BlobId, u32> = header.iter().map(|b| (b.entry.id, b.offset)).collect();
+            let by_id: HashMap<BlobId, u32> =
+                header.iter().map(|b| (b.entry.id, b.offset)).collect();
             let stray: Vec<BlobId> = expected
                 .iter()
                 .filter(|(id, l)| by_id.get(id) != Some(&l.offset))
@@ -554,7 +630,10 @@ fn verify_pack(
             expected.len(),
             first_error.unwrap_or_default()
         );
-        findings.push(with_blobs(finding(Severity::Damage, FindingKind::BlobDamaged, &key, msg), bad));
+        findings.push(with_blobs(
+            finding(Severity::Damage, FindingKind::BlobDamaged, &key, msg),
+            bad,
+        ));
     }
     (bytes.len() as u64, verified, findings)
 }

@@ -1,1 +1,11 @@
+//! Integration tests: the real binary against real files, a local repository and a real S3
+//! server on loopback. One test binary, a module per topic.
 
+mod cli;
+mod crash;
+mod damage;
+mod dedup;
+mod demo;
+mod roundtrip;
+mod s3;
+mod support;

@@ -60,7 +60,10 @@ pub fn decode_header(payload: &[u8]) -> Result<Vec<HeaderEntry>, PackError> {
         _ => return Err(PackError::Malformed("unknown header codec".into())),
     };
     if body.len() % HEADER_ENTRY_LEN != 0 {
-        return Err(PackError::Malformed(format!("{} bytes is not a whole number of entries", body.len())));
+        return Err(PackError::Malformed(format!(
+            "{} bytes is not a whole number of entries",
+            body.len()
+        )));
     }
     body.chunks_exact(HEADER_ENTRY_LEN)
         .map(|c| {

@@ -124,13 +124,20 @@ impl TryFrom<NodeRecord> for Node {
     fn try_from(r: NodeRecord) -> Result<Self, String> {
         let name = super::join_bytes(r.name, r.name_hex, "name")?.ok_or("a node has no name")?;
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-            return Err(format!("invalid node name {:?}", String::from_utf8_lossy(&name)));
+            return Err(format!(
+                "invalid node name {:?}",
+                String::from_utf8_lossy(&name)
+            ));
         }
         let target = super::join_bytes(r.target, r.target_hex, "target")?;
         match r.kind {
             NodeKind::File if r.hash.is_none() => return Err("a file node has no hash".into()),
-            NodeKind::Dir if r.subtree.is_none() => return Err("a directory node has no subtree".into()),
-            NodeKind::Symlink if target.is_none() => return Err("a symlink node has no target".into()),
+            NodeKind::Dir if r.subtree.is_none() => {
+                return Err("a directory node has no subtree".into());
+            }
+            NodeKind::Symlink if target.is_none() => {
+                return Err("a symlink node has no target".into());
+            }
             _ => {}
         }
         Ok(Node {
