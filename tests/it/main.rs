@@ -6,6 +6,8 @@ mod crash;
 mod damage;
 mod dedup;
 mod demo;
+mod format;
+mod locks;
 mod roundtrip;
 mod s3;
 mod support;
