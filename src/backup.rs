@@ -224,13 +224,15 @@ async fn run(
         store: repo.store().clone(),
         handle: tokio::runtime::Handle::current(),
         known: Mutex::new(index.blob_ids().copied().collect::<HashSet<BlobId>>()),
-        uploads: Arc::new(Semaphore::new(threads.max(2))),
+        uploads: Arc::new(Semaphore::new(env_threads("VOUCH_UPLOADS").unwrap_or(2))),
         upload_tasks: Mutex::new(Vec::new()),
         written: Arc::new(Mutex::new(Vec::new())),
         failure: Arc::new(Mutex::new(None)),
         cancelled: Arc::new(AtomicBool::new(false)),
         progress,
         stats: Stats::default(),
+        chunk_buffers: Arc::new(pipeline::BufferPool::new(threads * 3 + 2, usize::MAX)),
+        pack_buffers: Arc::new(pipeline::BufferPool::new(threads + 2, usize::MAX)),
     };
     let source_tree = SourceTree::new(paths);
     let (summary, root, shared) = tokio::task::spawn_blocking(move || {
@@ -290,6 +292,17 @@ async fn run(
     Ok((snapshot, parent.map(|(id, _)| id)))
 }
 
+/// Sealer threads for `threads` readers. One sealer keeps up with two readers (reading,
+/// chunking and hashing cost more than sealing once incompressible data skips zstd), and
+/// each sealer holds a pack buffer, so fewer sealers keep memory down.
+fn sealers(threads: usize) -> usize {
+    env_threads("VOUCH_SEALERS").unwrap_or((threads / 2).max(1))
+}
+
+fn env_threads(name: &str) -> Option<usize> {
+    std::env::var(name).ok()?.parse().ok().filter(|n| *n > 0)
+}
+
 /// Start the stages, walk, and build the trees; returns the summary and the root tree id.
 fn run_threads(
     shared: &Shared,
@@ -301,7 +314,7 @@ fn run_threads(
     threads: usize,
 ) -> (BackupSummary, Option<BlobId>) {
     let (file_tx, file_rx) = crossbeam_channel::bounded(threads * 8);
-    let (seal_tx, seal_rx) = crossbeam_channel::bounded(threads * 2);
+    let (seal_tx, seal_rx) = crossbeam_channel::bounded(threads);
     let (dir_tx, dir_rx) = crossbeam_channel::bounded::<DirJob>(256);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -309,7 +322,7 @@ fn run_threads(
             s.spawn(move || pipeline::read_loop(shared, rx, seal));
         }
         drop((file_rx, seal_tx));
-        for _ in 0..threads {
+        for _ in 0..sealers(threads) {
             let rx = seal_rx.clone();
             s.spawn(move || pipeline::seal_loop(shared, rx));
         }

@@ -100,6 +100,88 @@ impl BlobError {
     }
 }
 
+/// Decodes blobs with buffers and a zstd context that are reused from blob to blob: restore
+/// and check decode every stored byte, and allocating per blob fragments the heap.
+pub struct BlobDecoder {
+    dctx: zstd::bulk::Decompressor<'static>,
+    payload: Vec<u8>,
+    plain: Vec<u8>,
+}
+
+impl Default for BlobDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BlobDecoder {
+    pub fn new() -> Self {
+        Self {
+            dctx: zstd::bulk::Decompressor::new().expect("zstd context"),
+            payload: Vec::new(),
+            plain: Vec::new(),
+        }
+    }
+
+    /// A decoder whose buffers are allocated once for blobs up to `largest` bytes: large
+    /// allocations are mapped pages that count only when touched, while buffers that grow
+    /// step by step leave freed blocks behind in the heap.
+    pub fn with_capacity(largest: usize) -> Self {
+        let mut d = Self::new();
+        d.payload.reserve_exact(largest + 64);
+        d.plain.reserve_exact(largest);
+        d
+    }
+
+    /// Authenticate and decompress a sealed blob; with `verify_id`, also check that the keyed
+    /// hash of the plaintext is its id (level 2). A restore that checks each whole file's
+    /// hash (level 3) can leave that out: the seal already authenticates every blob.
+    pub fn decode(
+        &mut self,
+        keys: &Keys,
+        id: &BlobId,
+        loc: &BlobLocation,
+        pack: PackId,
+        sealed: &[u8],
+        verify_id: bool,
+    ) -> Result<&[u8], BlobError> {
+        let damaged = |detail: String| BlobError::Damaged {
+            pack,
+            blob: *id,
+            detail,
+        };
+        keys.open_into(loc.kind.seal_kind(), sealed, &mut self.payload)
+            .map_err(|e| damaged(e.to_string()))?;
+        let raw = loc.raw_length as usize;
+        let plain: &[u8] = match self.payload.split_first() {
+            Some((&crypto::CODEC_RAW, body)) => body,
+            Some((&crypto::CODEC_ZSTD, body)) => {
+                self.plain.clear();
+                self.plain.reserve(raw);
+                self.dctx
+                    .decompress_to_buffer(body, &mut self.plain)
+                    .map_err(|e| damaged(format!("payload does not decompress: {e}")))?;
+                &self.plain
+            }
+            Some((&other, _)) => return Err(damaged(format!("unknown payload codec {other}"))),
+            None => return Err(damaged("empty payload".into())),
+        };
+        if plain.len() != raw {
+            return Err(damaged(format!(
+                "{} bytes after decompression, the index says {raw}",
+                plain.len()
+            )));
+        }
+        if verify_id {
+            let actual = keys.blob_id(plain);
+            if actual != *id {
+                return Err(damaged(format!("its plaintext hashes to {actual}")));
+            }
+        }
+        Ok(plain)
+    }
+}
+
 /// An open repository: its store, working keys and configuration.
 pub struct Repository {
     store: Store,
@@ -414,29 +496,9 @@ impl Repository {
         pack: PackId,
         sealed: &[u8],
     ) -> Result<Vec<u8>, BlobError> {
-        let damaged = |detail: String| BlobError::Damaged {
-            pack,
-            blob: *id,
-            detail,
-        };
-        let payload = self
-            .keys
-            .open(loc.kind.seal_kind(), sealed)
-            .map_err(|e| damaged(e.to_string()))?;
-        let plain = crypto::decode_payload(&payload, Some(loc.raw_length as usize))
-            .map_err(|e| damaged(e.to_string()))?;
-        if plain.len() != loc.raw_length as usize {
-            return Err(damaged(format!(
-                "{} bytes after decompression, the index says {}",
-                plain.len(),
-                loc.raw_length
-            )));
-        }
-        let actual = self.keys.blob_id(&plain);
-        if actual != *id {
-            return Err(damaged(format!("its plaintext hashes to {actual}")));
-        }
-        Ok(plain)
+        BlobDecoder::new()
+            .decode(&self.keys, id, loc, pack, sealed, true)
+            .map(<[u8]>::to_vec)
     }
 
     /// Read one blob from storage and verify it (levels 2: AEAD tag and keyed hash).

@@ -320,7 +320,15 @@ fn units(files: &[PlannedFile], index: &MasterIndex) -> Vec<Vec<usize>> {
     });
     let mut out: Vec<Vec<usize>> = Vec::new();
     let mut bytes = 0u64;
-    for i in order {
+    // Large files go first, each on its own, so that no core is left alone with a big
+    // database dump at the end; the rest follow in storage order.
+    let (big, small): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|&i| files[i].node.size >= 32 << 20);
+    let mut big = big;
+    big.sort_by_key(|&i| std::cmp::Reverse(files[i].node.size));
+    out.extend(big.into_iter().map(|i| vec![i]));
+    for i in small {
         let size = files[i].node.size;
         match out.last_mut() {
             Some(unit) if bytes + size <= 4 << 20 && unit.len() < 256 => unit.push(i),
@@ -362,7 +370,8 @@ fn write_files(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let mut out = WriteOutcome::default();
-                let mut reader = BlobReader::new(repo, index, handle.clone());
+                // Each file's blake3 is checked (level 3); that covers what the blob ids would.
+                let mut reader = BlobReader::new(repo, index, handle.clone(), false);
                 loop {
                     let u = next.fetch_add(1, Ordering::Relaxed);
                     let Some(unit) = units.get(u) else { break };
@@ -480,8 +489,8 @@ fn write_file(
         let plain = reader
             .read(wanted, i)
             .map_err(|e| FileFailure::Damaged(e.to_string(), e.pack().map(|p| p.to_hex())))?;
-        hasher.update(&plain);
-        out.write_all(&plain).map_err(io)?;
+        hasher.update(plain);
+        out.write_all(plain).map_err(io)?;
         progress
             .bytes_done
             .fetch_add(plain.len() as u64, Ordering::Relaxed);

@@ -300,6 +300,48 @@ impl Store {
         .await
     }
 
+    /// Read `range` of an object (all of it with `None`) into `out`, from a thread outside
+    /// the runtime. A local store reads straight into `out` with `pread`: restores and checks
+    /// reuse one buffer per thread instead of allocating per read.
+    pub fn read_into(
+        &self,
+        handle: &tokio::runtime::Handle,
+        key: &str,
+        range: Option<Range<u64>>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), StorageError> {
+        out.clear();
+        if let Some(root) = &self.local_root {
+            use std::os::unix::fs::FileExt;
+            let path = root.join(format!("{}{key}", self.prefix));
+            let io = |e: std::io::Error| classify_io(&self.display, key, &e);
+            let file = std::fs::File::open(&path).map_err(io)?;
+            let range = match range {
+                Some(r) => r,
+                None => 0..file.metadata().map_err(io)?.len(),
+            };
+            out.resize((range.end - range.start) as usize, 0);
+            let mut done = 0;
+            // A short file gives a short buffer; the caller's length checks report it.
+            while done < out.len() {
+                match file.read_at(&mut out[done..], range.start + done as u64) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(io(e)),
+                }
+            }
+            out.truncate(done);
+            return Ok(());
+        }
+        let bytes = match range {
+            Some(r) => handle.block_on(self.get_range(key, r))?,
+            None => handle.block_on(self.get(key))?,
+        };
+        out.extend_from_slice(&bytes);
+        Ok(())
+    }
+
     /// Size of the object, or `NotFound`.
     pub async fn size(&self, key: &str) -> Result<u64, StorageError> {
         let path = self.path(key);

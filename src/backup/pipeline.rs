@@ -73,6 +73,48 @@ pub(super) struct Shared {
     pub cancelled: Arc<AtomicBool>,
     pub progress: Arc<BackupProgress>,
     pub stats: Stats,
+    /// Recycled chunk buffers (reader → sealer) and pack buffers (sealer → upload).
+    pub chunk_buffers: Arc<BufferPool>,
+    pub pack_buffers: Arc<BufferPool>,
+}
+
+/// Buffers handed back after use, so that the pipeline allocates its large buffers once and
+/// the heap does not fragment (glibc keeps freed megabyte blocks in per-thread arenas).
+#[derive(Debug)]
+pub(super) struct BufferPool {
+    free: Mutex<Vec<Vec<u8>>>,
+    keep: usize,
+    largest_kept: usize,
+}
+
+impl BufferPool {
+    pub fn new(keep: usize, largest_kept: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            keep,
+            largest_kept,
+        }
+    }
+
+    /// An empty buffer with at least `capacity` bytes reserved.
+    pub fn take(&self, capacity: usize) -> Vec<u8> {
+        let mut v = self.free.lock().expect("pool").pop().unwrap_or_default();
+        v.clear();
+        v.reserve_exact(capacity);
+        v
+    }
+
+    /// Return a buffer; one much larger than usual (a rare maximum-size chunk) is freed
+    /// rather than kept, so that the pool does not grow to the worst case.
+    pub fn give(&self, v: Vec<u8>) {
+        if v.capacity() > self.largest_kept {
+            return;
+        }
+        let mut free = self.free.lock().expect("pool");
+        if free.len() < self.keep {
+            free.push(v);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -111,14 +153,18 @@ impl Shared {
         let written = self.written.clone();
         let failure = self.failure.clone();
         let cancelled = self.cancelled.clone();
+        let pool = self.pack_buffers.clone();
         let task = self.handle.spawn(async move {
             let _permit = permit;
-            match store.put(&pack_key(&pack.id), pack.bytes).await {
+            match store.put(&pack_key(&pack.id), pack.bytes.clone()).await {
                 Ok(()) => written.lock().expect("written").push(pack.index),
                 Err(e) => {
                     cancelled.store(true, Ordering::SeqCst);
                     failure.lock().expect("failure").get_or_insert(e);
                 }
+            }
+            if let Ok(buf) = pack.bytes.try_into_mut() {
+                pool.give(buf.into());
             }
         });
         self.upload_tasks.lock().expect("tasks").push(task);
@@ -139,7 +185,6 @@ impl Shared {
 pub(super) struct Sealer {
     compressor: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
-    payload: Vec<u8>,
     pack: PackWriter,
     kind: BlobKind,
 }
@@ -149,35 +194,45 @@ impl Sealer {
         Self {
             compressor: zstd::bulk::Compressor::new(shared.level).expect("zstd context"),
             scratch: Vec::new(),
-            payload: Vec::new(),
             pack: PackWriter::new(shared.pack_size),
             kind,
         }
     }
 
-    /// Codec byte plus body: zstd when it saves at least 1/32, raw otherwise.
-    fn encode(&mut self, data: &[u8]) {
-        self.payload.clear();
-        if data.len() >= 64 {
-            self.scratch.clear();
-            self.scratch
-                .reserve(zstd::zstd_safe::compress_bound(data.len()));
-            if let Ok(n) = self.compressor.compress_to_buffer(data, &mut self.scratch) {
-                if n + data.len() / 32 < data.len() {
-                    self.payload.push(CODEC_ZSTD);
-                    self.payload.extend_from_slice(&self.scratch[..n]);
-                    return;
-                }
-            }
-        }
-        self.payload.push(CODEC_RAW);
-        self.payload.extend_from_slice(data);
-    }
-
     pub fn add(&mut self, shared: &Shared, id: BlobId, data: &[u8]) {
-        self.encode(data);
+        // Room for the worst case, the blob stored raw; close the pack first otherwise.
+        if !self.pack.fits(data.len()) {
+            shared.upload(self.pack.finish(&shared.keys));
+        }
+        if !self.pack.has_buffer() {
+            // Packs are closed before they would outgrow this, so the buffer never grows.
+            let largest = shared.pack_size.max(shared.chunker.max_size() + 4096);
+            self.pack.use_buffer(shared.pack_buffers.take(largest));
+        }
+        // A tree can be larger than a chunk; zstd needs room for its worst case.
         self.pack
-            .add(&shared.keys, self.kind, id, data.len(), &self.payload);
+            .reserve(zstd::zstd_safe::compress_bound(data.len()) + 64);
+        let compress = data.len() >= 64 && self.worth_compressing(data);
+        let compressor = &mut self.compressor;
+        self.pack
+            .add_with(&shared.keys, self.kind, id, data.len(), |buf| {
+                let codec_at = buf.len();
+                buf.push(CODEC_ZSTD);
+                if compress {
+                    // zstd writes straight into the pack buffer, after the codec byte.
+                    let mut cursor = std::io::Cursor::new(std::mem::take(buf));
+                    cursor.set_position(codec_at as u64 + 1);
+                    let written = compressor.compress_to_buffer(data, &mut cursor);
+                    *buf = cursor.into_inner();
+                    // zstd when it saves at least 1/32, raw otherwise.
+                    if matches!(written, Ok(n) if n + data.len() / 32 < data.len()) {
+                        return;
+                    }
+                }
+                buf.truncate(codec_at);
+                buf.push(CODEC_RAW);
+                buf.extend_from_slice(data);
+            });
         let counter = match self.kind {
             BlobKind::Data => &shared.stats.data_blobs,
             BlobKind::Tree => &shared.stats.tree_blobs,
@@ -189,6 +244,28 @@ impl Sealer {
             .fetch_add(data.len() as u64, Ordering::Relaxed);
         if self.pack.is_full() {
             shared.upload(self.pack.finish(&shared.keys));
+        }
+    }
+
+    /// Photos, zip files and media are already compressed: a 64 KiB sample from the middle
+    /// that zstd cannot shrink by 1/32 means the chunk is stored raw without compressing it
+    /// all (zstd on incompressible data still costs ~0.6 ms per megabyte).
+    fn worth_compressing(&mut self, data: &[u8]) -> bool {
+        const SAMPLE: usize = 64 << 10;
+        if data.len() <= 2 * SAMPLE {
+            return true;
+        }
+        let mid = data.len() / 2;
+        let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
+        self.scratch.clear();
+        self.scratch
+            .reserve_exact(zstd::zstd_safe::compress_bound(SAMPLE));
+        match self
+            .compressor
+            .compress_to_buffer(sample, &mut self.scratch)
+        {
+            Ok(n) => n + SAMPLE / 32 < SAMPLE,
+            Err(_) => true,
         }
     }
 
@@ -208,6 +285,7 @@ pub(super) fn seal_loop(shared: &Shared, jobs: Receiver<SealJob>) {
         }
         debug_assert_eq!(job.kind, BlobKind::Data);
         sealer.add(shared, job.id, &job.data);
+        shared.chunk_buffers.give(job.data);
     }
     if !shared.is_cancelled() {
         sealer.flush(shared);
@@ -232,7 +310,7 @@ pub(super) fn read_loop(shared: &Shared, jobs: Receiver<FileJob>, seal: Sender<S
     }
 }
 
-const READ_SIZE: usize = 1 << 20;
+const READ_SIZE: usize = 256 << 10;
 
 fn read_file(
     shared: &Shared,
@@ -281,16 +359,19 @@ fn read_file(
         hasher.update(chunk);
         let id = shared.keys.blob_id(chunk);
         content.push(id);
-        if shared.claim(id)
-            && seal
-                .send(SealJob {
-                    kind: BlobKind::Data,
-                    id,
-                    data: chunk.to_vec(),
-                })
-                .is_err()
-        {
-            return Err("backup cancelled".into());
+        if shared.claim(id) {
+            // Full-size buffers, allocated once: large allocations are mapped pages, and only
+            // the pages a chunk touches count, while a freed block would stay in the heap.
+            let mut data = shared.chunk_buffers.take(shared.chunker.max_size());
+            data.extend_from_slice(chunk);
+            let job = SealJob {
+                kind: BlobKind::Data,
+                id,
+                data,
+            };
+            if seal.send(job).is_err() {
+                return Err("backup cancelled".into());
+            }
         }
         start += len;
         if shared.is_cancelled() {

@@ -164,6 +164,45 @@ impl Keys {
         seal_into(&self.encryption, kind, &random_array(), payload, out);
     }
 
+    /// Seal a payload that `write_payload` appends to `out`, in place: the pack writer seals
+    /// blobs straight into the pack buffer, and zstd compresses straight into it too.
+    pub fn seal_appending(
+        &self,
+        kind: Kind,
+        out: &mut Vec<u8>,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let nonce: [u8; 24] = random_array();
+        out.extend_from_slice(&nonce);
+        let start = out.len();
+        write_payload(out);
+        out.reserve(SEAL_TAG_LEN);
+        seal_in_place(&self.encryption, kind, &nonce, out, start);
+    }
+
+    /// Open a sealed object into `out` (cleared first), which then holds the payload, codec
+    /// byte included. Reusing `out` across blobs keeps restores and checks from allocating.
+    pub fn open_into(
+        &self,
+        kind: Kind,
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CryptoError> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(CryptoError::TooShort { len: sealed.len() });
+        }
+        let nonce: &[u8; 24] = sealed[..SEAL_NONCE_LEN].try_into().expect("24 bytes");
+        out.clear();
+        out.extend_from_slice(&sealed[SEAL_NONCE_LEN..]);
+        let gcm_nonce = Nonce::try_assume_unique_for_key(&nonce[12..]).expect("12 bytes");
+        let plain_len = subkey(&self.encryption, nonce)
+            .open_in_place(gcm_nonce, Aad::from(kind.aad()), out)
+            .map_err(|_| CryptoError::Authentication)?
+            .len();
+        out.truncate(plain_len);
+        Ok(())
+    }
+
     /// Seal with a caller-chosen nonce: only for test vectors.
     pub fn seal_with_nonce(&self, kind: Kind, nonce: &[u8; 24], payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -206,6 +245,11 @@ pub(crate) fn seal_into(
     out.extend_from_slice(nonce);
     let start = out.len();
     out.extend_from_slice(payload);
+    seal_in_place(key, kind, nonce, out, start);
+}
+
+/// Encrypt `out[start..]` in place and append the tag.
+fn seal_in_place(key: &[u8; 32], kind: Kind, nonce: &[u8; 24], out: &mut Vec<u8>, start: usize) {
     let gcm_nonce = Nonce::try_assume_unique_for_key(&nonce[12..12 + NONCE_LEN]).expect("12 bytes");
     let tag = subkey(key, nonce)
         .seal_in_place_separate_tag(gcm_nonce, Aad::from(kind.aad()), &mut out[start..])

@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 
+use super::crypto::SEAL_OVERHEAD;
 use super::crypto::{Keys, Kind};
 use super::format::BlobKind;
 use super::format::index::{IndexBlob, IndexPack};
-use super::format::pack::{HeaderEntry, encode_header};
+use super::format::pack::{HEADER_ENTRY_LEN, HeaderEntry, encode_header};
 use super::ids::{BlobId, PackId, object_name};
 
 pub struct PackWriter {
@@ -42,20 +43,59 @@ impl PackWriter {
         self.buf.len() >= self.target
     }
 
-    /// Seal `payload` (codec byte first) as a blob of `kind` and append it.
+    /// Whether a blob with a `body_len`-byte body still fits, header included, within the
+    /// pack size; a writer closes the pack first when it does not, so that a pack buffer
+    /// reserved at the pack size never grows. An empty pack takes any blob.
+    pub fn fits(&self, body_len: usize) -> bool {
+        let header = (self.entries.len() + 1) * HEADER_ENTRY_LEN + SEAL_OVERHEAD + 1 + 4;
+        self.is_empty() || self.buf.len() + 1 + body_len + SEAL_OVERHEAD + header <= self.target
+    }
+
+    /// Use `buf` (emptied) for the next pack: the backup recycles pack buffers, sized once
+    /// for a full pack plus its largest blob, so that the heap never grows a new one.
+    pub fn use_buffer(&mut self, mut buf: Vec<u8>) {
+        debug_assert!(self.is_empty());
+        buf.clear();
+        self.buf = buf;
+    }
+
+    /// Make room for `additional` more bytes.
+    pub fn reserve(&mut self, additional: usize) {
+        self.buf.reserve(additional);
+    }
+
+    pub fn has_buffer(&self) -> bool {
+        self.buf.capacity() > 0
+    }
+
+    /// Seal `codec || body` as a blob of `kind` and append it.
     pub fn add(
         &mut self,
         keys: &Keys,
         kind: BlobKind,
         id: BlobId,
         raw_length: usize,
-        payload: &[u8],
+        codec: u8,
+        body: &[u8],
     ) {
-        if self.buf.capacity() == 0 {
-            self.buf.reserve(self.target + payload.len() + 64);
-        }
+        self.add_with(keys, kind, id, raw_length, |buf| {
+            buf.push(codec);
+            buf.extend_from_slice(body);
+        });
+    }
+
+    /// Append a blob whose payload (codec byte, then body) `write_payload` appends to the
+    /// pack buffer; it is sealed in place.
+    pub fn add_with(
+        &mut self,
+        keys: &Keys,
+        kind: BlobKind,
+        id: BlobId,
+        raw_length: usize,
+        write_payload: impl FnOnce(&mut Vec<u8>),
+    ) {
         let start = self.buf.len();
-        keys.seal_into(kind.seal_kind(), payload, &mut self.buf);
+        keys.seal_appending(kind.seal_kind(), &mut self.buf, write_payload);
         self.entries.push(HeaderEntry {
             kind,
             id,
@@ -121,19 +161,22 @@ mod tests {
         let mut w = PackWriter::new(1 << 20);
         let a = b"first blob".repeat(10);
         let b = b"second".to_vec();
+        let (pa, pb) = (encode_payload(&a, 3), encode_payload(&b, 3));
         w.add(
             &keys,
             BlobKind::Data,
             keys.blob_id(&a),
             a.len(),
-            &encode_payload(&a, 3),
+            pa[0],
+            &pa[1..],
         );
         w.add(
             &keys,
             BlobKind::Tree,
             keys.blob_id(&b),
             b.len(),
-            &encode_payload(&b, 3),
+            pb[0],
+            &pb[1..],
         );
         let p = w.finish(&keys);
         assert_eq!(p.id.as_bytes(), &object_name(&p.bytes));

@@ -1,15 +1,13 @@
 //! Reading blobs for a run of files in storage order, coalescing neighbouring blobs of one
 //! pack into one ranged read (one request for a pack's worth of small files on S3).
 
-use bytes::Bytes;
-
 use crate::repo::ids::BlobId;
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::pack_key;
-use crate::repo::{BlobError, Repository};
+use crate::repo::{BlobDecoder, BlobError, Repository};
 
 /// Largest single read.
-const MAX_READ: u64 = 8 << 20;
+const MAX_READ: u64 = 4 << 20;
 /// Largest gap between two wanted blobs that is read through rather than skipped.
 const MAX_GAP: u64 = 256 << 10;
 
@@ -17,35 +15,44 @@ pub struct BlobReader<'a> {
     repo: &'a Repository,
     index: &'a MasterIndex,
     handle: tokio::runtime::Handle,
-    /// The last range read: pack position, first byte, bytes.
-    current: Option<(u32, u64, Bytes)>,
+    /// The last range read: pack position and first byte; its bytes are in `buf`.
+    current: Option<(u32, u64)>,
+    buf: Vec<u8>,
+    decoder: BlobDecoder,
+    verify_ids: bool,
 }
 
 impl<'a> BlobReader<'a> {
+    /// A reader; `verify_ids` adds the keyed-hash check of every blob (level 2) to the
+    /// authentication that always happens.
     pub fn new(
         repo: &'a Repository,
         index: &'a MasterIndex,
         handle: tokio::runtime::Handle,
+        verify_ids: bool,
     ) -> Self {
         Self {
             repo,
             index,
             handle,
             current: None,
+            buf: Vec::new(),
+            decoder: BlobDecoder::with_capacity(repo.config().chunker.max_size as usize),
+            verify_ids,
         }
     }
 
-    /// The plaintext of `wanted[i]`, verified. `wanted` is the sequence of blobs this reader
-    /// will be asked for next, so that one read can cover several of them.
+    /// The plaintext of `wanted[i]`, authenticated. `wanted` is the sequence of blobs this
+    /// reader will be asked for next, so that one read can cover several of them.
     pub fn read(
         &mut self,
         wanted: &[(BlobId, BlobLocation)],
         i: usize,
-    ) -> Result<Vec<u8>, BlobError> {
+    ) -> Result<&[u8], BlobError> {
         let (id, loc) = wanted[i];
         let pack = self.index.pack(loc.pack).id;
         let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
-        let hit = matches!(&self.current, Some((p, start, b)) if *p == loc.pack && *start <= off && end <= start + b.len() as u64);
+        let hit = matches!(self.current, Some((p, start)) if p == loc.pack && start <= off && end <= start + self.buf.len() as u64);
         if !hit {
             let mut last = end;
             for (_, next) in &wanted[i + 1..] {
@@ -58,19 +65,26 @@ impl<'a> BlobReader<'a> {
                 }
                 last = last.max(n_end);
             }
-            let bytes = self
-                .handle
-                .block_on(self.repo.store().get_range(&pack_key(&pack), off..last))
+            self.current = None;
+            self.repo
+                .store()
+                .read_into(
+                    &self.handle,
+                    &pack_key(&pack),
+                    Some(off..last),
+                    &mut self.buf,
+                )
                 .map_err(|source| BlobError::Storage { pack, source })?;
-            self.current = Some((loc.pack, off, bytes));
+            self.current = Some((loc.pack, off));
         }
-        let (_, start, bytes) = self.current.as_ref().expect("just read");
+        let (_, start) = self.current.expect("just read");
         let range = (off - start) as usize..(end - start) as usize;
-        let sealed = bytes.get(range).ok_or_else(|| BlobError::Damaged {
+        let sealed = self.buf.get(range).ok_or_else(|| BlobError::Damaged {
             pack,
             blob: id,
             detail: "pack is shorter than the index says".into(),
         })?;
-        self.repo.decode_blob(&id, &loc, pack, sealed)
+        self.decoder
+            .decode(self.repo.keys(), &id, &loc, pack, sealed, self.verify_ids)
     }
 }

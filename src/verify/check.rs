@@ -17,7 +17,7 @@ use crate::repo::format::tree::NodeKind;
 use crate::repo::ids::{BlobId, PackId, SnapshotId, object_name};
 use crate::repo::index::MasterIndex;
 use crate::repo::packer::pack_key;
-use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
+use crate::repo::{BlobDecoder, LockMode, RepoError, Repository, TreeLoader};
 
 /// How much stored data to re-read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -506,12 +506,16 @@ async fn read_packs(
         std::thread::scope(|s| {
             for _ in 0..threads.max(1) {
                 s.spawn(|| {
+                    let largest = repo.config().chunker.max_size as usize;
+                    let mut decoder = BlobDecoder::with_capacity(largest);
+                    let mut buf = Vec::with_capacity(repo.config().pack_size as usize + largest);
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&pos) = selected.get(i) else { break };
                         let pack = index.pack(pos).id;
                         let expected = &by_pack[pos as usize];
-                        let (n, verified, found) = verify_pack(&repo, &handle, pack, expected);
+                        let (n, verified, found) =
+                            verify_pack(&repo, &handle, pack, expected, &mut decoder, &mut buf);
                         bytes.fetch_add(n, Ordering::Relaxed);
                         blobs.fetch_add(verified, Ordering::Relaxed);
                         findings.lock().expect("findings").extend(found);
@@ -536,11 +540,13 @@ fn verify_pack(
     handle: &tokio::runtime::Handle,
     pack: PackId,
     expected: &[(BlobId, crate::repo::index::BlobLocation)],
+    decoder: &mut BlobDecoder,
+    buf: &mut Vec<u8>,
 ) -> (u64, u64, Vec<Finding>) {
     let key = pack_key(&pack);
     let all_blobs = || expected.iter().map(|(id, _)| *id).collect::<Vec<_>>();
-    let bytes = match handle.block_on(repo.store().get(&key)) {
-        Ok(b) => b,
+    let bytes = match repo.store().read_into(handle, &key, None, buf) {
+        Ok(()) => &buf[..],
         Err(e) => {
             let kind = if e.is_not_found() {
                 FindingKind::PackMissing
@@ -608,7 +614,9 @@ fn verify_pack(
     for (id, loc) in expected {
         let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
         let result = match bytes.get(range) {
-            Some(sealed) => repo.decode_blob(id, loc, pack, sealed).map(|_| ()),
+            Some(sealed) => decoder
+                .decode(repo.keys(), id, loc, pack, sealed, true)
+                .map(|_| ()),
             None => Err(crate::repo::BlobError::Damaged {
                 pack,
                 blob: *id,
