@@ -212,7 +212,11 @@ async fn restore_locked(
         detail: e.to_string(),
     };
     std::fs::create_dir_all(&target).map_err(target_err)?;
-    if !opts.overwrite {
+    let empty_target = std::fs::read_dir(&target)
+        .map_err(target_err)?
+        .next()
+        .is_none();
+    if !opts.overwrite && !empty_target {
         let existing: Vec<&PathBuf> = plan
             .files
             .iter()
@@ -231,8 +235,14 @@ async fn restore_locked(
         damaged: plan.damaged.clone(),
         ..Default::default()
     };
+    // Parents come before their children in the plan.
     for (rel, _) in &plan.dirs {
-        std::fs::create_dir_all(target.join(rel)).map_err(target_err)?;
+        match std::fs::create_dir(target.join(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                std::fs::create_dir_all(target.join(rel)).map_err(target_err)?
+            }
+            _ => {}
+        }
     }
     report.dirs = plan.dirs.len() as u64;
     let root = crate::sys::euid() == 0;
@@ -295,8 +305,33 @@ async fn restore_locked(
     // and a read-only directory must stay writable until its files are in.
     let mut dirs = plan.dirs;
     dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-    for (rel, node) in &dirs {
-        apply_meta(&target.join(rel), node, root, &mut report.warnings);
+    let mut start = 0;
+    while start < dirs.len() {
+        let depth = dirs[start].0.components().count();
+        let end = start
+            + dirs[start..]
+                .iter()
+                .take_while(|(p, _)| p.components().count() == depth)
+                .count();
+        let level = &dirs[start..end];
+        let per_thread = level.len().div_ceil(threads.max(1)).max(64);
+        let warnings = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for part in level.chunks(per_thread) {
+                let (target, warnings) = (&target, &warnings);
+                s.spawn(move || {
+                    let mut w = Vec::new();
+                    for (rel, node) in part {
+                        apply_meta(&target.join(rel), node, root, &mut w);
+                    }
+                    warnings.lock().expect("warnings").extend(w);
+                });
+            }
+        });
+        report
+            .warnings
+            .extend(warnings.into_inner().expect("warnings"));
+        start = end;
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -413,10 +448,16 @@ fn write_files(
                             ),
                         };
                         match result {
-                            Ok(()) => {
+                            Ok(written) => {
                                 out.files += 1;
                                 out.bytes += file.node.size;
-                                apply_meta(&path, &file.node, root, &mut out.warnings);
+                                apply_file_meta(
+                                    &written,
+                                    &path,
+                                    &file.node,
+                                    root,
+                                    &mut out.warnings,
+                                );
                             }
                             Err(f) => {
                                 let _ = std::fs::remove_file(&path);
@@ -472,7 +513,7 @@ fn write_file(
     reader: &mut BlobReader,
     overwrite: bool,
     progress: &RestoreProgress,
-) -> Result<(), FileFailure> {
+) -> Result<File, FileFailure> {
     let io = |e: std::io::Error| FileFailure::Damaged(format!("cannot write the file: {e}"), None);
     let mut out: File = if overwrite {
         OpenOptions::new()
@@ -495,12 +536,43 @@ fn write_file(
             .bytes_done
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
     }
-    drop(out);
     let actual = FileHash::from_bytes(*hasher.finalize().as_bytes());
     if Some(actual) != file.node.hash {
         return Err(FileFailure::Mismatch(actual));
     }
-    Ok(())
+    Ok(out)
+}
+
+fn mtime_of(node: &Node) -> std::time::SystemTime {
+    let d = std::time::Duration::new(
+        node.mtime_ns.unsigned_abs() / 1_000_000_000,
+        (node.mtime_ns.unsigned_abs() % 1_000_000_000) as u32,
+    );
+    if node.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+/// Owner, permissions and times of a restored file, through its open descriptor (no path
+/// lookups: a restore sets them on every file).
+fn apply_file_meta(file: &File, path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
+    if root {
+        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
+            warnings.push(format!("{}: owner not set: {e}", path.display()));
+        }
+    }
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode)) {
+        warnings.push(format!("{}: permissions not set: {e}", path.display()));
+    }
+    let t = mtime_of(node);
+    if let Err(e) = file.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t)) {
+        warnings.push(format!(
+            "{}: modification time not set: {e}",
+            path.display()
+        ));
+    }
 }
 
 fn apply_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
