@@ -361,14 +361,16 @@ impl Repository {
             .map_err(|e| self.corrupt(key, format!("not a valid document: {e}")))
     }
 
-    /// Every snapshot, oldest first, plus the keys of those that could not be read.
-    pub async fn snapshots(
+    /// Every document under `dir`, by id, plus the keys of those that could not be read.
+    async fn load_all<T: DeserializeOwned, I: std::str::FromStr>(
         &self,
-    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>), RepoError> {
-        let listed = self.store.list("snapshots/").await?;
+        kind: Kind,
+        dir: &str,
+    ) -> Result<(Vec<(I, T)>, Vec<(String, RepoError)>), RepoError> {
+        let listed = self.store.list(dir).await?;
         let loaded: Vec<_> = futures::stream::iter(listed)
             .map(|(key, _)| async move {
-                let r = self.load_document::<Snapshot>(Kind::Snapshot, &key).await;
+                let r = self.load_document::<T>(kind, &key).await;
                 (key, r)
             })
             .buffer_unordered(16)
@@ -377,21 +379,24 @@ impl Repository {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (key, r) in loaded {
-            match r {
-                Ok(s) => match key
-                    .rsplit('/')
-                    .next()
-                    .and_then(|n| n.parse::<SnapshotId>().ok())
-                {
-                    Some(id) => good.push((id, s)),
-                    None => bad.push((
-                        key.clone(),
-                        self.corrupt(key, "its name is not a snapshot id"),
-                    )),
-                },
-                Err(e) => bad.push((key, e)),
+            match (r, key.rsplit('/').next().and_then(|n| n.parse::<I>().ok())) {
+                (Ok(doc), Some(id)) => good.push((id, doc)),
+                (Ok(_), None) => {
+                    bad.push((key.clone(), self.corrupt(key, "its name is not an id")))
+                }
+                (Err(e), _) => bad.push((key, e)),
             }
         }
+        Ok((good, bad))
+    }
+
+    /// Every snapshot, oldest first, plus the keys of those that could not be read.
+    pub async fn snapshots(
+        &self,
+    ) -> Result<(Vec<(SnapshotId, Snapshot)>, Vec<(String, RepoError)>), RepoError> {
+        let (mut good, bad) = self
+            .load_all::<Snapshot, SnapshotId>(Kind::Snapshot, "snapshots/")
+            .await?;
         good.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
         Ok((good, bad))
     }
@@ -432,33 +437,10 @@ impl Repository {
     /// Load every index file into one master index; unreadable index files are returned
     /// beside it rather than failing the whole load.
     pub async fn load_index(&self) -> Result<(MasterIndex, Vec<(String, RepoError)>), RepoError> {
-        let listed = self.store.list("index/").await?;
-        let loaded: Vec<_> = futures::stream::iter(listed)
-            .map(|(key, _)| async move {
-                let r = self.load_document::<IndexFile>(Kind::Index, &key).await;
-                (key, r)
-            })
-            .buffer_unordered(16)
-            .collect()
-            .await;
+        let (mut files, bad) = self
+            .load_all::<IndexFile, IndexId>(Kind::Index, "index/")
+            .await?;
         let mut index = MasterIndex::default();
-        let mut bad = Vec::new();
-        let mut files: Vec<(IndexId, IndexFile)> = Vec::new();
-        for (key, r) in loaded {
-            match (
-                r,
-                key.rsplit('/')
-                    .next()
-                    .and_then(|n| n.parse::<IndexId>().ok()),
-            ) {
-                (Ok(file), Some(id)) => files.push((id, file)),
-                (Ok(_), None) => bad.push((
-                    key.clone(),
-                    self.corrupt(key, "its name is not an index id"),
-                )),
-                (Err(e), _) => bad.push((key, e)),
-            }
-        }
         // Files superseded by a newer one (after prune) are skipped.
         let superseded: std::collections::HashSet<IndexId> = files
             .iter()

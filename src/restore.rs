@@ -255,7 +255,7 @@ async fn restore_locked(
         match std::os::unix::fs::symlink(link, &path) {
             Ok(()) => {
                 report.symlinks += 1;
-                apply_symlink_meta(&path, node, root, &mut report.warnings);
+                apply_meta(&path, node, root, &mut report.warnings);
             }
             Err(e) => report.damaged.push(DamagedFile {
                 path: display(rel),
@@ -575,38 +575,27 @@ fn apply_file_meta(file: &File, path: &Path, node: &Node, root: bool, warnings: 
     }
 }
 
+/// Owner, permissions and times of a directory or symlink, by path (symlinks have no
+/// permissions of their own, and their times are set on the link itself).
 fn apply_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
     if root {
         if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
             warnings.push(format!("{}: owner not set: {e}", path.display()));
         }
     }
-    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
-        warnings.push(format!("{}: permissions not set: {e}", path.display()));
-    }
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    if let Err(e) = filetime::set_file_times(path, mtime, mtime) {
-        warnings.push(format!(
-            "{}: modification time not set: {e}",
-            path.display()
-        ));
-    }
-}
-
-fn apply_symlink_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
-    if root {
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-            warnings.push(format!("{}: owner not set: {e}", path.display()));
+    let symlink = node.kind == NodeKind::Symlink;
+    if !symlink {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
+            warnings.push(format!("{}: permissions not set: {e}", path.display()));
         }
     }
-    let mtime = filetime::FileTime::from_unix_time(
-        node.mtime_ns.div_euclid(1_000_000_000),
-        node.mtime_ns.rem_euclid(1_000_000_000) as u32,
-    );
-    if let Err(e) = filetime::set_symlink_file_times(path, mtime, mtime) {
+    let mtime = filetime::FileTime::from_system_time(mtime_of(node));
+    let set = if symlink {
+        filetime::set_symlink_file_times(path, mtime, mtime)
+    } else {
+        filetime::set_file_times(path, mtime, mtime)
+    };
+    if let Err(e) = set {
         warnings.push(format!(
             "{}: modification time not set: {e}",
             path.display()

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use super::crypto::SEAL_OVERHEAD;
 use super::crypto::{Keys, Kind};
 use super::format::BlobKind;
-use super::format::index::{IndexBlob, IndexPack};
-use super::format::pack::{HEADER_ENTRY_LEN, HeaderEntry, encode_header};
+use super::format::index::IndexPack;
+use super::format::pack::{HEADER_ENTRY_LEN, HeaderEntry, encode_header, index_blobs};
 use super::ids::{BlobId, PackId, object_name};
 
 pub struct PackWriter {
@@ -115,21 +115,7 @@ impl PackWriter {
         let header_len = (buf.len() - header_start) as u32;
         buf.extend_from_slice(&header_len.to_le_bytes());
         let id = PackId::from_bytes(object_name(&buf));
-        let mut offset = 0u32;
-        let blobs = entries
-            .iter()
-            .map(|e| {
-                let b = IndexBlob {
-                    id: e.id,
-                    kind: e.kind,
-                    offset,
-                    length: e.length,
-                    raw_length: e.raw_length,
-                };
-                offset += e.length;
-                b
-            })
-            .collect();
+        let blobs = index_blobs(&entries);
         FinishedPack {
             id,
             index: IndexPack {

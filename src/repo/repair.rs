@@ -2,7 +2,7 @@
 //! lists (a lost or damaged index file). Packs carry their own header for exactly this.
 
 use super::format::index::{IndexBlob, IndexFile, IndexPack};
-use super::format::pack::{decode_header, header_range};
+use super::format::pack::{decode_header, header_range, index_blobs};
 use super::ids::PackId;
 use super::packer::pack_key;
 use super::{LockMode, RepoError, Repository};
@@ -93,19 +93,5 @@ async fn read_pack_header(
         .open(super::crypto::Kind::PackHeader, &sealed)
         .map_err(|e| format!("pack header: {e}"))?;
     let entries = decode_header(&payload).map_err(|e| e.to_string())?;
-    let mut offset = 0u32;
-    Ok(entries
-        .into_iter()
-        .map(|e| {
-            let b = IndexBlob {
-                id: e.id,
-                kind: e.kind,
-                offset,
-                length: e.length,
-                raw_length: e.raw_length,
-            };
-            offset += e.length;
-            b
-        })
-        .collect())
+    Ok(index_blobs(&entries))
 }

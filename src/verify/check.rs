@@ -4,7 +4,7 @@
 //! keyed hash is its id). Damage is named by object and traced to the snapshots and files it
 //! affects.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -13,11 +13,11 @@ use serde::Serialize;
 
 use crate::repo::format::pack::read_header;
 use crate::repo::format::snapshot::Snapshot;
-use crate::repo::format::tree::NodeKind;
+use crate::repo::format::tree::{Node, NodeKind};
 use crate::repo::ids::{BlobId, PackId, SnapshotId, object_name};
 use crate::repo::index::MasterIndex;
 use crate::repo::packer::pack_key;
-use crate::repo::{BlobDecoder, LockMode, RepoError, Repository, TreeLoader};
+use crate::repo::{BlobDecoder, BlobError, LockMode, RepoError, Repository, TreeLoader};
 
 /// How much stored data to re-read.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -321,6 +321,66 @@ struct Structure {
     findings: Vec<Finding>,
 }
 
+/// What a walk over a snapshot's trees meets.
+enum Visit<'a> {
+    /// A directory's tree, before it is read.
+    Tree { path: &'a str, id: BlobId },
+    /// A directory whose tree could not be read.
+    Unreadable {
+        path: &'a str,
+        id: BlobId,
+        error: BlobError,
+    },
+    /// A file or symlink, with its full path.
+    Leaf { path: &'a str, node: &'a Node },
+}
+
+/// Walk the trees under `root` depth first; with `seen`, trees visited before are skipped.
+async fn visit(
+    trees: &TreeLoader,
+    root: BlobId,
+    mut seen: Option<&mut HashSet<BlobId>>,
+    mut on: impl FnMut(Visit),
+) {
+    let mut stack = vec![(root, String::new())];
+    while let Some((id, path)) = stack.pop() {
+        if let Some(seen) = seen.as_deref_mut() {
+            if !seen.insert(id) {
+                continue;
+            }
+        }
+        on(Visit::Tree { path: &path, id });
+        let tree = match trees.load(&id).await {
+            Ok(t) => t,
+            Err(error) => {
+                on(Visit::Unreadable {
+                    path: &path,
+                    id,
+                    error,
+                });
+                continue;
+            }
+        };
+        for node in &tree.nodes {
+            let child = format!("{path}/{}", node.name_lossy());
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => stack.push((sub, child)),
+                (NodeKind::Dir, None) => {}
+                _ => on(Visit::Leaf { path: &child, node }),
+            }
+        }
+    }
+}
+
+fn affecting(mut f: Finding, snapshot: &SnapshotId, path: String) -> Finding {
+    f.affected.push(Affected {
+        snapshot: snapshot.short(),
+        path,
+    });
+    f.affected_total = 1;
+    f
+}
+
 /// Walk every tree once; report trees that cannot be read, blobs missing from the index and
 /// files whose blobs do not add up to their size.
 async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]) -> Structure {
@@ -331,89 +391,64 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
         files: 0,
         findings: Vec::new(),
     };
-    let mut missing: BTreeMap<BlobId, ()> = BTreeMap::new();
+    let mut missing: BTreeSet<BlobId> = BTreeSet::new();
     for (sid, snap) in snapshots {
-        let mut stack = vec![(snap.tree, String::new())];
-        while let Some((tid, path)) = stack.pop() {
-            if !seen.insert(tid) {
-                continue;
+        visit(trees, snap.tree, Some(&mut seen), |v| match v {
+            Visit::Tree { .. } => out.trees += 1,
+            Visit::Unreadable { path, id, error } => {
+                let (object, why) = match &error {
+                    BlobError::NotIndexed(_) => (
+                        "index/".to_string(),
+                        format!("its tree blob {} is in no index", id.short()),
+                    ),
+                    other => (
+                        other.pack().map(|p| pack_key(&p)).unwrap_or_default(),
+                        other.to_string(),
+                    ),
+                };
+                let message = format!(
+                    "directory {} of snapshot {} unreadable: {why}",
+                    display(path),
+                    sid.short()
+                );
+                let f = finding(
+                    Severity::Damage,
+                    FindingKind::TreeUnreadable,
+                    object,
+                    message,
+                );
+                out.findings.push(affecting(f, sid, display(path)));
             }
-            out.trees += 1;
-            let tree = match trees.load(&tid).await {
-                Ok(t) => t,
-                Err(e) => {
-                    let (object, why) = match &e {
-                        crate::repo::BlobError::NotIndexed(_) => (
-                            "index/".to_string(),
-                            format!("its tree blob {} is in no index", tid.short()),
-                        ),
-                        other => (
-                            other.pack().map(|p| pack_key(&p)).unwrap_or_default(),
-                            other.to_string(),
-                        ),
-                    };
-                    let mut f = finding(
-                        Severity::Damage,
-                        FindingKind::TreeUnreadable,
-                        object,
-                        format!(
-                            "directory {} of snapshot {} unreadable: {why}",
-                            display(&path),
-                            sid.short()
-                        ),
+            Visit::Leaf { path, node } if node.kind == NodeKind::File => {
+                out.files += 1;
+                let mut sum = 0u64;
+                let mut complete = true;
+                for id in &node.content {
+                    match index.get(id) {
+                        Some(l) => sum += l.raw_length as u64,
+                        None => {
+                            complete = false;
+                            missing.insert(*id);
+                        }
+                    }
+                }
+                if complete && sum != node.size {
+                    let message = format!(
+                        "{path}: its blobs hold {sum} bytes, the file had {}",
+                        node.size
                     );
-                    f.affected.push(Affected {
-                        snapshot: sid.short(),
-                        path: display(&path),
-                    });
-                    f.affected_total = 1;
-                    out.findings.push(f);
-                    continue;
-                }
-            };
-            for node in tree.nodes {
-                let child = format!("{path}/{}", node.name_lossy());
-                match node.kind {
-                    NodeKind::Dir => {
-                        if let Some(sub) = node.subtree {
-                            stack.push((sub, child));
-                        }
-                    }
-                    NodeKind::File => {
-                        out.files += 1;
-                        let mut sum = 0u64;
-                        let mut complete = true;
-                        for id in &node.content {
-                            match index.get(id) {
-                                Some(l) => sum += l.raw_length as u64,
-                                None => {
-                                    complete = false;
-                                    missing.insert(*id, ());
-                                }
-                            }
-                        }
-                        if complete && sum != node.size {
-                            let mut f = finding(
-                                Severity::Damage,
-                                FindingKind::FileSize,
-                                format!("snapshots/{sid}"),
-                                format!(
-                                    "{child}: its blobs hold {sum} bytes, the file had {}",
-                                    node.size
-                                ),
-                            );
-                            f.affected.push(Affected {
-                                snapshot: sid.short(),
-                                path: child,
-                            });
-                            f.affected_total = 1;
-                            out.findings.push(f);
-                        }
-                    }
-                    NodeKind::Symlink => {}
+                    let f = finding(
+                        Severity::Damage,
+                        FindingKind::FileSize,
+                        format!("snapshots/{sid}"),
+                        message,
+                    );
+                    out.findings.push(affecting(f, sid, path.to_string()));
                 }
             }
-        }
+            Visit::Leaf { .. } => {}
+        })
+        .await;
     }
     if !missing.is_empty() {
         out.findings.push(with_blobs(
@@ -426,7 +461,7 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
                     missing.len()
                 ),
             ),
-            missing.into_keys().collect(),
+            missing.into_iter().collect(),
         ));
     }
     out
@@ -448,37 +483,22 @@ async fn affected_files(
 ) -> HashMap<BlobId, Vec<Affected>> {
     let mut out: HashMap<BlobId, Vec<Affected>> = HashMap::new();
     for (sid, snap) in snapshots {
-        let mut stack = vec![(snap.tree, String::new())];
-        while let Some((tid, path)) = stack.pop() {
-            if damaged.contains(&tid) {
-                out.entry(tid).or_default().push(Affected {
-                    snapshot: sid.short(),
-                    path: display(&path),
-                });
-            }
-            let Ok(tree) = trees.load(&tid).await else {
-                continue;
-            };
-            for node in tree.nodes {
-                let child = format!("{path}/{}", node.name_lossy());
-                match node.kind {
-                    NodeKind::Dir => {
-                        if let Some(sub) = node.subtree {
-                            stack.push((sub, child));
-                        }
-                    }
-                    NodeKind::File => {
-                        for id in node.content.iter().filter(|id| damaged.contains(id)) {
-                            out.entry(*id).or_default().push(Affected {
-                                snapshot: sid.short(),
-                                path: child.clone(),
-                            });
-                        }
-                    }
-                    NodeKind::Symlink => {}
+        let mut affect = |blob: BlobId, path: &str| {
+            out.entry(blob).or_default().push(Affected {
+                snapshot: sid.short(),
+                path: display(path),
+            })
+        };
+        visit(trees, snap.tree, None, |v| match v {
+            Visit::Tree { path, id } if damaged.contains(&id) => affect(id, path),
+            Visit::Leaf { path, node } => {
+                for id in node.content.iter().filter(|id| damaged.contains(id)) {
+                    affect(*id, path);
                 }
             }
-        }
+            _ => {}
+        })
+        .await;
     }
     out
 }

@@ -457,3 +457,50 @@ fn usage_errors_exit_2() {
     env.run(&["backup"]).expect(2);
     env.run(&["frobnicate"]).expect(2);
 }
+
+#[test]
+fn a_file_that_changes_while_it_is_read_is_reported() {
+    let env = Env::new();
+    let repo = init(&env);
+    let src = env.path("share");
+    write(&src.join("steady.txt"), b"unchanging");
+    let growing = src.join("Admin/MIS/live-export.sql");
+    write(&growing, &text(40 << 20, 9));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (stop, growing) = (stop.clone(), growing.clone());
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&growing)
+                .unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                f.write_all(b"INSERT INTO attendance VALUES (1,'present');\n")
+                    .unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let out = env.run(&["backup", "--repo", &repo, src.to_str().unwrap(), "--json"]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    let out = out.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let changed = v["summary"]["changed_during_read"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{}", out.stdout);
+    assert!(
+        changed[0]
+            .as_str()
+            .unwrap()
+            .ends_with("Admin/MIS/live-export.sql")
+    );
+    let human = env
+        .run(&["backup", "--repo", &repo, src.to_str().unwrap(), "--force"])
+        .expect(0);
+    assert!(
+        !human.stdout.contains("changed while being read"),
+        "{}",
+        human.stdout
+    );
+}

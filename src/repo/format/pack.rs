@@ -39,6 +39,25 @@ pub enum PackError {
     Malformed(String),
 }
 
+/// Index entries for a pack's header entries: blobs follow each other from offset 0.
+pub fn index_blobs(entries: &[HeaderEntry]) -> Vec<super::index::IndexBlob> {
+    let mut offset = 0u32;
+    entries
+        .iter()
+        .map(|e| {
+            let b = super::index::IndexBlob {
+                id: e.id,
+                kind: e.kind,
+                offset,
+                length: e.length,
+                raw_length: e.raw_length,
+            };
+            offset += e.length;
+            b
+        })
+        .collect()
+}
+
 pub fn encode_header(entries: &[HeaderEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + entries.len() * HEADER_ENTRY_LEN);
     out.push(crate::repo::crypto::CODEC_RAW);
