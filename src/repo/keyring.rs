@@ -75,7 +75,7 @@ pub(super) async fn list(store: &Store) -> Result<Vec<(KeyId, KeyFile)>, RepoErr
         let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
         out.push((id, file));
     }
-    out.sort_by(|a, b| a.1.created.cmp(&b.1.created));
+    out.sort_by_key(|(_, k)| k.created);
     Ok(out)
 }
 

@@ -589,18 +589,18 @@ fn verify_pack(
         }
     };
     let mut findings = Vec::new();
-    if object_name(&bytes) != *pack.as_bytes() {
+    if object_name(bytes) != *pack.as_bytes() {
         findings.push(finding(
             Severity::Damage,
             FindingKind::PackHash,
             &key,
             format!(
                 "pack bytes hash to {}, not to its name: the stored file was altered",
-                hex::encode(object_name(&bytes))
+                hex::encode(object_name(bytes))
             ),
         ));
     }
-    match read_header(repo.keys(), &bytes) {
+    match read_header(repo.keys(), bytes) {
         Ok(header) => {
             let by_id: HashMap<BlobId, u32> =
                 header.iter().map(|b| (b.entry.id, b.offset)).collect();

@@ -73,7 +73,7 @@ fn a_lock_left_by_a_dead_process_is_stale_and_unlock_removes_it() {
         host: vouch::sys::hostname(),
         pid: dead_pid,
         username: "vouch".into(),
-        time: time::OffsetDateTime::now_utc(),
+        time: vouch::Clock::now(&vouch::SystemClock),
         exclusive: true,
         operation: "prune".into(),
     };

@@ -62,7 +62,8 @@ impl RepoConfig {
             || !(64..=1 << 20).contains(&c.min_size)
             || !(256..=4 << 20).contains(&c.avg_size)
             || !(1024..=16 << 20).contains(&c.max_size)
-            || !(c.min_size <= c.avg_size && c.avg_size <= c.max_size)
+            || c.min_size > c.avg_size
+            || c.avg_size > c.max_size
         {
             return Err(format!("unsupported chunker parameters {c:?}"));
         }
