@@ -22,8 +22,16 @@ pub enum Fault {
     None,
     /// Fail the next `n` calls with a connection-reset error, then recover.
     TransientErrors(u32),
-    /// Fail every write with "no space left on device".
-    DiskFull,
+    /// Let `n` more writes through, then fail every write with "no space left on device"
+    /// (reads and deletes still work, as on a full disk).
+    DiskFullAfter(u32),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Read,
+    Write,
+    Delete,
 }
 
 /// Wraps a real store; faults are switched on and off while it is in use.
@@ -53,7 +61,7 @@ impl FaultyStore {
         self.calls.load(Ordering::SeqCst)
     }
 
-    fn before(&self, write: bool) -> Result<()> {
+    fn before(&self, op: Op) -> Result<()> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let mut fault = self.fault.lock().expect("fault lock");
         let kind = match &mut *fault {
@@ -63,8 +71,12 @@ impl FaultyStore {
                 *n -= 1;
                 std::io::ErrorKind::ConnectionReset
             }
-            Fault::DiskFull if write => std::io::ErrorKind::StorageFull,
-            Fault::DiskFull => return Ok(()),
+            Fault::DiskFullAfter(_) if op != Op::Write => return Ok(()),
+            Fault::DiskFullAfter(n) if *n > 0 => {
+                *n -= 1;
+                return Ok(());
+            }
+            Fault::DiskFullAfter(_) => std::io::ErrorKind::StorageFull,
         };
         Err(object_store::Error::Generic {
             store: "faulty",
@@ -93,7 +105,7 @@ impl ObjectStore for FaultyStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.before(true)?;
+        self.before(Op::Write)?;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -102,49 +114,49 @@ impl ObjectStore for FaultyStore {
         location: &Path,
         opts: PutMultipartOptions,
     ) -> Result<Box<dyn MultipartUpload>> {
-        self.before(true)?;
+        self.before(Op::Write)?;
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.before(false)?;
+        self.before(Op::Read)?;
         self.inner.get_opts(location, options).await
     }
 
     async fn get_range(&self, location: &Path, range: Range<u64>) -> Result<Bytes> {
-        self.before(false)?;
+        self.before(Op::Read)?;
         self.inner.get_range(location, range).await
     }
 
     async fn head(&self, location: &Path) -> Result<ObjectMeta> {
-        self.before(false)?;
+        self.before(Op::Read)?;
         self.inner.head(location).await
     }
 
     async fn delete(&self, location: &Path) -> Result<()> {
-        self.before(true)?;
+        self.before(Op::Delete)?;
         self.inner.delete(location).await
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        match self.before(false) {
+        match self.before(Op::Read) {
             Ok(()) => self.inner.list(prefix),
             Err(e) => Box::pin(futures::stream::once(async move { Err(e) })),
         }
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.before(false)?;
+        self.before(Op::Read)?;
         self.inner.list_with_delimiter(prefix).await
     }
 
     async fn copy(&self, from: &Path, to: &Path) -> Result<()> {
-        self.before(true)?;
+        self.before(Op::Write)?;
         self.inner.copy(from, to).await
     }
 
     async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> Result<()> {
-        self.before(true)?;
+        self.before(Op::Write)?;
         self.inner.copy_if_not_exists(from, to).await
     }
 }
