@@ -4,6 +4,7 @@
 //! surface is the list of re-exports below.
 
 pub mod clock;
+pub mod config;
 pub mod repo;
 pub mod storage;
 pub mod sys;

@@ -3,6 +3,7 @@
 //! that lists it; `Err` means the check could not run.
 
 mod check;
+pub mod ledger;
 
 pub use check::{
     Affected, CheckOptions, CheckReport, Finding, FindingKind, ReadData, Severity, check,

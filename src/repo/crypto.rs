@@ -38,6 +38,8 @@ pub enum Kind {
     Snapshot,
     Lock,
     Journal,
+    Ledger,
+    DrillReport,
 }
 
 impl Kind {
@@ -52,6 +54,8 @@ impl Kind {
             Kind::Snapshot => b"vouch/v1 snapshot",
             Kind::Lock => b"vouch/v1 lock",
             Kind::Journal => b"vouch/v1 journal",
+            Kind::Ledger => b"vouch/v1 ledger",
+            Kind::DrillReport => b"vouch/v1 drill report",
         }
     }
 }

@@ -1,7 +1,11 @@
 //! Reading blobs for a run of files in storage order, coalescing neighbouring blobs of one
-//! pack into one ranged read (one request for a pack's worth of small files on S3).
+//! pack into one ranged read (one request for a pack's worth of small files on S3). For a
+//! drill it reads packs whole instead, and checks each pack's blake3 against its name.
 
-use crate::repo::ids::BlobId;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::repo::ids::{BlobId, PackId, object_name};
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::pack_key;
 use crate::repo::{BlobDecoder, BlobError, Repository};
@@ -10,6 +14,58 @@ use crate::repo::{BlobDecoder, BlobError, Repository};
 const MAX_READ: u64 = 4 << 20;
 /// Largest gap between two wanted blobs that is read through rather than skipped.
 const MAX_GAP: u64 = 256 << 10;
+
+/// Level 1 for every pack a restore reads: each pack is hashed once, whichever thread
+/// reads it first.
+#[derive(Debug, Default)]
+pub struct PackVerifier {
+    results: Mutex<HashMap<PackId, Option<String>>>,
+}
+
+impl PackVerifier {
+    fn verify(&self, pack: PackId, bytes: &[u8]) -> Option<String> {
+        if let Some(r) = self.results.lock().expect("pack results").get(&pack) {
+            return r.clone();
+        }
+        let actual = object_name(bytes);
+        let result = (actual != *pack.as_bytes()).then(|| {
+            format!(
+                "pack bytes hash to {}, not to its name: the stored file was altered",
+                hex::encode(actual)
+            )
+        });
+        self.results
+            .lock()
+            .expect("pack results")
+            .insert(pack, result.clone());
+        result
+    }
+
+    /// Record a pack verified elsewhere (a tree pack read by the tree loader).
+    pub fn record(&self, pack: PackId, result: Option<String>) {
+        self.results
+            .lock()
+            .expect("pack results")
+            .insert(pack, result);
+    }
+
+    /// Packs that passed, and those that failed with why.
+    pub fn results(&self) -> (Vec<PackId>, Vec<(PackId, String)>) {
+        let results = self.results.lock().expect("pack results");
+        let mut ok: Vec<PackId> = results
+            .iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(p, _)| *p)
+            .collect();
+        let mut bad: Vec<(PackId, String)> = results
+            .iter()
+            .filter_map(|(p, r)| r.clone().map(|r| (*p, r)))
+            .collect();
+        ok.sort();
+        bad.sort();
+        (ok, bad)
+    }
+}
 
 pub struct BlobReader<'a> {
     repo: &'a Repository,
@@ -20,16 +76,19 @@ pub struct BlobReader<'a> {
     buf: Vec<u8>,
     decoder: BlobDecoder,
     verify_ids: bool,
+    packs: Option<std::sync::Arc<PackVerifier>>,
 }
 
 impl<'a> BlobReader<'a> {
     /// A reader; `verify_ids` adds the keyed-hash check of every blob (level 2) to the
-    /// authentication that always happens.
+    /// authentication that always happens, and `packs` makes it read packs whole and verify
+    /// them (level 1).
     pub fn new(
         repo: &'a Repository,
         index: &'a MasterIndex,
         handle: tokio::runtime::Handle,
         verify_ids: bool,
+        packs: Option<std::sync::Arc<PackVerifier>>,
     ) -> Self {
         Self {
             repo,
@@ -39,6 +98,7 @@ impl<'a> BlobReader<'a> {
             buf: Vec::new(),
             decoder: BlobDecoder::with_capacity(repo.config().chunker.max_size as usize),
             verify_ids,
+            packs,
         }
     }
 
@@ -54,28 +114,23 @@ impl<'a> BlobReader<'a> {
         let (off, end) = (loc.offset as u64, loc.offset as u64 + loc.length as u64);
         let hit = matches!(self.current, Some((p, start)) if p == loc.pack && start <= off && end <= start + self.buf.len() as u64);
         if !hit {
-            let mut last = end;
-            for (_, next) in &wanted[i + 1..] {
-                let (n_off, n_end) = (next.offset as u64, next.offset as u64 + next.length as u64);
-                if next.pack != loc.pack || n_off < off || n_end - off > MAX_READ {
-                    break;
-                }
-                if n_off > last + MAX_GAP {
-                    break;
-                }
-                last = last.max(n_end);
-            }
             self.current = None;
+            let range = if self.packs.is_some() {
+                None
+            } else {
+                Some(off..self.coalesce(wanted, i))
+            };
+            let start = range.as_ref().map_or(0, |r| r.start);
             self.repo
                 .store()
-                .read_into(
-                    &self.handle,
-                    &pack_key(&pack),
-                    Some(off..last),
-                    &mut self.buf,
-                )
+                .read_into(&self.handle, &pack_key(&pack), range, &mut self.buf)
                 .map_err(|source| BlobError::Storage { pack, source })?;
-            self.current = Some((loc.pack, off));
+            if let Some(verifier) = &self.packs {
+                // A pack that fails is recorded there; its blobs may still authenticate, and
+                // the drill reports the pack either way.
+                verifier.verify(pack, &self.buf);
+            }
+            self.current = Some((loc.pack, start));
         }
         let (_, start) = self.current.expect("just read");
         let range = (off - start) as usize..(end - start) as usize;
@@ -86,5 +141,25 @@ impl<'a> BlobReader<'a> {
         })?;
         self.decoder
             .decode(self.repo.keys(), &id, &loc, pack, sealed, self.verify_ids)
+    }
+
+    /// The end of one read that starts at `wanted[i]` and covers the blobs after it that
+    /// sit close by in the same pack.
+    fn coalesce(&self, wanted: &[(BlobId, BlobLocation)], i: usize) -> u64 {
+        let loc = wanted[i].1;
+        let off = loc.offset as u64;
+        let mut last = off + loc.length as u64;
+        for (_, next) in &wanted[i + 1..] {
+            let (n_off, n_end) = (next.offset as u64, next.offset as u64 + next.length as u64);
+            if next.pack != loc.pack
+                || n_off < off
+                || n_end - off > MAX_READ
+                || n_off > last + MAX_GAP
+            {
+                break;
+            }
+            last = last.max(n_end);
+        }
+        last
     }
 }

@@ -19,6 +19,8 @@ use crate::repo::index::MasterIndex;
 use crate::repo::packer::pack_key;
 use crate::repo::{BlobDecoder, BlobError, LockMode, RepoError, Repository, TreeLoader};
 
+use super::ledger::{self, Ledger, LedgerRecord};
+
 /// How much stored data to re-read.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum ReadData {
@@ -241,7 +243,8 @@ async fn check_locked(
                 .seed
                 .unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()));
             report.subset_seed = Some(seed);
-            subset(&index, pct, seed, &missing_packs)
+            let (ledger, _) = Ledger::load(repo).await?;
+            subset(&index, &ledger, pct, seed, &missing_packs)
         }
     };
     report.read_data = match opts.read_data {
@@ -260,6 +263,18 @@ async fn check_locked(
         report.bytes_read = read.bytes;
         report.blobs_verified = read.blobs;
         findings.extend(read.findings);
+        if !read.clean.is_empty() {
+            let record = LedgerRecord {
+                version: crate::repo::format::FORMAT_VERSION,
+                time: repo.clock().now(),
+                source: "check".into(),
+                run: format!("check --read-data ({})", report.read_data),
+                host: crate::sys::hostname(),
+                packs: read.clean,
+                files: Vec::new(),
+            };
+            ledger::record(repo, &record).await?;
+        }
     }
 
     // Name the files each damage affects.
@@ -295,16 +310,23 @@ fn with_blobs(mut f: Finding, blobs: Vec<BlobId>) -> Finding {
     f
 }
 
-/// A deterministic sample of packs for a seed: `pct` percent of them, at least one.
-fn subset(index: &MasterIndex, pct: f64, seed: u64, skip: &HashSet<u32>) -> Vec<u32> {
-    let mut candidates: Vec<(u64, u32)> = (0..index.packs().len() as u32)
+/// `pct` percent of the packs (at least one): those verified longest ago (or never) first,
+/// ties broken by a seeded shuffle, so that successive subsets cover everything.
+fn subset(
+    index: &MasterIndex,
+    ledger: &Ledger,
+    pct: f64,
+    seed: u64,
+    skip: &HashSet<u32>,
+) -> Vec<u32> {
+    let mut candidates: Vec<(Option<time::OffsetDateTime>, u64, u32)> = (0..index.packs().len()
+        as u32)
         .filter(|p| !skip.contains(p))
         .map(|p| {
-            let mut h = blake3::Hasher::new();
-            h.update(&seed.to_le_bytes());
-            h.update(index.pack(p).id.as_bytes());
+            let id = index.pack(p).id;
             (
-                u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8")),
+                ledger.pack_verified(&id),
+                seeded_rank(seed, id.as_bytes()),
                 p,
             )
         })
@@ -312,7 +334,15 @@ fn subset(index: &MasterIndex, pct: f64, seed: u64, skip: &HashSet<u32>) -> Vec<
     candidates.sort();
     let n = ((candidates.len() as f64) * pct / 100.0).ceil() as usize;
     let n = n.clamp(usize::from(!candidates.is_empty()), candidates.len());
-    candidates.into_iter().take(n).map(|(_, p)| p).collect()
+    candidates.into_iter().take(n).map(|(_, _, p)| p).collect()
+}
+
+/// A position in a seeded shuffle: the same seed gives the same order.
+pub(crate) fn seeded_rank(seed: u64, item: &[u8]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&seed.to_le_bytes());
+    h.update(item);
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
 }
 
 struct Structure {
@@ -508,6 +538,8 @@ struct ReadOutcome {
     bytes: u64,
     blobs: u64,
     findings: Vec<Finding>,
+    /// Packs that passed levels 1 and 2 in full.
+    clean: Vec<PackId>,
 }
 
 async fn read_packs(
@@ -523,6 +555,7 @@ async fn read_packs(
         let blobs = AtomicU64::new(0);
         let findings = Mutex::new(Vec::new());
         let by_pack = index.blobs_by_pack();
+        let clean = Mutex::new(Vec::new());
         std::thread::scope(|s| {
             for _ in 0..threads.max(1) {
                 s.spawn(|| {
@@ -538,6 +571,9 @@ async fn read_packs(
                             verify_pack(&repo, &handle, pack, expected, &mut decoder, &mut buf);
                         bytes.fetch_add(n, Ordering::Relaxed);
                         blobs.fetch_add(verified, Ordering::Relaxed);
+                        if found.is_empty() {
+                            clean.lock().expect("clean").push(pack);
+                        }
                         findings.lock().expect("findings").extend(found);
                     }
                 });
@@ -548,6 +584,7 @@ async fn read_packs(
             bytes: bytes.into_inner(),
             blobs: blobs.into_inner(),
             findings: findings.into_inner().expect("findings"),
+            clean: clean.into_inner().expect("clean"),
         }
     })
     .await

@@ -1,0 +1,461 @@
+//! Writing a restore plan: directories parents-first, symlinks, then files in parallel, each
+//! written sequentially while its blake3 is computed, then directory metadata deepest-first.
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::repo::Repository;
+use crate::repo::format::tree::{Node, NodeKind};
+use crate::repo::ids::{BlobId, FileHash};
+use crate::repo::index::{BlobLocation, MasterIndex};
+
+use super::reader::{BlobReader, PackVerifier};
+use super::{
+    DamagedFile, Mismatch, Plan, PlannedFile, RestoreError, RestoreProgress, RestoreReport,
+    display, target_error,
+};
+
+/// How much a restore verifies beyond each file's blake3 (level 3), which it always checks.
+#[derive(Clone, Default)]
+pub struct Verification {
+    /// Read packs whole and check each one's blake3 against its name (level 1).
+    pub packs: Option<Arc<PackVerifier>>,
+    /// Check every blob's keyed hash against its id (level 2; the seal is always checked).
+    pub blob_ids: bool,
+    /// Write a damaged file out with its unreadable parts zero-filled and report the hash
+    /// of what was written, instead of removing it (drills report expected against actual).
+    pub keep_damaged: bool,
+}
+
+/// Write `plan` under `target`. Blocks; call it from a thread outside the runtime.
+#[allow(clippy::too_many_arguments)]
+pub fn write_plan(
+    repo: &Repository,
+    index: &MasterIndex,
+    plan: &Plan,
+    target: &Path,
+    overwrite: bool,
+    threads: usize,
+    verify: &Verification,
+    progress: &RestoreProgress,
+    handle: tokio::runtime::Handle,
+) -> Result<RestoreReport, RestoreError> {
+    let mut report = RestoreReport {
+        damaged: plan.damaged.clone(),
+        ..Default::default()
+    };
+    // Parents come before their children in the plan.
+    for (rel, _) in &plan.dirs {
+        match std::fs::create_dir(target.join(rel)) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                std::fs::create_dir_all(target.join(rel)).map_err(|e| target_error(target, e))?
+            }
+            _ => {}
+        }
+    }
+    report.dirs = plan.dirs.len() as u64;
+    let root = crate::sys::euid() == 0;
+    for (rel, node) in &plan.symlinks {
+        let path = target.join(rel);
+        if overwrite && std::fs::symlink_metadata(&path).is_ok() {
+            let _ = std::fs::remove_file(&path);
+        }
+        let link = OsStr::from_bytes(node.target.as_deref().unwrap_or_default());
+        match std::os::unix::fs::symlink(link, &path) {
+            Ok(()) => {
+                report.symlinks += 1;
+                apply_meta(&path, node, root, &mut report.warnings);
+            }
+            Err(e) => report.damaged.push(DamagedFile {
+                path: display(rel),
+                error: format!("symlink could not be created: {e}"),
+                pack: None,
+                expected: None,
+                actual: None,
+            }),
+        }
+    }
+    progress.bytes_total.store(
+        plan.files.iter().map(|f| f.node.size).sum(),
+        Ordering::Relaxed,
+    );
+    let units = units(&plan.files, index);
+    let out = write_files(
+        repo,
+        index,
+        target,
+        &plan.files,
+        &units,
+        threads,
+        overwrite,
+        root,
+        verify,
+        progress,
+        handle,
+    );
+    report.files = out.files;
+    report.bytes = out.bytes;
+    report.files_verified = out.files;
+    report.mismatches = out.mismatches;
+    report.damaged.extend(out.damaged);
+    report.warnings.extend(out.warnings);
+    set_dir_meta(target, &plan.dirs, root, threads, &mut report.warnings);
+    Ok(report)
+}
+
+/// Directory metadata last, deepest level first, each level in parallel: writing into a
+/// directory changes its mtime, and a read-only directory must stay writable until its
+/// files are in.
+fn set_dir_meta(
+    target: &Path,
+    dirs: &[(std::path::PathBuf, Node)],
+    root: bool,
+    threads: usize,
+    warnings: &mut Vec<String>,
+) {
+    let mut dirs: Vec<&(std::path::PathBuf, Node)> = dirs.iter().collect();
+    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    let mut start = 0;
+    while start < dirs.len() {
+        let depth = dirs[start].0.components().count();
+        let end = start
+            + dirs[start..]
+                .iter()
+                .take_while(|(p, _)| p.components().count() == depth)
+                .count();
+        let level = &dirs[start..end];
+        let per_thread = level.len().div_ceil(threads.max(1)).max(64);
+        let found = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for part in level.chunks(per_thread) {
+                let found = &found;
+                s.spawn(move || {
+                    let mut w = Vec::new();
+                    for (rel, node) in part {
+                        apply_meta(&target.join(rel), node, root, &mut w);
+                    }
+                    found.lock().expect("warnings").extend(w);
+                });
+            }
+        });
+        warnings.extend(found.into_inner().expect("warnings"));
+        start = end;
+    }
+}
+
+/// Files grouped into units of work: large files first, each on its own, so that no core is
+/// left alone with a big database dump at the end; then small files in storage order, so that
+/// a unit's files come from one stretch of one pack and are fetched with one read.
+fn units(files: &[PlannedFile], index: &MasterIndex) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| {
+        files[i]
+            .node
+            .content
+            .first()
+            .and_then(|id| index.get(id))
+            .map_or((u32::MAX, 0), |l| (l.pack, l.offset))
+    });
+    let (mut big, small): (Vec<usize>, Vec<usize>) = order
+        .into_iter()
+        .partition(|&i| files[i].node.size >= 32 << 20);
+    big.sort_by_key(|&i| std::cmp::Reverse(files[i].node.size));
+    let mut out: Vec<Vec<usize>> = big.into_iter().map(|i| vec![i]).collect();
+    let mut bytes = 0u64;
+    let mut open = false;
+    for i in small {
+        let size = files[i].node.size;
+        match out.last_mut() {
+            Some(unit) if open && bytes + size <= 4 << 20 && unit.len() < 256 => unit.push(i),
+            _ => {
+                out.push(vec![i]);
+                open = true;
+                bytes = 0;
+            }
+        }
+        bytes += size;
+    }
+    out
+}
+
+#[derive(Default)]
+struct WriteOutcome {
+    files: u64,
+    bytes: u64,
+    mismatches: Vec<Mismatch>,
+    damaged: Vec<DamagedFile>,
+    warnings: Vec<String>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_files(
+    repo: &Repository,
+    index: &MasterIndex,
+    target: &Path,
+    files: &[PlannedFile],
+    units: &[Vec<usize>],
+    threads: usize,
+    overwrite: bool,
+    root: bool,
+    verify: &Verification,
+    progress: &RestoreProgress,
+    handle: tokio::runtime::Handle,
+) -> WriteOutcome {
+    let next = AtomicUsize::new(0);
+    let total = Mutex::new(WriteOutcome::default());
+    std::thread::scope(|s| {
+        for _ in 0..threads.max(1) {
+            s.spawn(|| {
+                let mut out = WriteOutcome::default();
+                let mut reader = BlobReader::new(
+                    repo,
+                    index,
+                    handle.clone(),
+                    verify.blob_ids,
+                    verify.packs.clone(),
+                );
+                while let Some(unit) = units.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    // The unit's blobs in the order they will be asked for.
+                    let mut wanted: Vec<(BlobId, BlobLocation)> = Vec::new();
+                    let mut spans = Vec::with_capacity(unit.len());
+                    for &i in unit {
+                        let start = wanted.len();
+                        let located: Option<Vec<_>> = files[i]
+                            .node
+                            .content
+                            .iter()
+                            .map(|id| index.get(id).map(|l| (*id, *l)))
+                            .collect();
+                        spans.push(located.map(|v| {
+                            wanted.extend(v);
+                            start..wanted.len()
+                        }));
+                    }
+                    for (&i, span) in unit.iter().zip(spans) {
+                        let file = &files[i];
+                        let path = target.join(&file.rel);
+                        let result = match span {
+                            None => Err(FileFailure::Damaged {
+                                error: "a blob of this file is missing from the index".into(),
+                                pack: None,
+                                actual: None,
+                            }),
+                            Some(span) => write_file(
+                                &path,
+                                file,
+                                &wanted,
+                                span,
+                                &mut reader,
+                                overwrite,
+                                verify.keep_damaged,
+                                progress,
+                            ),
+                        };
+                        match result {
+                            Ok(written) => {
+                                out.files += 1;
+                                out.bytes += file.node.size;
+                                apply_file_meta(
+                                    &written,
+                                    &path,
+                                    &file.node,
+                                    root,
+                                    &mut out.warnings,
+                                );
+                            }
+                            Err(failure) => {
+                                record_failure(failure, file, &path, verify.keep_damaged, &mut out)
+                            }
+                        }
+                        progress.files_done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let mut t = total.lock().expect("restore totals");
+                t.files += out.files;
+                t.bytes += out.bytes;
+                t.mismatches.extend(out.mismatches);
+                t.damaged.extend(out.damaged);
+                t.warnings.extend(out.warnings);
+            });
+        }
+    });
+    let mut t = total.into_inner().expect("restore totals");
+    t.mismatches.sort_by(|a, b| a.path.cmp(&b.path));
+    t.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+    t
+}
+
+fn record_failure(
+    failure: FileFailure,
+    file: &PlannedFile,
+    path: &Path,
+    keep: bool,
+    out: &mut WriteOutcome,
+) {
+    if !keep {
+        let _ = std::fs::remove_file(path);
+    }
+    let expected = file.node.hash.expect("file nodes have a hash");
+    match failure {
+        FileFailure::Mismatch(actual) => out.mismatches.push(Mismatch {
+            path: display(&file.rel),
+            expected,
+            actual,
+        }),
+        FileFailure::Damaged {
+            error,
+            pack,
+            actual,
+        } => out.damaged.push(DamagedFile {
+            path: display(&file.rel),
+            error,
+            pack,
+            expected: Some(expected),
+            actual,
+        }),
+    }
+}
+
+enum FileFailure {
+    Mismatch(FileHash),
+    Damaged {
+        error: String,
+        pack: Option<String>,
+        actual: Option<FileHash>,
+    },
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_file(
+    path: &Path,
+    file: &PlannedFile,
+    wanted: &[(BlobId, BlobLocation)],
+    span: std::ops::Range<usize>,
+    reader: &mut BlobReader,
+    overwrite: bool,
+    keep_damaged: bool,
+    progress: &RestoreProgress,
+) -> Result<File, FileFailure> {
+    let io = |e: std::io::Error| FileFailure::Damaged {
+        error: format!("cannot write the file: {e}"),
+        pack: None,
+        actual: None,
+    };
+    let mut out: File = if overwrite {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+    } else {
+        OpenOptions::new().write(true).create_new(true).open(path)
+    }
+    .map_err(io)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut first_error = None;
+    for i in span {
+        let written = match reader.read(wanted, i) {
+            Ok(plain) => {
+                hasher.update(plain);
+                out.write_all(plain).map_err(io)?;
+                plain.len()
+            }
+            Err(e) if keep_damaged => {
+                // Zero-fill the unreadable part and carry on, to report what was recoverable.
+                first_error.get_or_insert((e.to_string(), e.pack().map(|p| p.to_hex())));
+                let zeros = vec![0u8; wanted[i].1.raw_length as usize];
+                hasher.update(&zeros);
+                out.write_all(&zeros).map_err(io)?;
+                zeros.len()
+            }
+            Err(e) => {
+                return Err(FileFailure::Damaged {
+                    error: e.to_string(),
+                    pack: e.pack().map(|p| p.to_hex()),
+                    actual: None,
+                });
+            }
+        };
+        progress
+            .bytes_done
+            .fetch_add(written as u64, Ordering::Relaxed);
+    }
+    let actual = FileHash::from_bytes(*hasher.finalize().as_bytes());
+    if let Some((error, pack)) = first_error {
+        return Err(FileFailure::Damaged {
+            error,
+            pack,
+            actual: Some(actual),
+        });
+    }
+    if Some(actual) != file.node.hash {
+        return Err(FileFailure::Mismatch(actual));
+    }
+    Ok(out)
+}
+
+pub(super) fn mtime_of(node: &Node) -> std::time::SystemTime {
+    let d = std::time::Duration::new(
+        node.mtime_ns.unsigned_abs() / 1_000_000_000,
+        (node.mtime_ns.unsigned_abs() % 1_000_000_000) as u32,
+    );
+    if node.mtime_ns >= 0 {
+        std::time::UNIX_EPOCH + d
+    } else {
+        std::time::UNIX_EPOCH - d
+    }
+}
+
+/// Owner, permissions and times of a restored file, through its open descriptor (no path
+/// lookups: a restore sets them on every file).
+fn apply_file_meta(file: &File, path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
+    if root {
+        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
+            warnings.push(format!("{}: owner not set: {e}", path.display()));
+        }
+    }
+    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode)) {
+        warnings.push(format!("{}: permissions not set: {e}", path.display()));
+    }
+    let t = mtime_of(node);
+    if let Err(e) = file.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t)) {
+        warnings.push(format!(
+            "{}: modification time not set: {e}",
+            path.display()
+        ));
+    }
+}
+
+/// Owner, permissions and times of a directory or symlink, by path (symlinks have no
+/// permissions of their own, and their times are set on the link itself).
+fn apply_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
+    if root {
+        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
+            warnings.push(format!("{}: owner not set: {e}", path.display()));
+        }
+    }
+    let symlink = node.kind == NodeKind::Symlink;
+    if !symlink {
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
+            warnings.push(format!("{}: permissions not set: {e}", path.display()));
+        }
+    }
+    let mtime = filetime::FileTime::from_system_time(mtime_of(node));
+    let set = if symlink {
+        filetime::set_symlink_file_times(path, mtime, mtime)
+    } else {
+        filetime::set_file_times(path, mtime, mtime)
+    };
+    if let Err(e) = set {
+        warnings.push(format!(
+            "{}: modification time not set: {e}",
+            path.display()
+        ));
+    }
+}
