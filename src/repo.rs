@@ -11,6 +11,7 @@ mod lock;
 pub mod packer;
 mod repair;
 mod trees;
+mod verifier;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ use index::{BlobLocation, MasterIndex};
 pub use lock::{LockGuard, LockMode, remove_locks};
 pub use repair::{RepairReport, repair_index};
 pub use trees::TreeLoader;
+pub use verifier::PackVerifier;
 
 /// Why the repository could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,8 @@ use crate::repo::format::tree::{Node, NodeKind};
 use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
 
-pub use reader::{BlobReader, PackVerifier};
+pub use crate::repo::PackVerifier;
+pub use reader::BlobReader;
 pub use write::{Verification, write_plan};
 
 #[derive(Clone, Debug, Default)]

@@ -3,6 +3,7 @@
 //! that lists it; `Err` means the check could not run.
 
 mod check;
+pub mod drill;
 pub mod ledger;
 
 pub use check::{

@@ -357,3 +357,26 @@ timeout = "60s"
         assert!(e.to_string().contains("{file}"), "{e}");
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    use super::*;
+
+    #[test]
+    fn every_example_plan_in_restore_tests_is_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("restore-tests");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let plan = Plan::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(
+                    Some(plan.name.as_str()),
+                    p.file_stem().and_then(|s| s.to_str())
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "the project ships at least three example plans");
+    }
+}

@@ -12,7 +12,7 @@ use super::format::tree::Tree;
 use super::ids::BlobId;
 use super::index::MasterIndex;
 use super::packer::pack_key;
-use super::{BlobError, Repository};
+use super::{BlobError, PackVerifier, Repository};
 
 /// Bytes of tree packs kept in memory before the cache is emptied.
 const CACHE_LIMIT: usize = 32 << 20;
@@ -21,6 +21,7 @@ pub struct TreeLoader {
     repo: Arc<Repository>,
     index: Arc<MasterIndex>,
     packs: Mutex<(HashMap<u32, Bytes>, usize)>,
+    verifier: Option<Arc<PackVerifier>>,
 }
 
 impl TreeLoader {
@@ -29,7 +30,14 @@ impl TreeLoader {
             repo,
             index,
             packs: Mutex::new((HashMap::new(), 0)),
+            verifier: None,
         }
+    }
+
+    /// Check each tree pack read whole against its name (level 1) as well.
+    pub fn with_verifier(mut self, verifier: Arc<PackVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 
     pub fn index(&self) -> &Arc<MasterIndex> {
@@ -62,6 +70,9 @@ impl TreeLoader {
                                     source,
                                 },
                             )?;
+                            if let Some(v) = &self.verifier {
+                                v.verify(pack.id, &b);
+                            }
                             let mut cache = self.packs.lock().expect("tree cache");
                             if cache.1 + b.len() > CACHE_LIMIT {
                                 cache.0.clear();

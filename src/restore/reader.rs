@@ -2,70 +2,15 @@
 //! pack into one ranged read (one request for a pack's worth of small files on S3). For a
 //! drill it reads packs whole instead, and checks each pack's blake3 against its name.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
-use crate::repo::ids::{BlobId, PackId, object_name};
+use crate::repo::ids::BlobId;
 use crate::repo::index::{BlobLocation, MasterIndex};
 use crate::repo::packer::pack_key;
-use crate::repo::{BlobDecoder, BlobError, Repository};
+use crate::repo::{BlobDecoder, BlobError, PackVerifier, Repository};
 
 /// Largest single read.
 const MAX_READ: u64 = 4 << 20;
 /// Largest gap between two wanted blobs that is read through rather than skipped.
 const MAX_GAP: u64 = 256 << 10;
-
-/// Level 1 for every pack a restore reads: each pack is hashed once, whichever thread
-/// reads it first.
-#[derive(Debug, Default)]
-pub struct PackVerifier {
-    results: Mutex<HashMap<PackId, Option<String>>>,
-}
-
-impl PackVerifier {
-    fn verify(&self, pack: PackId, bytes: &[u8]) -> Option<String> {
-        if let Some(r) = self.results.lock().expect("pack results").get(&pack) {
-            return r.clone();
-        }
-        let actual = object_name(bytes);
-        let result = (actual != *pack.as_bytes()).then(|| {
-            format!(
-                "pack bytes hash to {}, not to its name: the stored file was altered",
-                hex::encode(actual)
-            )
-        });
-        self.results
-            .lock()
-            .expect("pack results")
-            .insert(pack, result.clone());
-        result
-    }
-
-    /// Record a pack verified elsewhere (a tree pack read by the tree loader).
-    pub fn record(&self, pack: PackId, result: Option<String>) {
-        self.results
-            .lock()
-            .expect("pack results")
-            .insert(pack, result);
-    }
-
-    /// Packs that passed, and those that failed with why.
-    pub fn results(&self) -> (Vec<PackId>, Vec<(PackId, String)>) {
-        let results = self.results.lock().expect("pack results");
-        let mut ok: Vec<PackId> = results
-            .iter()
-            .filter(|(_, r)| r.is_none())
-            .map(|(p, _)| *p)
-            .collect();
-        let mut bad: Vec<(PackId, String)> = results
-            .iter()
-            .filter_map(|(p, r)| r.clone().map(|r| (*p, r)))
-            .collect();
-        ok.sort();
-        bad.sort();
-        (ok, bad)
-    }
-}
 
 pub struct BlobReader<'a> {
     repo: &'a Repository,

@@ -15,11 +15,12 @@ use crate::repo::format::tree::{Node, NodeKind};
 use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::index::{BlobLocation, MasterIndex};
 
-use super::reader::{BlobReader, PackVerifier};
+use super::reader::BlobReader;
 use super::{
     DamagedFile, Mismatch, Plan, PlannedFile, RestoreError, RestoreProgress, RestoreReport,
     display, target_error,
 };
+use crate::repo::PackVerifier;
 
 /// How much a restore verifies beyond each file's blake3 (level 3), which it always checks.
 #[derive(Clone, Default)]

@@ -6,6 +6,7 @@ mod crash;
 mod damage;
 mod dedup;
 mod demo;
+mod drill;
 mod faults;
 mod format;
 mod locks;

@@ -1,0 +1,574 @@
+//! Drills: test restores that prove a backup can be restored. A drill picks a snapshot and
+//! files by its plan, restores them into a fresh sandbox on the scratch volume from a confined
+//! child process, verifies every restored byte at levels 1 to 3 (and 4 against the live
+//! source, if asked), runs the plan's application checks on the restored files, measures the
+//! restore rate against the plan's restore-time objective, and records the report and the
+//! verified packs and files in the repository.
+
+mod sandbox;
+mod select;
+mod source;
+pub(crate) mod worker;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::{Plan, Selection, SnapshotChoice};
+use crate::repo::crypto::Kind;
+use crate::repo::ids::{FileHash, SnapshotId};
+use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
+use crate::storage::S3Options;
+
+use super::ledger::{self, Ledger, LedgerRecord, VerifiedFile};
+
+pub use sandbox::{CommandOutcome, Confinement, sandbox_exec};
+pub use source::SourceComparison;
+
+/// Room kept free on the scratch volume beyond the selection itself.
+const SCRATCH_MARGIN: u64 = 64 << 20;
+
+/// How to run a drill; the repository settings are passed on to the confined worker.
+#[derive(Clone, Debug)]
+pub struct DrillOptions {
+    pub plan: Plan,
+    pub scratch: PathBuf,
+    /// Overrides the plan's seed.
+    pub seed: Option<u64>,
+    pub operator: String,
+    /// What started it: "manual", "schedule", "catch-up".
+    pub trigger: String,
+    pub url: String,
+    pub s3: S3Options,
+    pub password: crate::Secret,
+    pub threads: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DrillError {
+    #[error("{0}")]
+    Repo(#[from] RepoError),
+    #[error("drill {plan}: {why}")]
+    CannotRun { plan: String, why: String },
+    #[error(
+        "drill {plan}: the scratch volume {scratch} has {free} free but the selection needs {need}; nothing was restored (free space there, or set scratch_dir to a larger volume)"
+    )]
+    NoRoom {
+        plan: String,
+        scratch: String,
+        free: String,
+        need: String,
+    },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillSnapshot {
+    pub id: SnapshotId,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub time: OffsetDateTime,
+    pub label: Option<String>,
+    pub paths: Vec<String>,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillSelection {
+    /// "all", "5% of bytes", "500 files", "2.0 GiB".
+    pub method: String,
+    pub seed: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub must_include: Vec<String>,
+    pub must_include_files: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillRestore {
+    pub files: u64,
+    pub bytes: u64,
+    pub dirs: u64,
+    pub duration_ms: u64,
+    pub bytes_per_second: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillLevels {
+    /// Level 1: packs read whole whose blake3 matched their name.
+    pub packs_verified: u64,
+    pub packs_failed: u64,
+    /// Level 2: every blob read was authenticated and its keyed hash checked.
+    pub blobs_checked: bool,
+    /// Level 3: files whose blake3 matched the snapshot.
+    pub files_verified: u64,
+    /// Level 4, when the plan asks for it.
+    pub source: Option<SourceComparison>,
+}
+
+/// One thing that failed verification.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillFailure {
+    pub level: u8,
+    pub path: Option<String>,
+    pub pack: Option<String>,
+    pub expected: Option<FileHash>,
+    pub actual: Option<FileHash>,
+    pub detail: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppCheckResult {
+    pub glob: String,
+    pub command: Vec<String>,
+    pub file: String,
+    pub passed: bool,
+    #[serde(flatten)]
+    pub outcome: CommandOutcome,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillSandbox {
+    pub scratch: String,
+    pub confinement: Confinement,
+    pub removed: bool,
+    /// Sandboxes of earlier drills that were killed, removed before this one started.
+    pub stale_removed: usize,
+}
+
+/// What a drill did and found: data, stored in the repository under `drills/`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DrillReport {
+    pub version: u32,
+    pub plan: String,
+    pub plan_file: String,
+    pub repository: String,
+    pub host: String,
+    pub operator: String,
+    pub trigger: String,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub started: OffsetDateTime,
+    pub duration_ms: u64,
+    pub snapshot: DrillSnapshot,
+    pub selection: DrillSelection,
+    pub restore: DrillRestore,
+    pub levels: DrillLevels,
+    pub failures: Vec<DrillFailure>,
+    pub checks: Vec<AppCheckResult>,
+    pub sandbox: DrillSandbox,
+    /// Seconds a full restore of the snapshot would take at this drill's rate.
+    pub full_restore_estimate_s: Option<f64>,
+    pub objective_s: Option<f64>,
+    pub objective_met: Option<bool>,
+    pub passed: bool,
+    /// Why it did not pass.
+    pub reasons: Vec<String>,
+}
+
+/// A finished drill, and where its report is stored.
+#[derive(Debug)]
+pub struct DrillOutcome {
+    pub report: DrillReport,
+    pub report_id: String,
+}
+
+fn describe(selection: &Selection) -> String {
+    match selection {
+        Selection::All => "all".into(),
+        Selection::Percent(p) => format!("{p}% of bytes"),
+        Selection::Files(n) => format!("{n} files"),
+        Selection::Bytes(b) => format!("{} bytes", b),
+    }
+}
+
+fn size(n: u64) -> String {
+    crate::cli::show::size(n)
+}
+
+/// Run one drill.
+pub async fn drill(repo: Arc<Repository>, opts: &DrillOptions) -> Result<DrillOutcome, DrillError> {
+    let lock = repo.lock(LockMode::Shared, "drill").await?;
+    let result = drill_locked(&repo, opts).await;
+    lock.release().await?;
+    result
+}
+
+async fn drill_locked(
+    repo: &Arc<Repository>,
+    opts: &DrillOptions,
+) -> Result<DrillOutcome, DrillError> {
+    let plan = &opts.plan;
+    let cannot = |why: String| DrillError::CannotRun {
+        plan: plan.name.clone(),
+        why,
+    };
+    let started_at = repo.clock().now();
+    let started = Instant::now();
+    let seed = opts
+        .seed
+        .or(plan.seed)
+        .unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()) >> 11);
+
+    // The snapshot.
+    let (all, _) = repo.snapshots().await?;
+    let mut wanted_paths = plan.paths.clone();
+    wanted_paths.sort();
+    let candidates: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| {
+            plan.schedule
+                .as_ref()
+                .is_none_or(|name| s.schedule.as_ref() == Some(name))
+        })
+        .filter(|(_, s)| {
+            let mut p = s.paths.clone();
+            p.sort();
+            wanted_paths.is_empty() || p == wanted_paths
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(cannot(match (&plan.schedule, plan.paths.is_empty()) {
+            (Some(s), _) => format!("the repository has no snapshot of schedule {s:?}"),
+            (None, false) => format!(
+                "the repository has no snapshot of {}",
+                plan.paths.join(", ")
+            ),
+            _ => "the repository has no snapshots".into(),
+        }));
+    }
+    let (snapshot_id, snapshot) =
+        select::snapshot(&candidates, &plan.snapshot, seed, repo.clock().now()).map_err(&cannot)?;
+
+    // The files.
+    let (index, _) = repo.load_index().await?;
+    let index = Arc::new(index);
+    let trees = TreeLoader::new(repo.clone(), index.clone());
+    let full = crate::restore::plan(&trees, &snapshot.tree, &[])
+        .await
+        .map_err(|e| cannot(format!("the snapshot cannot be listed: {e}")))?;
+    let (ledger, _) = Ledger::load(repo).await?;
+    let chosen = select::files(&full, &plan.selection, &plan.must_include, &ledger, seed);
+    if let Some(max) = plan.max_bytes {
+        if chosen.bytes > max {
+            return Err(cannot(format!(
+                "the selection is {} but the plan's max_bytes is {} (raise max_bytes, or sample less)",
+                size(chosen.bytes),
+                size(max)
+            )));
+        }
+    }
+    std::fs::create_dir_all(&opts.scratch).map_err(|e| {
+        cannot(format!(
+            "cannot use the scratch directory {}: {e}",
+            opts.scratch.display()
+        ))
+    })?;
+    let free = sandbox::free_space(&opts.scratch).map_err(|e| {
+        cannot(format!(
+            "cannot read the free space of {}: {e}",
+            opts.scratch.display()
+        ))
+    })?;
+    let need = chosen.bytes + chosen.bytes / 100 + SCRATCH_MARGIN;
+    if free < need {
+        return Err(DrillError::NoRoom {
+            plan: plan.name.clone(),
+            scratch: opts.scratch.display().to_string(),
+            free: size(free),
+            need: size(need),
+        });
+    }
+
+    // Restore and verify levels 1–3 in the confined worker.
+    let (sandbox, stale_removed) = sandbox::Sandbox::create(&opts.scratch).map_err(|e| {
+        cannot(format!(
+            "cannot create a sandbox in {}: {e}",
+            opts.scratch.display()
+        ))
+    })?;
+    let job = worker::Job {
+        url: opts.url.clone(),
+        s3_endpoint: opts.s3.endpoint.clone(),
+        s3_region: opts.s3.region.clone(),
+        s3_path_style: opts.s3.path_style,
+        password: opts.password.expose().to_string(),
+        snapshot: snapshot_id,
+        selected: (plan.selection != Selection::All).then(|| chosen.files.clone()),
+        sandbox: sandbox.path().to_path_buf(),
+        target: sandbox.restore_dir(),
+        threads: opts.threads,
+    };
+    let limit = plan.max_duration;
+    let outcome = tokio::task::spawn_blocking(move || worker::run(&job, limit))
+        .await
+        .expect("drill worker thread");
+    let mut reasons = Vec::new();
+    let mut failures = Vec::new();
+    let (restore, mut levels, confinement, ok_files, packs_ok) = match outcome {
+        Err(why) if why.contains("max_duration") => {
+            reasons.push(why);
+            let stopped = Confinement::Unavailable("the restore was stopped".into());
+            (
+                empty_restore(),
+                empty_levels(),
+                stopped,
+                Vec::new(),
+                Vec::new(),
+            )
+        }
+        Err(why) => return Err(cannot(why)),
+        Ok(out) => {
+            for (pack, detail) in &out.packs_failed {
+                failures.push(DrillFailure {
+                    level: 1,
+                    path: None,
+                    pack: Some(pack.to_hex()),
+                    expected: None,
+                    actual: None,
+                    detail: detail.clone(),
+                });
+            }
+            for d in &out.report.damaged {
+                failures.push(DrillFailure {
+                    level: 2,
+                    path: Some(d.path.clone()),
+                    pack: d.pack.clone(),
+                    expected: d.expected,
+                    actual: d.actual,
+                    detail: d.error.clone(),
+                });
+            }
+            for m in &out.report.mismatches {
+                failures.push(DrillFailure {
+                    level: 3,
+                    path: Some(m.path.clone()),
+                    pack: None,
+                    expected: Some(m.expected),
+                    actual: Some(m.actual),
+                    detail: "the restored file does not match the hash recorded at backup time"
+                        .into(),
+                });
+            }
+            let bad: std::collections::HashSet<&str> = out
+                .report
+                .damaged
+                .iter()
+                .map(|d| d.path.as_str())
+                .chain(out.report.mismatches.iter().map(|m| m.path.as_str()))
+                .collect();
+            let restored: Vec<&crate::restore::PlannedFile> = match plan.selection {
+                Selection::All => full.files.iter().collect(),
+                _ => chosen
+                    .files
+                    .iter()
+                    .map(|&i| &full.files[i as usize])
+                    .collect(),
+            };
+            let ok: Vec<&crate::restore::PlannedFile> = restored
+                .into_iter()
+                .filter(|f| !bad.contains(format!("/{}", f.rel.display()).as_str()))
+                .collect();
+            let rate = if out.restore_ms > 0 {
+                out.report.bytes as f64 * 1000.0 / out.restore_ms as f64
+            } else {
+                0.0
+            };
+            let restore = DrillRestore {
+                files: out.report.files,
+                bytes: out.report.bytes,
+                dirs: out.report.dirs,
+                duration_ms: out.restore_ms,
+                bytes_per_second: rate,
+            };
+            let levels = DrillLevels {
+                packs_verified: out.packs_ok.len() as u64,
+                packs_failed: out.packs_failed.len() as u64,
+                blobs_checked: true,
+                files_verified: out.report.files_verified,
+                source: None,
+            };
+            let ok_files: Vec<crate::restore::PlannedFile> = ok.into_iter().cloned().collect();
+            (restore, levels, out.confinement, ok_files, out.packs_ok)
+        }
+    };
+    let mut checks = Vec::new();
+
+    // Level 4.
+    if plan.compare_with_source && !ok_files.is_empty() {
+        let refs: Vec<&crate::restore::PlannedFile> = ok_files.iter().collect();
+        let (comparison, mismatches) = source::compare(&refs);
+        for m in mismatches {
+            failures.push(DrillFailure {
+                level: 4,
+                path: Some(m.path),
+                pack: None,
+                expected: Some(m.expected),
+                actual: Some(m.actual),
+                detail: "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly".into(),
+            });
+        }
+        levels.source = Some(comparison);
+    }
+
+    // Application checks, confined to the sandbox.
+    for check in &plan.commands {
+        for f in ok_files.iter().filter(|f| check.matcher.is_match(&f.rel)) {
+            let restored = sandbox.restore_dir().join(&f.rel);
+            let argv: Vec<String> = check
+                .run
+                .iter()
+                .map(|a| a.replace("{file}", &restored.to_string_lossy()))
+                .collect();
+            let outcome =
+                sandbox::run_confined(sandbox.path(), &argv, check.timeout).map_err(|e| {
+                    cannot(format!(
+                        "cannot run the check {:?}: {e}",
+                        check.run.join(" ")
+                    ))
+                })?;
+            let passed = outcome.exit_code == Some(0) && !outcome.timed_out;
+            checks.push(AppCheckResult {
+                glob: check.glob.clone(),
+                command: check.run.clone(),
+                file: format!("/{}", f.rel.display()),
+                passed,
+                outcome,
+            });
+        }
+    }
+
+    // Restore time against the objective.
+    let full_restore_estimate_s = (restore.bytes_per_second > 0.0)
+        .then(|| snapshot.summary.total_bytes as f64 / restore.bytes_per_second);
+    let objective_s = plan.restore_time_objective.map(|d| d.as_secs_f64());
+    let objective_met = match (full_restore_estimate_s, objective_s) {
+        (Some(e), Some(o)) => Some(e <= o),
+        _ => None,
+    };
+
+    if !chosen.missing_must_include.is_empty() {
+        reasons.push(format!(
+            "must_include {} matched nothing in the snapshot",
+            chosen.missing_must_include.join(", ")
+        ));
+    }
+    if !failures.is_empty() {
+        let files = failures.iter().filter(|f| f.path.is_some()).count();
+        reasons.push(format!(
+            "verification failed: {} problem(s), {files} file(s)",
+            failures.len()
+        ));
+    }
+    let failed_checks = checks.iter().filter(|c| !c.passed).count();
+    if failed_checks > 0 {
+        reasons.push(format!("{failed_checks} application check(s) failed"));
+    }
+    if objective_met == Some(false) {
+        reasons.push(format!(
+            "a full restore would take {}, over the objective of {}",
+            humantime::format_duration(Duration::from_secs(
+                full_restore_estimate_s.unwrap_or_default() as u64
+            )),
+            humantime::format_duration(Duration::from_secs(objective_s.unwrap_or_default() as u64))
+        ));
+    }
+    let removed = sandbox.remove().is_ok();
+    let report = DrillReport {
+        version: crate::repo::format::FORMAT_VERSION,
+        plan: plan.name.clone(),
+        plan_file: plan.file.display().to_string(),
+        repository: repo.url().to_string(),
+        host: crate::sys::hostname(),
+        operator: opts.operator.clone(),
+        trigger: opts.trigger.clone(),
+        started: started_at,
+        duration_ms: started.elapsed().as_millis() as u64,
+        snapshot: DrillSnapshot {
+            id: snapshot_id,
+            time: snapshot.time,
+            label: snapshot.label.clone(),
+            paths: snapshot.paths.clone(),
+            files: snapshot.summary.total_files,
+            bytes: snapshot.summary.total_bytes,
+        },
+        selection: DrillSelection {
+            method: describe(&plan.selection),
+            seed,
+            files: chosen.files.len() as u64,
+            bytes: chosen.bytes,
+            must_include: plan.must_include.clone(),
+            must_include_files: chosen.must_include_files as u64,
+        },
+        restore,
+        levels,
+        failures,
+        checks,
+        sandbox: DrillSandbox {
+            scratch: opts.scratch.display().to_string(),
+            confinement,
+            removed,
+            stale_removed,
+        },
+        full_restore_estimate_s,
+        objective_s,
+        objective_met,
+        passed: reasons.is_empty(),
+        reasons,
+    };
+    let report_id = hex::encode(
+        repo.save_document(Kind::DrillReport, "drills", &report)
+            .await?,
+    );
+    if !packs_ok.is_empty() || !ok_files.is_empty() {
+        let record = LedgerRecord {
+            version: crate::repo::format::FORMAT_VERSION,
+            time: started_at,
+            source: "drill".into(),
+            run: format!("drills/{report_id}"),
+            host: crate::sys::hostname(),
+            packs: packs_ok,
+            files: ok_files
+                .iter()
+                .map(|f| VerifiedFile {
+                    snapshot: snapshot_id,
+                    path: format!("/{}", f.rel.display()),
+                })
+                .collect(),
+        };
+        ledger::record(repo, &record).await?;
+    }
+    Ok(DrillOutcome { report, report_id })
+}
+
+fn empty_restore() -> DrillRestore {
+    DrillRestore {
+        files: 0,
+        bytes: 0,
+        dirs: 0,
+        duration_ms: 0,
+        bytes_per_second: 0.0,
+    }
+}
+
+fn empty_levels() -> DrillLevels {
+    DrillLevels {
+        packs_verified: 0,
+        packs_failed: 0,
+        blobs_checked: false,
+        files_verified: 0,
+        source: None,
+    }
+}
+
+/// Snapshot choice for reports.
+pub fn describe_choice(c: &SnapshotChoice) -> String {
+    match c {
+        SnapshotChoice::Latest => "latest".into(),
+        SnapshotChoice::Oldest => "oldest".into(),
+        SnapshotChoice::RandomWithin(d) => {
+            format!("random within {}", humantime::format_duration(*d))
+        }
+    }
+}

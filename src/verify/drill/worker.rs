@@ -1,0 +1,204 @@
+//! The drill's restore runs in a child process (`vouch __drill-worker`) that confines its own
+//! writes to the sandbox before it starts a thread: Landlock binds the calling thread and its
+//! future children, so only a fresh process can be confined whole. The job arrives as JSON
+//! on stdin (the passphrase with it, never on the command line), the result leaves as JSON on
+//! stdout.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::repo::ids::{PackId, SnapshotId};
+use crate::repo::{Repository, TreeLoader};
+use crate::restore::{PackVerifier, RestoreProgress, RestoreReport, Verification, write_plan};
+use crate::storage::{RepoUrl, S3Options, Store};
+
+use super::sandbox::{Confinement, confine_writes};
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Job {
+    pub url: String,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_path_style: Option<bool>,
+    pub password: String,
+    pub snapshot: SnapshotId,
+    /// Positions in the snapshot's restore plan of the files to restore; all when `None`.
+    pub selected: Option<Vec<u32>>,
+    pub sandbox: PathBuf,
+    pub target: PathBuf,
+    pub threads: Option<usize>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Outcome {
+    pub report: RestoreReport,
+    pub packs_ok: Vec<PackId>,
+    pub packs_failed: Vec<(PackId, String)>,
+    pub confinement: Confinement,
+    pub restore_ms: u64,
+}
+
+/// Run the job in a child process; kill it after `limit`.
+pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the vouch binary: {e}"))?;
+    let mut child = Command::new(exe)
+        .arg("__drill-worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the drill worker: {e}"))?;
+    let input = serde_json::to_vec(job).expect("job serializes");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin
+        .write_all(&input)
+        .map_err(|e| format!("cannot hand the job to the drill worker: {e}"))?;
+    drop(stdin);
+    let mut stdout = child.stdout.take().expect("piped");
+    let mut stderr = child.stderr.take().expect("piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = stdout.read_to_end(&mut v);
+        v
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
+            break s;
+        }
+        if limit.is_some_and(|l| started.elapsed() > l) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!(
+                "the restore did not finish within the plan's max_duration ({})",
+                humantime::format_duration(limit.unwrap_or_default())
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = out_reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    if !status.success() {
+        return Err(format!(
+            "the drill worker failed ({status}): {}",
+            err.trim()
+        ));
+    }
+    serde_json::from_slice(&out)
+        .map_err(|e| format!("the drill worker's result is unreadable: {e}"))
+}
+
+/// `vouch __drill-worker`: read a job on stdin, confine, restore, verify, answer on stdout.
+pub fn main() -> i32 {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("vouch: drill worker: cannot read the job: {e}");
+        return 1;
+    }
+    let job: Job = match serde_json::from_slice(&input) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("vouch: drill worker: bad job: {e}");
+            return 1;
+        }
+    };
+    // Before any thread exists.
+    let confinement = confine_writes(&[&job.sandbox]);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("vouch: drill worker: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(restore(&job, confinement)) {
+        Ok(outcome) => {
+            println!(
+                "{}",
+                serde_json::to_string(&outcome).expect("outcome serializes")
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String> {
+    let url = RepoUrl::parse(&job.url).map_err(|e| e.to_string())?;
+    let s3 = S3Options {
+        endpoint: job.s3_endpoint.clone(),
+        region: job.s3_region.clone(),
+        path_style: job.s3_path_style,
+        ..Default::default()
+    };
+    let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
+    let repo = Arc::new(
+        Repository::open(store, &crate::Secret::new(job.password.clone()))
+            .await
+            .map_err(|e| e.to_string())?,
+    );
+    let (_, snapshot) = repo
+        .find_snapshot(&job.snapshot.to_hex())
+        .await
+        .map_err(|e| e.to_string())?;
+    let (index, _) = repo.load_index().await.map_err(|e| e.to_string())?;
+    let index = Arc::new(index);
+    let verifier = Arc::new(PackVerifier::default());
+    let trees = TreeLoader::new(repo.clone(), index.clone()).with_verifier(verifier.clone());
+    let full = crate::restore::plan(&trees, &snapshot.tree, &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    let plan = super::select::restrict(full, job.selected.as_deref());
+    let started = Instant::now();
+    let verify = Verification {
+        packs: Some(verifier.clone()),
+        blob_ids: true,
+        keep_damaged: true,
+    };
+    let threads = job
+        .threads
+        .unwrap_or_else(|| crate::restore::default_threads(&repo));
+    let handle = tokio::runtime::Handle::current();
+    let target = job.target.clone();
+    let (repo2, index2) = (repo.clone(), index.clone());
+    let report = tokio::task::spawn_blocking(move || {
+        write_plan(
+            &repo2,
+            &index2,
+            &plan,
+            &target,
+            false,
+            threads,
+            &verify,
+            &RestoreProgress::default(),
+            handle,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    let (packs_ok, packs_failed) = verifier.results();
+    Ok(Outcome {
+        report,
+        packs_ok,
+        packs_failed,
+        confinement,
+        restore_ms: started.elapsed().as_millis() as u64,
+    })
+}
