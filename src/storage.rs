@@ -312,26 +312,24 @@ impl Store {
     ) -> Result<(), StorageError> {
         out.clear();
         if let Some(root) = &self.local_root {
-            use std::os::unix::fs::FileExt;
+            use std::io::{Read, Seek, SeekFrom};
             let path = root.join(format!("{}{key}", self.prefix));
             let io = |e: std::io::Error| classify_io(&self.display, key, &e);
-            let file = std::fs::File::open(&path).map_err(io)?;
-            let range = match range {
-                Some(r) => r,
-                None => 0..file.metadata().map_err(io)?.len(),
-            };
-            out.resize((range.end - range.start) as usize, 0);
-            let mut done = 0;
+            let mut file = std::fs::File::open(&path).map_err(io)?;
+            // read_to_end fills the buffer's spare capacity without zeroing it first.
             // A short file gives a short buffer; the caller's length checks report it.
-            while done < out.len() {
-                match file.read_at(&mut out[done..], range.start + done as u64) {
-                    Ok(0) => break,
-                    Ok(n) => done += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(io(e)),
+            match range {
+                Some(r) => {
+                    file.seek(SeekFrom::Start(r.start)).map_err(io)?;
+                    out.reserve(r.end.saturating_sub(r.start) as usize);
+                    file.take(r.end.saturating_sub(r.start))
+                        .read_to_end(out)
+                        .map_err(io)?;
+                }
+                None => {
+                    file.read_to_end(out).map_err(io)?;
                 }
             }
-            out.truncate(done);
             return Ok(());
         }
         let bytes = match range {

@@ -12,7 +12,7 @@ use super::format::tree::Tree;
 use super::ids::BlobId;
 use super::index::MasterIndex;
 use super::packer::pack_key;
-use super::{BlobError, PackVerifier, Repository};
+use super::{BlobDecoder, BlobError, PackVerifier, Repository};
 
 /// Bytes of tree packs kept in memory before the cache is emptied.
 const CACHE_LIMIT: usize = 32 << 20;
@@ -22,6 +22,7 @@ pub struct TreeLoader {
     index: Arc<MasterIndex>,
     packs: Mutex<(HashMap<u32, Bytes>, usize)>,
     verifier: Option<Arc<PackVerifier>>,
+    decoder: Mutex<BlobDecoder>,
 }
 
 impl TreeLoader {
@@ -31,6 +32,7 @@ impl TreeLoader {
             index,
             packs: Mutex::new((HashMap::new(), 0)),
             verifier: None,
+            decoder: Mutex::new(BlobDecoder::new()),
         }
     }
 
@@ -89,7 +91,10 @@ impl TreeLoader {
                     blob: *id,
                     detail: format!("pack is truncated ({} bytes)", bytes.len()),
                 })?;
-                self.repo.decode_blob(id, &loc, pack.id, sealed)?
+                let mut decoder = self.decoder.lock().expect("tree decoder");
+                decoder
+                    .decode(self.repo.keys(), id, &loc, pack.id, sealed, true)?
+                    .to_vec()
             } else {
                 self.repo.read_blob(&self.index, id).await?
             };

@@ -33,6 +33,14 @@ impl PackVerifier {
         result
     }
 
+    /// Whether the pack has been checked already (passed or failed).
+    pub fn is_checked(&self, pack: &PackId) -> bool {
+        self.results
+            .lock()
+            .expect("pack results")
+            .contains_key(pack)
+    }
+
     /// Record a pack verified elsewhere (a tree pack read by the tree loader).
     pub fn record(&self, pack: PackId, result: Option<String>) {
         self.results

@@ -60,7 +60,10 @@ impl<'a> BlobReader<'a> {
         let hit = matches!(self.current, Some((p, start)) if p == loc.pack && start <= off && end <= start + self.buf.len() as u64);
         if !hit {
             self.current = None;
-            let range = if self.packs.is_some() {
+            // A pack not yet checked at level 1 is read whole, once; after that, like any
+            // other restore, only the ranges that hold wanted blobs.
+            let whole = self.packs.as_ref().is_some_and(|v| !v.is_checked(&pack));
+            let range = if whole {
                 None
             } else {
                 Some(off..self.coalesce(wanted, i))
@@ -70,7 +73,7 @@ impl<'a> BlobReader<'a> {
                 .store()
                 .read_into(&self.handle, &pack_key(&pack), range, &mut self.buf)
                 .map_err(|source| BlobError::Storage { pack, source })?;
-            if let Some(verifier) = &self.packs {
+            if let (true, Some(verifier)) = (whole, &self.packs) {
                 // A pack that fails is recorded there; its blobs may still authenticate, and
                 // the drill reports the pack either way.
                 verifier.verify(pack, &self.buf);

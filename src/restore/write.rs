@@ -86,7 +86,7 @@ pub fn write_plan(
         plan.files.iter().map(|f| f.node.size).sum(),
         Ordering::Relaxed,
     );
-    let units = units(&plan.files, index);
+    let units = units(&plan.files, index, verify.packs.is_some());
     let out = write_files(
         repo,
         index,
@@ -152,8 +152,10 @@ fn set_dir_meta(
 
 /// Files grouped into units of work: large files first, each on its own, so that no core is
 /// left alone with a big database dump at the end; then small files in storage order, so that
-/// a unit's files come from one stretch of one pack and are fetched with one read.
-fn units(files: &[PlannedFile], index: &MasterIndex) -> Vec<Vec<usize>> {
+/// a unit's files come from one stretch of one pack and are fetched with one read. When
+/// packs are read whole, a unit is every small file that starts in one pack, so that each
+/// pack is read by one thread, once.
+fn units(files: &[PlannedFile], index: &MasterIndex, whole_packs: bool) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..files.len()).collect();
     order.sort_by_key(|&i| {
         files[i]
@@ -168,15 +170,29 @@ fn units(files: &[PlannedFile], index: &MasterIndex) -> Vec<Vec<usize>> {
         .partition(|&i| files[i].node.size >= 32 << 20);
     big.sort_by_key(|&i| std::cmp::Reverse(files[i].node.size));
     let mut out: Vec<Vec<usize>> = big.into_iter().map(|i| vec![i]).collect();
+    let first_pack = |i: usize| {
+        files[i]
+            .node
+            .content
+            .first()
+            .and_then(|id| index.get(id))
+            .map(|l| l.pack)
+    };
     let mut bytes = 0u64;
-    let mut open = false;
+    let mut open: Option<Option<u32>> = None;
     for i in small {
         let size = files[i].node.size;
+        let pack = first_pack(i);
+        let fits = if whole_packs {
+            open == Some(pack)
+        } else {
+            open.is_some() && bytes + size <= 4 << 20
+        };
         match out.last_mut() {
-            Some(unit) if open && bytes + size <= 4 << 20 && unit.len() < 256 => unit.push(i),
+            Some(unit) if fits && unit.len() < 1024 => unit.push(i),
             _ => {
                 out.push(vec![i]);
-                open = true;
+                open = Some(pack);
                 bytes = 0;
             }
         }

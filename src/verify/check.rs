@@ -271,7 +271,8 @@ async fn check_locked(
                 run: format!("check --read-data ({})", report.read_data),
                 host: crate::sys::hostname(),
                 packs: read.clean,
-                files: Vec::new(),
+                snapshot: None,
+                files: String::new(),
             };
             ledger::record(repo, &record).await?;
         }

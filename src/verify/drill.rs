@@ -23,7 +23,7 @@ use crate::repo::ids::{FileHash, SnapshotId};
 use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
 use crate::storage::S3Options;
 
-use super::ledger::{self, Ledger, LedgerRecord, VerifiedFile};
+use super::ledger::{self, Ledger, LedgerRecord};
 
 pub use sandbox::{CommandOutcome, Confinement, sandbox_exec};
 pub use source::SourceComparison;
@@ -244,7 +244,9 @@ async fn drill_locked(
     // The files.
     let (index, _) = repo.load_index().await?;
     let index = Arc::new(index);
-    let trees = TreeLoader::new(repo.clone(), index.clone());
+    // Tree packs are read whole here: they are verified at level 1 as they are read.
+    let tree_packs = Arc::new(crate::repo::PackVerifier::default());
+    let trees = TreeLoader::new(repo.clone(), index.clone()).with_verifier(tree_packs.clone());
     let full = crate::restore::plan(&trees, &snapshot.tree, &[])
         .await
         .map_err(|e| cannot(format!("the snapshot cannot be listed: {e}")))?;
@@ -281,6 +283,11 @@ async fn drill_locked(
         });
     }
 
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        files = chosen.files.len(),
+        "drill: selection made"
+    );
     // Restore and verify levels 1–3 in the confined worker.
     let (sandbox, stale_removed) = sandbox::Sandbox::create(&opts.scratch).map_err(|e| {
         cannot(format!(
@@ -288,6 +295,11 @@ async fn drill_locked(
             opts.scratch.display()
         ))
     })?;
+    let selected = select::restrict(
+        full.clone(),
+        (plan.selection != Selection::All).then_some(&chosen.files[..]),
+    );
+    let (dirs, files) = worker::to_wire(&selected);
     let job = worker::Job {
         url: opts.url.clone(),
         s3_endpoint: opts.s3.endpoint.clone(),
@@ -295,7 +307,8 @@ async fn drill_locked(
         s3_path_style: opts.s3.path_style,
         password: opts.password.expose().to_string(),
         snapshot: snapshot_id,
-        selected: (plan.selection != Selection::All).then(|| chosen.files.clone()),
+        dirs,
+        files,
         sandbox: sandbox.path().to_path_buf(),
         target: sandbox.restore_dir(),
         threads: opts.threads,
@@ -319,7 +332,10 @@ async fn drill_locked(
             )
         }
         Err(why) => return Err(cannot(why)),
-        Ok(out) => {
+        Ok(mut out) => {
+            let (tree_ok, tree_failed) = tree_packs.results();
+            out.packs_ok.extend(tree_ok);
+            out.packs_failed.extend(tree_failed);
             for (pack, detail) in &out.packs_failed {
                 failures.push(DrillFailure {
                     level: 1,
@@ -393,6 +409,10 @@ async fn drill_locked(
             (restore, levels, out.confinement, ok_files, out.packs_ok)
         }
     };
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "drill: restore and levels 1-3 done"
+    );
     let mut checks = Vec::new();
 
     // Level 4.
@@ -474,7 +494,15 @@ async fn drill_locked(
             humantime::format_duration(Duration::from_secs(objective_s.unwrap_or_default() as u64))
         ));
     }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "drill: checks done"
+    );
     let removed = sandbox.remove().is_ok();
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "drill: sandbox removed"
+    );
     let report = DrillReport {
         version: crate::repo::format::FORMAT_VERSION,
         plan: plan.name.clone(),
@@ -522,6 +550,10 @@ async fn drill_locked(
             .await?,
     );
     if !packs_ok.is_empty() || !ok_files.is_empty() {
+        let paths: Vec<String> = ok_files
+            .iter()
+            .map(|f| format!("/{}", f.rel.display()))
+            .collect();
         let record = LedgerRecord {
             version: crate::repo::format::FORMAT_VERSION,
             time: started_at,
@@ -529,16 +561,15 @@ async fn drill_locked(
             run: format!("drills/{report_id}"),
             host: crate::sys::hostname(),
             packs: packs_ok,
-            files: ok_files
-                .iter()
-                .map(|f| VerifiedFile {
-                    snapshot: snapshot_id,
-                    path: format!("/{}", f.rel.display()),
-                })
-                .collect(),
+            snapshot: Some(snapshot_id),
+            files: ledger::encode_paths(paths.iter().map(String::as_str)),
         };
         ledger::record(repo, &record).await?;
     }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "drill: recorded"
+    );
     Ok(DrillOutcome { report, report_id })
 }
 

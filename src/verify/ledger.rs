@@ -27,22 +27,38 @@ pub struct LedgerRecord {
     pub host: String,
     /// Packs read back whole and verified at levels 1 and 2.
     pub packs: Vec<PackId>,
-    /// Files restored and verified at level 3, with the snapshot they came from.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub files: Vec<VerifiedFile>,
+    /// The snapshot whose files were restored, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotId>,
+    /// Files restored and verified at level 3, as 8-byte keys of their paths (see
+    /// `path_key`), concatenated, in hex: compact enough for a drill of a million files.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub files: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VerifiedFile {
-    pub snapshot: SnapshotId,
-    pub path: String,
+/// The key a path is recorded under: the first 8 bytes of its blake3.
+pub fn path_key(path: &str) -> u64 {
+    u64::from_le_bytes(
+        blake3::hash(path.as_bytes()).as_bytes()[..8]
+            .try_into()
+            .expect("8 bytes"),
+    )
+}
+
+/// Encode verified paths for a record.
+pub fn encode_paths<'a>(paths: impl Iterator<Item = &'a str>) -> String {
+    let mut out = String::new();
+    for p in paths {
+        out.push_str(&hex::encode(path_key(p).to_le_bytes()));
+    }
+    out
 }
 
 /// When each pack and path was last verified.
 #[derive(Debug, Default)]
 pub struct Ledger {
     packs: HashMap<PackId, OffsetDateTime>,
-    files: HashMap<String, OffsetDateTime>,
+    files: HashMap<u64, OffsetDateTime>,
     pub records: usize,
 }
 
@@ -53,9 +69,12 @@ impl Ledger {
             let t = self.packs.entry(*p).or_insert(r.time);
             *t = (*t).max(r.time);
         }
-        for f in &r.files {
-            let t = self.files.entry(f.path.clone()).or_insert(r.time);
-            *t = (*t).max(r.time);
+        let mut key = [0u8; 8];
+        for chunk in r.files.as_bytes().chunks_exact(16) {
+            if hex::decode_to_slice(chunk, &mut key).is_ok() {
+                let t = self.files.entry(u64::from_le_bytes(key)).or_insert(r.time);
+                *t = (*t).max(r.time);
+            }
         }
     }
 
@@ -64,7 +83,7 @@ impl Ledger {
     }
 
     pub fn file_verified(&self, path: &str) -> Option<OffsetDateTime> {
-        self.files.get(path).copied()
+        self.files.get(&path_key(path)).copied()
     }
 
     /// Read every record; unreadable records are returned beside the ledger.
@@ -164,10 +183,8 @@ mod tests {
                 run: String::new(),
                 host: "nas".into(),
                 packs: vec![p],
-                files: vec![VerifiedFile {
-                    snapshot: SnapshotId::from_bytes([2; 32]),
-                    path: "/srv/a".into(),
-                }],
+                snapshot: Some(SnapshotId::from_bytes([2; 32])),
+                files: encode_paths(["/srv/a", "/srv/c"].into_iter()),
             });
         }
         assert_eq!(l.pack_verified(&p), Some(at(9)));

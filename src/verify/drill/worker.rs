@@ -5,19 +5,26 @@
 //! stdout.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::repo::Repository;
+use crate::repo::format::tree::Node;
 use crate::repo::ids::{PackId, SnapshotId};
-use crate::repo::{Repository, TreeLoader};
-use crate::restore::{PackVerifier, RestoreProgress, RestoreReport, Verification, write_plan};
+use crate::restore::{
+    PackVerifier, Plan, PlannedFile, RestoreProgress, RestoreReport, Verification, write_plan,
+};
 use crate::storage::{RepoUrl, S3Options, Store};
 
 use super::sandbox::{Confinement, confine_writes};
+
+/// A path (hex of its bytes) and its node.
+pub(super) type WireEntry = (String, Node);
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Job {
@@ -27,8 +34,10 @@ pub(super) struct Job {
     pub s3_path_style: Option<bool>,
     pub password: String,
     pub snapshot: SnapshotId,
-    /// Positions in the snapshot's restore plan of the files to restore; all when `None`.
-    pub selected: Option<Vec<u32>>,
+    /// What to restore: directories and files, paths as hex of their bytes (names need not
+    /// be UTF-8).
+    pub dirs: Vec<WireEntry>,
+    pub files: Vec<WireEntry>,
     pub sandbox: PathBuf,
     pub target: PathBuf,
     pub threads: Option<usize>,
@@ -41,6 +50,53 @@ pub(super) struct Outcome {
     pub packs_failed: Vec<(PackId, String)>,
     pub confinement: Confinement,
     pub restore_ms: u64,
+}
+
+fn to_hex(p: &Path) -> String {
+    hex::encode(p.as_os_str().as_bytes())
+}
+
+fn from_hex(h: &str) -> Result<PathBuf, String> {
+    hex::decode(h)
+        .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
+        .map_err(|e| format!("bad path in the job: {e}"))
+}
+
+/// The job's description of what to restore.
+pub(super) fn to_wire(plan: &Plan) -> (Vec<WireEntry>, Vec<WireEntry>) {
+    let dirs = plan
+        .dirs
+        .iter()
+        .map(|(p, n)| (to_hex(p), n.clone()))
+        .collect();
+    let files = plan
+        .files
+        .iter()
+        .map(|f| (to_hex(&f.rel), f.node.clone()))
+        .collect();
+    (dirs, files)
+}
+
+fn from_wire(job: &Job) -> Result<Plan, String> {
+    Ok(Plan {
+        dirs: job
+            .dirs
+            .iter()
+            .map(|(p, n)| Ok((from_hex(p)?, n.clone())))
+            .collect::<Result<_, String>>()?,
+        files: job
+            .files
+            .iter()
+            .map(|(p, n)| {
+                Ok(PlannedFile {
+                    rel: from_hex(p)?,
+                    node: n.clone(),
+                })
+            })
+            .collect::<Result<_, String>>()?,
+        symlinks: Vec::new(),
+        damaged: Vec::new(),
+    })
 }
 
 /// Run the job in a child process; kill it after `limit`.
@@ -153,18 +209,10 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
             .await
             .map_err(|e| e.to_string())?,
     );
-    let (_, snapshot) = repo
-        .find_snapshot(&job.snapshot.to_hex())
-        .await
-        .map_err(|e| e.to_string())?;
     let (index, _) = repo.load_index().await.map_err(|e| e.to_string())?;
     let index = Arc::new(index);
     let verifier = Arc::new(PackVerifier::default());
-    let trees = TreeLoader::new(repo.clone(), index.clone()).with_verifier(verifier.clone());
-    let full = crate::restore::plan(&trees, &snapshot.tree, &[])
-        .await
-        .map_err(|e| e.to_string())?;
-    let plan = super::select::restrict(full, job.selected.as_deref());
+    let plan = from_wire(job)?;
     let started = Instant::now();
     let verify = Verification {
         packs: Some(verifier.clone()),
