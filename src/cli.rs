@@ -604,7 +604,6 @@ async fn run_drill(
             path_style: g.s3_path_style,
             ..Default::default()
         },
-        password,
         threads: None,
     };
     let outcome = crate::verify::drill::drill(repo, &opts).await?;

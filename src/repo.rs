@@ -200,6 +200,11 @@ impl std::fmt::Debug for Repository {
     }
 }
 
+enum Unlock<'a> {
+    Password(&'a crypto::Secret),
+    Master(crypto::MasterSecret, KeyId),
+}
+
 /// Options for `vouch init`.
 #[derive(Clone, Debug, Default)]
 pub struct InitOptions {
@@ -286,6 +291,29 @@ impl Repository {
 
     /// Open the repository at `store` with `password`.
     pub async fn open(store: Store, password: &crypto::Secret) -> Result<Repository, RepoError> {
+        Self::open_with(store, Unlock::Password(password)).await
+    }
+
+    /// Open with the master secret of an already open repository: the drill worker, a child
+    /// of the process that opened it, skips the passphrase KDF this way.
+    pub(crate) async fn open_with_master(
+        store: Store,
+        master: [u8; 32],
+        key_id: KeyId,
+    ) -> Result<Repository, RepoError> {
+        Self::open_with(
+            store,
+            Unlock::Master(crypto::MasterSecret::from_bytes(master), key_id),
+        )
+        .await
+    }
+
+    /// The master secret, to hand to the drill worker over a pipe.
+    pub(crate) fn master_bytes(&self) -> [u8; 32] {
+        *self.master.as_bytes()
+    }
+
+    async fn open_with(store: Store, unlock: Unlock<'_>) -> Result<Repository, RepoError> {
         let sealed_config = match store.get("config").await {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
@@ -295,7 +323,10 @@ impl Repository {
             }
             Err(e) => return Err(e.into()),
         };
-        let (key_id, master) = keyring::unlock(&store, password).await?;
+        let (key_id, master) = match unlock {
+            Unlock::Password(password) => keyring::unlock(&store, password).await?,
+            Unlock::Master(master, key_id) => (key_id, master),
+        };
         let keys = Arc::new(Keys::derive(&master));
         let corrupt = |detail: String| RepoError::Corrupt {
             url: store.url().to_string(),

@@ -32,6 +32,9 @@ pub struct Verification {
     /// Write a damaged file out with its unreadable parts zero-filled and report the hash
     /// of what was written, instead of removing it (drills report expected against actual).
     pub keep_damaged: bool,
+    /// Leave owners, permissions and times alone: a drill's sandbox is checked for content
+    /// and then removed.
+    pub skip_metadata: bool,
 }
 
 /// Write `plan` under `target`. Blocks; call it from a thread outside the runtime.
@@ -106,7 +109,9 @@ pub fn write_plan(
     report.mismatches = out.mismatches;
     report.damaged.extend(out.damaged);
     report.warnings.extend(out.warnings);
-    set_dir_meta(target, &plan.dirs, root, threads, &mut report.warnings);
+    if !verify.skip_metadata {
+        set_dir_meta(target, &plan.dirs, root, threads, &mut report.warnings);
+    }
     Ok(report)
 }
 
@@ -278,13 +283,15 @@ fn write_files(
                             Ok(written) => {
                                 out.files += 1;
                                 out.bytes += file.node.size;
-                                apply_file_meta(
-                                    &written,
-                                    &path,
-                                    &file.node,
-                                    root,
-                                    &mut out.warnings,
-                                );
+                                if !verify.skip_metadata {
+                                    apply_file_meta(
+                                        &written,
+                                        &path,
+                                        &file.node,
+                                        root,
+                                        &mut out.warnings,
+                                    );
+                                }
                             }
                             Err(failure) => {
                                 record_failure(failure, file, &path, verify.keep_damaged, &mut out)

@@ -43,7 +43,6 @@ pub struct DrillOptions {
     pub trigger: String,
     pub url: String,
     pub s3: S3Options,
-    pub password: crate::Secret,
     pub threads: Option<usize>,
 }
 
@@ -305,7 +304,8 @@ async fn drill_locked(
         s3_endpoint: opts.s3.endpoint.clone(),
         s3_region: opts.s3.region.clone(),
         s3_path_style: opts.s3.path_style,
-        password: opts.password.expose().to_string(),
+        master: hex::encode(repo.master_bytes()),
+        key_id: repo.key_id(),
         snapshot: snapshot_id,
         dirs,
         files,

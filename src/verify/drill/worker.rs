@@ -32,7 +32,9 @@ pub(super) struct Job {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_path_style: Option<bool>,
-    pub password: String,
+    /// The repository's master secret, hex: the parent has opened it already.
+    pub master: String,
+    pub key_id: crate::repo::ids::KeyId,
     pub snapshot: SnapshotId,
     /// What to restore: directories and files, paths as hex of their bytes (names need not
     /// be UTF-8).
@@ -204,8 +206,11 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
         ..Default::default()
     };
     let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
+    let mut master = [0u8; 32];
+    hex::decode_to_slice(&job.master, &mut master)
+        .map_err(|e| format!("bad key in the job: {e}"))?;
     let repo = Arc::new(
-        Repository::open(store, &crate::Secret::new(job.password.clone()))
+        Repository::open_with_master(store, master, job.key_id)
             .await
             .map_err(|e| e.to_string())?,
     );
@@ -218,6 +223,7 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
         packs: Some(verifier.clone()),
         blob_ids: true,
         keep_damaged: true,
+        skip_metadata: true,
     };
     let threads = job
         .threads
