@@ -3,12 +3,14 @@
 //! error names the file, the line and the fix.
 
 mod plan;
+mod service;
 mod values;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use plan::{AppCheck, Plan, Selection, SnapshotChoice};
+pub use service::{Config, Keep, RepositoryConfig, Schedule, SmtpConfig, SmtpSecurity, config_path};
 pub use values::{parse_duration, parse_size};
 
 /// A configuration mistake, located.

@@ -6,6 +6,7 @@
 pub mod clock;
 pub mod config;
 pub mod repo;
+pub mod schedule;
 pub mod storage;
 pub mod sys;
 
