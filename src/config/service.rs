@@ -201,20 +201,21 @@ pub fn config_path(explicit: Option<&Path>) -> PathBuf {
 
 fn relative_to(base: &Path, p: &str) -> PathBuf {
     let p = PathBuf::from(p);
-    if p.is_absolute() {
-        p
-    } else {
-        base.join(p)
-    }
+    if p.is_absolute() { p } else { base.join(p) }
 }
 
-fn check_file(src: &Source, value: &Spanned<String>, base: &Path, what: &str) -> Result<PathBuf, ConfigError> {
+fn check_file(
+    src: &Source,
+    value: &Spanned<String>,
+    base: &Path,
+    what: &str,
+) -> Result<PathBuf, ConfigError> {
     let p = relative_to(base, value.get_ref());
     if !p.is_file() {
         return Err(src.error(
             value.span(),
             format!("{what} {:?} does not exist", value.get_ref()),
-            format!("create it (the secret on its first line, chmod 600), or correct the path"),
+            "create it (the secret on its first line, chmod 600), or correct the path",
         ));
     }
     Ok(p)
@@ -268,14 +269,25 @@ impl Config {
             }
         };
         if raw.school.get_ref().trim().is_empty() {
-            push(Err(src.error(raw.school.span(), "school is empty", "write the school's name, as the evidence report should show it")));
+            push(Err(src.error(
+                raw.school.span(),
+                "school is empty",
+                "write the school's name, as the evidence report should show it",
+            )));
         }
-        let time_zone_name = raw.time_zone.as_ref().map_or("Europe/London".to_string(), |t| t.get_ref().clone());
+        let time_zone_name = raw
+            .time_zone
+            .as_ref()
+            .map_or("Europe/London".to_string(), |t| t.get_ref().clone());
         let time_zone = match jiff::tz::TimeZone::get(&time_zone_name) {
             Ok(tz) => tz,
             Err(_) => {
                 let span = raw.time_zone.as_ref().map(|t| t.span()).unwrap_or(0..0);
-                push(Err(src.error(span, format!("time_zone {time_zone_name:?} is not a known time zone"), "write an IANA name such as \"Europe/London\"")));
+                push(Err(src.error(
+                    span,
+                    format!("time_zone {time_zone_name:?} is not a known time zone"),
+                    "write an IANA name such as \"Europe/London\"",
+                )));
                 jiff::tz::TimeZone::UTC
             }
         };
@@ -284,7 +296,11 @@ impl Config {
             let span = r.span();
             let r = r.get_ref();
             if let Err(e) = crate::storage::RepoUrl::parse(r.url.get_ref()) {
-                push(Err(src.error(r.url.span(), format!("[repositories.{name}] url: {e}"), "")));
+                push(Err(src.error(
+                    r.url.span(),
+                    format!("[repositories.{name}] url: {e}"),
+                    "",
+                )));
             }
             let password_file = match check_file(&src, &r.password_file, &base, "password_file") {
                 Ok(p) => p,
@@ -303,7 +319,9 @@ impl Config {
                 },
                 None => None,
             };
-            if r.access_key_id.is_some() != secret_access_key_file.is_some() && r.secret_access_key_file.is_none() {
+            if r.access_key_id.is_some() != secret_access_key_file.is_some()
+                && r.secret_access_key_file.is_none()
+            {
                 push(Err(src.error(span.clone(), format!("[repositories.{name}] has access_key_id without secret_access_key_file"), "add secret_access_key_file, or leave both out to use the AWS environment variables")));
             }
             repositories.insert(
@@ -330,7 +348,11 @@ impl Config {
                     Some("tls") => SmtpSecurity::Tls,
                     Some("none") => SmtpSecurity::None,
                     Some(other) => {
-                        let span = s.security.as_ref().map(|x| x.span()).unwrap_or(span.clone());
+                        let span = s
+                            .security
+                            .as_ref()
+                            .map(|x| x.span())
+                            .unwrap_or(span.clone());
                         push(Err(src.error(span, format!("security = {other:?} is not a choice"), "write \"starttls\" (port 587), \"tls\" (port 465) or \"none\" (a relay on the local network)")));
                         SmtpSecurity::StartTls
                     }
@@ -350,7 +372,11 @@ impl Config {
                     SmtpSecurity::StartTls => 587,
                     SmtpSecurity::None => 25,
                 });
-                let from = s.from.clone().or(raw.mail.from.clone()).unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
+                let from = s
+                    .from
+                    .clone()
+                    .or(raw.mail.from.clone())
+                    .unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
                 Some(SmtpConfig {
                     host: s.host.clone(),
                     port,
@@ -362,24 +388,47 @@ impl Config {
             }
         };
         let reminder = match &raw.alerts.reminder {
-            Some(r) => parse_duration(r.get_ref()).map_err(|m| src.error(r.span(), m, "")).unwrap_or_else(|e| {
-                errors_push(&mut push, e);
-                Duration::from_secs(86400)
-            }),
+            Some(r) => parse_duration(r.get_ref())
+                .map_err(|m| src.error(r.span(), m, ""))
+                .unwrap_or_else(|e| {
+                    errors_push(&mut push, e);
+                    Duration::from_secs(86400)
+                }),
             None => Duration::from_secs(86400),
         };
         let evidence_cron = match &raw.evidence.cron {
             Some(c) => Cron::parse(c.get_ref()).unwrap_or_else(|m| {
-                push(Err(src.error(c.span(), format!("[evidence] cron {:?} is not a cron expression: {m}", c.get_ref()), CRON_FIX)));
+                push(Err(src.error(
+                    c.span(),
+                    format!(
+                        "[evidence] cron {:?} is not a cron expression: {m}",
+                        c.get_ref()
+                    ),
+                    CRON_FIX,
+                )));
                 Cron::parse("0 8 1 9 *").expect("valid")
             }),
             None => Cron::parse("0 8 1 9 *").expect("valid"),
         };
-        let state_dir = raw.state_dir.as_deref().map_or(PathBuf::from("/var/lib/vouch"), |p| relative_to(&base, p));
-        let mail_folder = raw.mail.folder.as_deref().map_or(state_dir.join("mail"), |p| relative_to(&base, p));
-        let from = smtp.as_ref().map(|s| s.from.clone()).or(raw.mail.from.clone()).unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
+        let state_dir = raw
+            .state_dir
+            .as_deref()
+            .map_or(PathBuf::from("/var/lib/vouch"), |p| relative_to(&base, p));
+        let mail_folder = raw
+            .mail
+            .folder
+            .as_deref()
+            .map_or(state_dir.join("mail"), |p| relative_to(&base, p));
+        let from = smtp
+            .as_ref()
+            .map(|s| s.from.clone())
+            .or(raw.mail.from.clone())
+            .unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
         let schedules_dir = relative_to(&base, raw.schedules_dir.as_deref().unwrap_or("schedules"));
-        let plans_dir = relative_to(&base, raw.restore_tests_dir.as_deref().unwrap_or("restore-tests"));
+        let plans_dir = relative_to(
+            &base,
+            raw.restore_tests_dir.as_deref().unwrap_or("restore-tests"),
+        );
         let schedules = load_schedules(&schedules_dir, &repositories, &time_zone, errors);
         let plans = load_plans(&plans_dir, &repositories, &schedules, errors);
         Some(Config {
@@ -388,7 +437,10 @@ impl Config {
             state_dir,
             time_zone,
             time_zone_name,
-            scratch_dir: raw.scratch_dir.as_deref().map_or(std::env::temp_dir(), |p| relative_to(&base, p)),
+            scratch_dir: raw
+                .scratch_dir
+                .as_deref()
+                .map_or(std::env::temp_dir(), |p| relative_to(&base, p)),
             repositories,
             smtp,
             mail_folder,
@@ -487,7 +539,10 @@ fn load_plans(
                         errors.push(ConfigError {
                             file: file.clone(),
                             line: line_of("schedule"),
-                            message: format!("schedule = {s:?} is not a schedule in schedules/ (there are {})", known(schedules.iter().map(|s| &s.name))),
+                            message: format!(
+                                "schedule = {s:?} is not a schedule in schedules/ (there are {})",
+                                known(schedules.iter().map(|s| &s.name))
+                            ),
                             fix: "use one of those names, or paths = [...]".into(),
                         });
                     }
@@ -512,7 +567,11 @@ fn load_plans(
 
 fn known<'a>(names: impl Iterator<Item = &'a String>) -> String {
     let v: Vec<String> = names.map(|n| format!("{n:?}")).collect();
-    if v.is_empty() { "none".into() } else { v.join(", ") }
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
 }
 
 impl Schedule {
@@ -536,22 +595,37 @@ impl Schedule {
         if !repositories.contains_key(raw.repository.get_ref()) {
             errors.push(src.error(
                 raw.repository.span(),
-                format!("repository = {:?} is not in vouch.toml's [repositories] (it has {})", raw.repository.get_ref(), known(repositories.keys())),
+                format!(
+                    "repository = {:?} is not in vouch.toml's [repositories] (it has {})",
+                    raw.repository.get_ref(),
+                    known(repositories.keys())
+                ),
                 "use one of those names, or add a [repositories.NAME] table to vouch.toml",
             ));
         }
         if raw.paths.get_ref().is_empty() {
-            errors.push(src.error(raw.paths.span(), "paths is empty", "list the shares to back up, like [\"/volume1/staff\"]"));
+            errors.push(src.error(
+                raw.paths.span(),
+                "paths is empty",
+                "list the shares to back up, like [\"/volume1/staff\"]",
+            ));
         }
         for p in raw.paths.get_ref() {
             if !p.starts_with('/') {
-                errors.push(src.error(raw.paths.span(), format!("path {p:?} is not absolute"), "write the full path, like \"/volume1/staff\""));
+                errors.push(src.error(
+                    raw.paths.span(),
+                    format!("path {p:?} is not absolute"),
+                    "write the full path, like \"/volume1/staff\"",
+                ));
             }
         }
         if let Err(e) = crate::backup::Excludes::new(&raw.exclude) {
             errors.push(ConfigError {
                 file: file.to_path_buf(),
-                line: text.lines().position(|l| l.trim_start().starts_with("exclude")).map_or(0, |i| i + 1),
+                line: text
+                    .lines()
+                    .position(|l| l.trim_start().starts_with("exclude"))
+                    .map_or(0, |i| i + 1),
                 message: e.to_string(),
                 fix: "patterns are globs: \"Thumbs.db\", \"~$*\", \"/volume1/staff/tmp/**\"".into(),
             });
@@ -559,7 +633,14 @@ impl Schedule {
         let cron = match Cron::parse(raw.cron.get_ref()) {
             Ok(c) => Some(c),
             Err(m) => {
-                errors.push(src.error(raw.cron.span(), format!("cron {:?} is not a cron expression: {m}", raw.cron.get_ref()), CRON_FIX));
+                errors.push(src.error(
+                    raw.cron.span(),
+                    format!(
+                        "cron {:?} is not a cron expression: {m}",
+                        raw.cron.get_ref()
+                    ),
+                    CRON_FIX,
+                ));
                 None
             }
         };
@@ -601,11 +682,20 @@ impl Schedule {
             return Err(errors);
         }
         Ok(Schedule {
-            name: raw.name.clone().unwrap_or_else(|| file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()),
+            name: raw.name.clone().unwrap_or_else(|| {
+                file.file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            }),
             file: file.to_path_buf(),
             repository: raw.repository.into_inner(),
             label: raw.label,
-            paths: raw.paths.into_inner().into_iter().map(PathBuf::from).collect(),
+            paths: raw
+                .paths
+                .into_inner()
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
             exclude: raw.exclude,
             tags: raw.tags,
             cron: cron.expect("checked"),
@@ -644,19 +734,30 @@ mod tests {
     }
 
     const GOOD: &str = "school = \"Preston Primary\"\n[repositories.offsite]\nurl = \"/srv/backups\"\npassword_file = \"offsite.pass\"\n";
-    const SCHEDULE: &str = "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n";
+    const SCHEDULE: &str =
+        "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n";
 
     fn messages(dir: &tempfile::TempDir) -> Vec<String> {
         let (_, errors) = Config::check_all(&dir.path().join("vouch.toml"));
         errors
             .iter()
-            .map(|e| e.to_string().replace(&format!("{}/", dir.path().display()), ""))
+            .map(|e| {
+                e.to_string()
+                    .replace(&format!("{}/", dir.path().display()), "")
+            })
             .collect()
     }
 
     #[test]
     fn a_good_configuration_loads_with_its_schedules_and_plans() {
-        let dir = setup(GOOD, &[("staff.toml", SCHEDULE)], &[("monthly.toml", "repository = \"offsite\"\nschedule = \"staff\"\n[select]\npercent = 5\n")]);
+        let dir = setup(
+            GOOD,
+            &[("staff.toml", SCHEDULE)],
+            &[(
+                "monthly.toml",
+                "repository = \"offsite\"\nschedule = \"staff\"\n[select]\npercent = 5\n",
+            )],
+        );
         let c = Config::load(&dir.path().join("vouch.toml")).unwrap();
         assert_eq!(c.school, "Preston Primary");
         assert_eq!(c.time_zone_name, "Europe/London");
@@ -671,11 +772,23 @@ mod tests {
         let dir = setup(
             "school = \"Preston Primary\"\ntime_zone = \"Europe/Londres\"\n[repositories.offsite]\nurl = \"/srv/backups\"\npassword_file = \"missing.pass\"\n",
             &[
-                ("bad-cron.toml", "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * *\"\nrpo = \"26h\"\n"),
-                ("unknown-repo.toml", "repository = \"usb\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n"),
-                ("short-rpo.toml", "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"12h\"\n"),
+                (
+                    "bad-cron.toml",
+                    "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * *\"\nrpo = \"26h\"\n",
+                ),
+                (
+                    "unknown-repo.toml",
+                    "repository = \"usb\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n",
+                ),
+                (
+                    "short-rpo.toml",
+                    "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"12h\"\n",
+                ),
             ],
-            &[("plan.toml", "repository = \"nowhere\"\n[select]\nall = true\n")],
+            &[(
+                "plan.toml",
+                "repository = \"nowhere\"\n[select]\nall = true\n",
+            )],
         );
         let m = messages(&dir);
         let expect = [
@@ -687,17 +800,28 @@ mod tests {
             "restore-tests/plan.toml:1: repository = \"nowhere\" is not in vouch.toml's [repositories]",
         ];
         for e in expect {
-            assert!(m.iter().any(|x| x.starts_with(e)), "missing {e:?} in\n{}", m.join("\n"));
+            assert!(
+                m.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in\n{}",
+                m.join("\n")
+            );
         }
         assert_eq!(m.len(), expect.len(), "{}", m.join("\n"));
-        assert!(m.iter().all(|x| x.contains(" (")), "every message carries a fix: {m:?}");
+        assert!(
+            m.iter().all(|x| x.contains(" (")),
+            "every message carries a fix: {m:?}"
+        );
     }
 
     #[test]
     fn the_shipped_examples_need_only_the_nas_secrets() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(root.join("deploy/vouch.toml"), dir.path().join("vouch.toml")).unwrap();
+        std::fs::copy(
+            root.join("deploy/vouch.toml"),
+            dir.path().join("vouch.toml"),
+        )
+        .unwrap();
         for sub in ["schedules", "restore-tests"] {
             std::fs::create_dir(dir.path().join(sub)).unwrap();
             for e in std::fs::read_dir(root.join(sub)).unwrap() {
@@ -712,6 +836,10 @@ mod tests {
             .filter(|m| !m.contains("/etc/vouch/") || !m.contains("does not exist"))
             .collect();
         assert!(unexpected.is_empty(), "{unexpected:#?}");
-        assert_eq!(errors.len(), 2, "offsite.pass and smtp.pass, which live on the NAS: {errors:#?}");
+        assert_eq!(
+            errors.len(),
+            2,
+            "offsite.pass and smtp.pass, which live on the NAS: {errors:#?}"
+        );
     }
 }

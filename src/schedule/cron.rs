@@ -22,17 +22,29 @@ pub struct Cron {
     text: String,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const WEEKDAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
-fn field(text: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<(u64, bool), String> {
+fn field(
+    text: &str,
+    min: u32,
+    max: u32,
+    names: &[&str],
+    what: &str,
+) -> Result<(u64, bool), String> {
     let value = |v: &str| -> Result<u32, String> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
             return Ok(i as u32 + min);
         }
         let n: u32 = v.parse().map_err(|_| format!("{v:?} is not a {what}"))?;
         // Day of week 7 is Sunday too.
-        let n = if what == "day of the week" && n == 7 { 0 } else { n };
+        let n = if what == "day of the week" && n == 7 {
+            0
+        } else {
+            n
+        };
         if n < min || n > max {
             return Err(format!("{what} {n} is out of range {min}-{max}"));
         }
@@ -42,7 +54,11 @@ fn field(text: &str, min: u32, max: u32, names: &[&str], what: &str) -> Result<(
     for part in text.split(',') {
         let (range, step) = match part.split_once('/') {
             Some((r, s)) => {
-                let step: u32 = s.parse().ok().filter(|s| *s > 0).ok_or(format!("step {s:?} is not a positive number"))?;
+                let step: u32 = s
+                    .parse()
+                    .ok()
+                    .filter(|s| *s > 0)
+                    .ok_or(format!("step {s:?} is not a positive number"))?;
                 (r, step)
             }
             None => (part, 1),
@@ -159,7 +175,9 @@ impl Cron {
     /// The longest time between two firings over the next year from `from`: what an RPO must
     /// exceed.
     pub fn longest_gap(&self, from: Timestamp, tz: &TimeZone) -> Option<jiff::SignedDuration> {
-        let end = from.checked_add(jiff::SignedDuration::from_hours(24 * 400)).ok()?;
+        let end = from
+            .checked_add(jiff::SignedDuration::from_hours(24 * 400))
+            .ok()?;
         let mut t = self.next_after(from, tz)?;
         let mut longest = jiff::SignedDuration::ZERO;
         while t < end {
@@ -191,15 +209,25 @@ mod tests {
         assert!(Cron::parse("@daily").is_ok());
         assert!(Cron::parse("0 0 1 * * *").unwrap_err().contains("not five"));
         assert!(Cron::parse("61 1 * * *").unwrap_err().contains("minute 61"));
-        assert!(Cron::parse("0 1 * * funday").unwrap_err().contains("funday"));
+        assert!(
+            Cron::parse("0 1 * * funday")
+                .unwrap_err()
+                .contains("funday")
+        );
     }
 
     #[test]
     fn a_nightly_job_fires_at_local_time_in_winter_and_summer() {
         let c = Cron::parse("0 1 * * *").unwrap();
         // 01:00 GMT is 01:00 UTC in January, 01:00 BST is 00:00 UTC in July.
-        assert_eq!(c.next_after(at("2026-01-10T12:00:00Z"), &london()), Some(at("2026-01-11T01:00:00Z")));
-        assert_eq!(c.next_after(at("2026-07-10T12:00:00Z"), &london()), Some(at("2026-07-11T00:00:00Z")));
+        assert_eq!(
+            c.next_after(at("2026-01-10T12:00:00Z"), &london()),
+            Some(at("2026-01-11T01:00:00Z"))
+        );
+        assert_eq!(
+            c.next_after(at("2026-07-10T12:00:00Z"), &london()),
+            Some(at("2026-07-11T00:00:00Z"))
+        );
     }
 
     #[test]
@@ -207,22 +235,41 @@ mod tests {
         // 2026-03-29: clocks go from 01:00 GMT to 02:00 BST. 01:30 never happens.
         let c = Cron::parse("30 1 * * *").unwrap();
         let fire = c.next_after(at("2026-03-28T12:00:00Z"), &london()).unwrap();
-        assert_eq!(fire, at("2026-03-29T01:00:00Z"), "fires at 02:00 BST, right after the jump");
-        assert_eq!(c.next_after(fire, &london()), Some(at("2026-03-30T00:30:00Z")));
+        assert_eq!(
+            fire,
+            at("2026-03-29T01:00:00Z"),
+            "fires at 02:00 BST, right after the jump"
+        );
+        assert_eq!(
+            c.next_after(fire, &london()),
+            Some(at("2026-03-30T00:30:00Z"))
+        );
         // 2026-10-25: clocks go from 02:00 BST back to 01:00 GMT. 01:30 happens twice.
         let first = c.next_after(at("2026-10-24T12:00:00Z"), &london()).unwrap();
         assert_eq!(first, at("2026-10-25T00:30:00Z"), "01:30 BST");
-        assert_eq!(c.next_after(first, &london()), Some(at("2026-10-26T01:30:00Z")), "not again at 01:30 GMT");
+        assert_eq!(
+            c.next_after(first, &london()),
+            Some(at("2026-10-26T01:30:00Z")),
+            "not again at 01:30 GMT"
+        );
     }
 
     #[test]
     fn the_longest_gap_of_a_weekday_schedule_is_the_weekend() {
         let c = Cron::parse("0 1 * * 1-5").unwrap();
         // Friday 01:00 to Monday 01:00; 73 hours across the October change.
-        let gap = c.longest_gap(at("2026-01-01T00:00:00Z"), &london()).unwrap();
+        let gap = c
+            .longest_gap(at("2026-01-01T00:00:00Z"), &london())
+            .unwrap();
         assert_eq!(gap.as_hours(), 73);
         // 25 hours once a year, across the October change.
         let daily = Cron::parse("0 1 * * *").unwrap();
-        assert_eq!(daily.longest_gap(at("2026-01-01T00:00:00Z"), &london()).unwrap().as_hours(), 25);
+        assert_eq!(
+            daily
+                .longest_gap(at("2026-01-01T00:00:00Z"), &london())
+                .unwrap()
+                .as_hours(),
+            25
+        );
     }
 }
