@@ -46,6 +46,9 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file, ignoring the parent snapshot.
     pub force_read: bool,
+    /// Set from outside to stop the backup: it stops reading, stores nothing as a snapshot
+    /// (what was uploaded is reused by the next backup), and returns `Interrupted`.
+    pub abort: Option<Arc<AtomicBool>>,
 }
 
 /// The result of a backup that ran to the end.
@@ -77,6 +80,10 @@ pub enum BackupError {
         "backup stopped: {0}; nothing was recorded as a snapshot, and the next backup will resume from the last complete one"
     )]
     Storage(#[from] StorageError),
+    #[error(
+        "backup stopped before the end (the service was shutting down); nothing was recorded as a snapshot, and the next backup reuses what was stored"
+    )]
+    Interrupted,
 }
 
 /// Make a source path absolute and clean; refuse `..`.
@@ -233,6 +240,7 @@ async fn run(
         stats: Stats::default(),
         chunk_buffers: Arc::new(pipeline::BufferPool::new(threads * 3 + 2, usize::MAX)),
         pack_buffers: Arc::new(pipeline::BufferPool::new(threads + 2, usize::MAX)),
+        abort: opts.abort.clone(),
     };
     let source_tree = SourceTree::new(paths);
     let (summary, root, shared) = tokio::task::spawn_blocking(move || {
@@ -260,6 +268,9 @@ async fn run(
 
     if let Some(err) = shared.failure.lock().expect("failure").take() {
         return Err(err.into());
+    }
+    if shared.aborted() {
+        return Err(BackupError::Interrupted);
     }
     let root = root.ok_or_else(|| BackupError::SourceInvalid {
         path: path_strings.join(", "),
@@ -338,6 +349,7 @@ fn run_threads(
             next_seq: 0,
             stats: Default::default(),
             cancelled: &shared.cancelled,
+            abort: shared.abort.as_deref(),
         };
         walker.walk_sources(source_tree, Path::new("/"), parent_root);
         let Walker {

@@ -3,6 +3,7 @@
 //! some files were unreadable, 4 verification found damage.
 
 mod progress;
+mod service;
 pub(crate) mod show;
 mod show_drill;
 
@@ -44,6 +45,9 @@ pub struct Cli {
 
 #[derive(Args, Debug, Clone)]
 struct GlobalArgs {
+    /// vouch.toml (default: $VOUCH_CONFIG, else /etc/vouch/vouch.toml)
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     /// Repository: a local path, file:///path or s3://bucket/prefix
     #[arg(long, short = 'r', global = true, env = "VOUCH_REPOSITORY")]
     repo: Option<String>,
@@ -176,11 +180,77 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Check vouch.toml, the schedules and the restore-test plans
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Run one schedule or restore-test plan now (or check-freshness), journal it, send what
+    /// is due, and exit: for a NAS whose own scheduler calls vouch
+    Run {
+        /// A schedule or plan name from the configuration, or check-freshness
+        job: String,
+        /// Who ran it, for the journal (default: the system user)
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// Every schedule and plan: last run, outcome, next run, freshness against the RPO
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The journal of runs: list, show, verify, annotate
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+    /// Emails waiting to be delivered
+    Outbox {
+        /// Delivered ones too
+        #[arg(long)]
+        all: bool,
+        /// Try to deliver what is due now
+        #[arg(long)]
+        flush: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run the service: schedules, drills, monitoring, email
+    Daemon,
     /// Run a self-contained demonstration in a folder
     Demo {
         /// Folder for the sample data, repository and restore (default ./vouch-demo)
         #[arg(long, default_value = "vouch-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Validate everything and report each mistake with its file, line and fix
+    Check,
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalAction {
+    /// Runs, newest last
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run (or annotation) in full
+    Show { run: i64 },
+    /// Check the hash chain, and against the copy in each repository
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Record what was done about a run (the "resulting actions")
+    Annotate {
+        run: i64,
+        text: String,
+        #[arg(long)]
+        operator: Option<String>,
     },
 }
 
@@ -519,6 +589,27 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await,
+        Command::Config {
+            action: ConfigAction::Check,
+        } => service::config_check(g.config.as_deref()),
+        Command::Run { job, operator } => service::run(g.config.as_deref(), &job, operator).await,
+        Command::Status { json } => service::status(g.config.as_deref(), json).await,
+        Command::Journal { action } => match action {
+            JournalAction::List { json } => service::journal_list(g.config.as_deref(), json),
+            JournalAction::Show { run } => service::journal_show(g.config.as_deref(), run),
+            JournalAction::Verify { json } => {
+                service::journal_verify(g.config.as_deref(), json).await
+            }
+            JournalAction::Annotate {
+                run,
+                text,
+                operator,
+            } => service::journal_annotate(g.config.as_deref(), run, &text, operator).await,
+        },
+        Command::Outbox { all, flush, json } => {
+            service::outbox(g.config.as_deref(), all, flush, json).await
+        }
+        Command::Daemon => service::daemon(g.config.as_deref()).await,
         Command::Drill {
             plan,
             scratch,
@@ -575,13 +666,32 @@ async fn run_drill(
                 plan.file.display()
             );
         };
-        if !(repo.contains("://") || repo.starts_with('/') || repo.starts_with('.')) {
-            bail!(
-                "{}: repository {repo:?} is a name from vouch.toml, which this version does not read yet: write the repository URL in the plan, or give --repo",
-                plan.file.display()
-            );
+        if repo.contains("://") || repo.starts_with('/') || repo.starts_with('.') {
+            g.repo = Some(repo);
+        } else {
+            // A name: vouch.toml says where it is and how to open it.
+            let path = crate::config::config_path(g.config.as_deref());
+            let config = crate::config::Config::load(&path).with_context(|| {
+                format!(
+                    "{}: repository {repo:?} is a name from vouch.toml",
+                    plan.file.display()
+                )
+            })?;
+            let rc = config.repositories.get(&repo).with_context(|| {
+                format!(
+                    "{}: repository {repo:?} is not in {}",
+                    plan.file.display(),
+                    path.display()
+                )
+            })?;
+            g.repo = Some(rc.url.clone());
+            g.s3_endpoint = g.s3_endpoint.or(rc.s3_endpoint.clone());
+            g.s3_region = g.s3_region.or(rc.s3_region.clone());
+            g.s3_path_style = g.s3_path_style.or(rc.s3_path_style);
+            if g.password_file.is_none() {
+                g.password_file = Some(rc.password_file.clone());
+            }
         }
-        g.repo = Some(repo);
     }
     if g.password_file.is_none() && std::env::var_os("VOUCH_PASSWORD").is_none() {
         g.password_file = plan.password_file.clone();

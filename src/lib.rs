@@ -5,6 +5,8 @@
 
 pub mod clock;
 pub mod config;
+pub mod journal;
+pub mod notify;
 pub mod repo;
 pub mod schedule;
 pub mod storage;

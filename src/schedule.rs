@@ -3,3 +3,5 @@
 //! and never runs two jobs on one repository at once.
 
 pub mod cron;
+pub mod daemon;
+pub mod service;

@@ -73,6 +73,8 @@ pub(super) struct Shared {
     pub cancelled: Arc<AtomicBool>,
     pub progress: Arc<BackupProgress>,
     pub stats: Stats,
+    /// Set from outside to stop the backup (the service shutting down).
+    pub abort: Option<Arc<AtomicBool>>,
     /// Recycled chunk buffers (reader → sealer) and pack buffers (sealer → upload).
     pub chunk_buffers: Arc<BufferPool>,
     pub pack_buffers: Arc<BufferPool>,
@@ -133,7 +135,20 @@ impl Shared {
     }
 
     pub fn is_cancelled(&self) -> bool {
+        if self
+            .abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+        {
+            self.cancelled.store(true, Ordering::Relaxed);
+        }
         self.cancelled.load(Ordering::Relaxed)
+    }
+
+    pub fn aborted(&self) -> bool {
+        self.abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed))
     }
 
     /// Store a finished pack in the background; at most `uploads` packs are in flight.

@@ -86,6 +86,7 @@ pub(super) struct Walker<'a> {
     pub next_seq: u64,
     pub stats: WalkStats,
     pub cancelled: &'a std::sync::atomic::AtomicBool,
+    pub abort: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 fn time_ns(secs: i64, nsec: i64) -> i64 {
@@ -249,7 +250,11 @@ impl Walker<'_> {
         names.sort();
         let mut entries = Vec::with_capacity(names.len());
         for (name, child) in names {
-            if self.cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.cancelled.load(std::sync::atomic::Ordering::Relaxed)
+                || self
+                    .abort
+                    .is_some_and(|a| a.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 break;
             }
             if self.excludes.is_excluded(&child) {

@@ -12,4 +12,5 @@ mod format;
 mod locks;
 mod roundtrip;
 mod s3;
+mod service;
 mod support;

@@ -324,3 +324,77 @@ pub fn blob_location(repo: &Path, path: &str) -> (PathBuf, usize) {
         unreachable!()
     })
 }
+
+/// A real SMTP server (aiosmtpd) on a free loopback port, storing what it receives in a
+/// Maildir. Stopped when dropped.
+pub struct Smtp {
+    pub port: u16,
+    pub mbox: PathBuf,
+    child: Option<Child>,
+}
+
+impl Smtp {
+    pub fn start(dir: &Path) -> Smtp {
+        let port = free_port();
+        let mut s = Smtp {
+            port,
+            mbox: dir.join(format!("smtp-{port}.mbox")),
+            child: None,
+        };
+        s.restart();
+        s
+    }
+
+    /// Start (again) on the same port, appending to the same mbox.
+    pub fn restart(&mut self) {
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-l",
+                &format!("127.0.0.1:{}", self.port),
+                "-c",
+                "aiosmtpd.handlers.Mailbox",
+            ])
+            .arg(&self.mbox)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("aiosmtpd must be installed (scripts/test installs it: pip install aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.child = Some(child);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The messages received so far, oldest first, as text (aiosmtpd's Mailbox handler
+    /// keeps a Maildir).
+    pub fn messages(&self) -> Vec<String> {
+        let mut files: Vec<(std::time::SystemTime, PathBuf)> = ["new", "cur"]
+            .iter()
+            .flat_map(|d| files_in(&self.mbox.join(d)))
+            .map(|p| (std::fs::metadata(&p).and_then(|m| m.modified()).unwrap(), p))
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, p)| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Smtp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

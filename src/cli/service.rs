@@ -1,0 +1,523 @@
+//! The service's commands: config check, run, status, journal, outbox, daemon.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock, human};
+use crate::config::{Config, config_path};
+use crate::journal::{Journal, Outcome, Record, Trigger};
+use crate::schedule::daemon::{from_jiff, to_jiff};
+use crate::schedule::service::Service;
+
+use super::{EXIT_DAMAGE, EXIT_FAILED, EXIT_OK};
+
+fn load(explicit: Option<&Path>) -> Result<Config> {
+    let path = config_path(explicit);
+    Ok(Config::load(&path)?)
+}
+
+fn service(explicit: Option<&Path>) -> Result<Service> {
+    let config = load(explicit)?;
+    Ok(Service::new(config, Arc::new(SystemClock))?)
+}
+
+pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
+    let path = config_path(explicit);
+    let (config, errors) = Config::check_all(&path);
+    if !errors.is_empty() {
+        for e in &errors {
+            println!("{e}");
+        }
+        println!("{} mistake(s) in the configuration", errors.len());
+        return Ok(EXIT_FAILED);
+    }
+    let c = config.expect("no errors");
+    let now = to_jiff(SystemClock.now());
+    println!(
+        "{}: ok — {}, time zone {}",
+        path.display(),
+        c.school,
+        c.time_zone_name
+    );
+    println!(
+        "  {} repositor{}: {}",
+        c.repositories.len(),
+        if c.repositories.len() == 1 {
+            "y"
+        } else {
+            "ies"
+        },
+        c.repositories
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for s in &c.schedules {
+        let next = s.cron.next_after(now, &c.time_zone).map(|t| {
+            t.to_zoned(c.time_zone.clone())
+                .strftime("%Y-%m-%d %H:%M %Z")
+                .to_string()
+        });
+        println!(
+            "  schedule {}: {} → {}, cron {:?} (next {}), rpo {}",
+            s.name,
+            s.paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            s.repository,
+            s.cron.text(),
+            next.unwrap_or_default(),
+            humantime::format_duration(s.rpo)
+        );
+    }
+    for p in &c.plans {
+        println!(
+            "  restore test {}: {}",
+            p.name,
+            p.cron
+                .as_deref()
+                .map_or("run by hand".to_string(), |c| format!("cron {c:?}"))
+        );
+    }
+    match &c.smtp {
+        Some(s) => println!(
+            "  mail: SMTP {}:{} to {}",
+            s.host,
+            s.port,
+            c.alerts_to.join(", ")
+        ),
+        None => println!("  mail: written to {} (no [smtp])", c.mail_folder.display()),
+    }
+    if c.alerts_to.is_empty() {
+        println!("  warning: [alerts] to is empty: nobody would hear about a failed backup");
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -> Result<i32> {
+    let service = service(explicit)?;
+    if job == "check-freshness" {
+        service.housekeeping().await?;
+        let stale = service.with_journal(|j| {
+            crate::notify::Monitor::new(j.connection(), &service.config)
+                .and_then(|m| m.incidents(false))
+        })?;
+        let stale: Vec<_> = stale.into_iter().filter(|i| i.kind == "stale").collect();
+        for i in &stale {
+            println!("STALE: {}", i.detail);
+        }
+        if stale.is_empty() {
+            println!("every schedule has a good backup within its RPO");
+        }
+        return Ok(if stale.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_DAMAGE
+        });
+    }
+    let operator = operator.unwrap_or_else(crate::sys::username);
+    let o = service.run_job(job, Trigger::Manual, &operator).await?;
+    println!(
+        "run #{}: {} {} {}: {}",
+        o.seq, o.record.kind, o.record.job, o.record.outcome, o.record.summary
+    );
+    if let Some(e) = &o.record.error {
+        eprintln!("{e}");
+    }
+    let (sent, pending) = service.flush_outbox().await?;
+    if sent + pending > 0 {
+        println!(
+            "mail: {sent} sent to {}, {pending} waiting",
+            service.mailer().describe()
+        );
+    }
+    Ok(o.exit_code)
+}
+
+#[derive(Serialize)]
+struct JobStatus {
+    name: String,
+    kind: &'static str,
+    repository: String,
+    cron: Option<String>,
+    next_run: Option<String>,
+    last_run: Option<i64>,
+    last_outcome: Option<Outcome>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_ended: Option<time::OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_good: Option<time::OffsetDateTime>,
+    rpo_hours: Option<f64>,
+    fresh: Option<bool>,
+}
+
+pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
+    let service = service(explicit)?;
+    let c = &service.config;
+    let now = service.clock.now();
+    let tz = &c.time_zone;
+    let local = |t: time::OffsetDateTime| {
+        to_jiff(t)
+            .to_zoned(tz.clone())
+            .strftime("%Y-%m-%d %H:%M %Z")
+            .to_string()
+    };
+    let runs = service.with_journal(|j| j.runs())?;
+    let mut jobs = Vec::new();
+    for s in &c.schedules {
+        let last = runs.iter().rfind(|(_, r)| r.job == s.name);
+        let good = runs
+            .iter()
+            .filter(|(_, r)| {
+                r.job == s.name && matches!(r.outcome, Outcome::Success | Outcome::Partial)
+            })
+            .map(|(_, r)| r.ended)
+            .max();
+        let rpo = time::Duration::try_from(s.rpo).unwrap_or(time::Duration::days(1));
+        jobs.push(JobStatus {
+            name: s.name.clone(),
+            kind: "backup",
+            repository: s.repository.clone(),
+            cron: Some(s.cron.text().to_string()),
+            next_run: s
+                .cron
+                .next_after(to_jiff(now), tz)
+                .map(|t| local(from_jiff(t))),
+            last_run: last.map(|(seq, _)| *seq),
+            last_outcome: last.map(|(_, r)| r.outcome),
+            last_ended: last.map(|(_, r)| r.ended),
+            last_good: good,
+            rpo_hours: Some(s.rpo.as_secs_f64() / 3600.0),
+            fresh: Some(good.is_some_and(|g| now - g <= rpo)),
+        });
+    }
+    for p in &c.plans {
+        let last = runs.iter().rfind(|(_, r)| r.job == p.name);
+        let passed = runs
+            .iter()
+            .filter(|(_, r)| r.job == p.name && r.outcome == Outcome::Success)
+            .map(|(_, r)| r.ended)
+            .max();
+        let cron = p
+            .cron
+            .as_deref()
+            .and_then(|c| crate::schedule::cron::Cron::parse(c).ok());
+        jobs.push(JobStatus {
+            name: p.name.clone(),
+            kind: "drill",
+            repository: p.repository.clone().unwrap_or_default(),
+            cron: p.cron.clone(),
+            next_run: cron
+                .and_then(|c| c.next_after(to_jiff(now), tz))
+                .map(|t| local(from_jiff(t))),
+            last_run: last.map(|(seq, _)| *seq),
+            last_outcome: last.map(|(_, r)| r.outcome),
+            last_ended: last.map(|(_, r)| r.ended),
+            last_good: passed,
+            rpo_hours: None,
+            fresh: None,
+        });
+    }
+    let incidents = service.with_journal(|j| {
+        crate::notify::Monitor::new(j.connection(), c).and_then(|m| m.incidents(false))
+    })?;
+    let pending = service
+        .with_journal(|j| crate::notify::Outbox::new(j.connection()).and_then(|o| o.pending()))?;
+    if json {
+        #[derive(Serialize)]
+        struct Status<'a> {
+            school: &'a str,
+            jobs: &'a [JobStatus],
+            incidents: &'a [crate::notify::Incident],
+            outbox_pending: usize,
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Status {
+                school: &c.school,
+                jobs: &jobs,
+                incidents: &incidents,
+                outbox_pending: pending
+            })?
+        );
+        return Ok(EXIT_OK);
+    }
+    println!(
+        "{} — vouch on {}, {} ({})",
+        c.school,
+        crate::sys::hostname(),
+        local(now),
+        c.time_zone_name
+    );
+    for j in &jobs {
+        let last = match (j.last_run, j.last_outcome, j.last_ended) {
+            (Some(seq), Some(o), Some(t)) => format!("last run #{seq} {o} at {}", local(t)),
+            _ => "never run".to_string(),
+        };
+        let health = match (j.kind, j.fresh, j.last_good) {
+            ("backup", Some(true), Some(g)) => format!(
+                "last good backup {} ago, RPO {}h: ok",
+                crate::notify::incident::ago(now - g),
+                j.rpo_hours.unwrap_or_default()
+            ),
+            ("backup", _, Some(g)) => format!(
+                "last good backup {} ago, RPO {}h: STALE",
+                crate::notify::incident::ago(now - g),
+                j.rpo_hours.unwrap_or_default()
+            ),
+            ("backup", _, None) => "no good backup yet".to_string(),
+            (_, _, Some(g)) => format!("last passed {}", local(g)),
+            _ => "never passed".to_string(),
+        };
+        println!(
+            "  {:<8} {:<22} → {:<10} next {:<22} {last}; {health}",
+            j.kind,
+            j.name,
+            j.repository,
+            j.next_run.clone().unwrap_or_else(|| "by hand".into())
+        );
+    }
+    let last_drill = runs
+        .iter()
+        .filter(|(_, r)| r.kind == "drill" && r.outcome == Outcome::Success)
+        .map(|(_, r)| r.ended)
+        .max();
+    match last_drill {
+        Some(t) => println!(
+            "  last passed test restore: {} (the policy asks for one at least every year)",
+            human(t)
+        ),
+        None if !c.plans.is_empty() => {
+            println!("  no test restore has passed yet: run `vouch drill <plan>`")
+        }
+        None => {}
+    }
+    for i in &incidents {
+        println!(
+            "  OPEN since {}: {} — {}",
+            local(i.opened),
+            i.title,
+            i.detail
+        );
+    }
+    if incidents.is_empty() {
+        println!("  no open incidents");
+    }
+    if pending > 0 {
+        println!("  {pending} email(s) waiting in the outbox (`vouch outbox`)");
+    }
+    Ok(if incidents.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_DAMAGE
+    })
+}
+
+fn journal(explicit: Option<&Path>) -> Result<Journal> {
+    let c = load(explicit)?;
+    Ok(Journal::open(&c.state_dir)?)
+}
+
+pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
+    let j = journal(explicit)?;
+    let entries = j.entries()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(EXIT_OK);
+    }
+    for e in &entries {
+        match &e.record {
+            Record::Run(r) => println!(
+                "#{:<5} {}  {:<8} {:<22} {:<12} {:<11} {}",
+                e.seq,
+                human(r.started),
+                r.kind,
+                r.job,
+                r.trigger,
+                r.outcome,
+                r.summary
+            ),
+            Record::Annotation(a) => println!(
+                "#{:<5} {}  note on #{} by {}: {}",
+                e.seq,
+                human(a.time),
+                a.run,
+                a.operator,
+                a.text
+            ),
+        }
+    }
+    if entries.is_empty() {
+        println!("the journal is empty");
+    }
+    Ok(EXIT_OK)
+}
+
+pub fn journal_show(explicit: Option<&Path>, run: i64) -> Result<i32> {
+    let j = journal(explicit)?;
+    let e = j.entry(run)?;
+    println!("{}", serde_json::to_string_pretty(&e)?);
+    for a in j.annotations(run)? {
+        println!("note {} by {}: {}", human(a.time), a.operator, a.text);
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> {
+    let service = service(explicit)?;
+    let report = service.with_journal(|j| j.verify())?;
+    let entries = service.with_journal(|j| j.entries())?;
+    let mut mirrors = Vec::new();
+    for name in service.config.repositories.keys() {
+        match service.repository(name).await {
+            Ok(repo) => mirrors.push(
+                crate::journal::verify_mirror(&entries, name, &repo, &crate::sys::hostname())
+                    .await?,
+            ),
+            Err(e) => eprintln!(
+                "vouch: warning: repository {name} cannot be opened to compare its copy: {e}"
+            ),
+        }
+    }
+    let ok = report.broken.is_empty() && mirrors.iter().all(|m| m.agrees());
+    if json {
+        #[derive(Serialize)]
+        struct V<'a> {
+            ok: bool,
+            chain: &'a crate::journal::VerifyReport,
+            mirrors: &'a [crate::journal::MirrorCheck],
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&V {
+                ok,
+                chain: &report,
+                mirrors: &mirrors
+            })?
+        );
+    } else {
+        println!(
+            "journal {}: {} row(s), chain head {}",
+            service.with_journal(|j| j.path().display().to_string()),
+            report.rows,
+            report.head
+        );
+        for (seq, why) in &report.broken {
+            println!("BROKEN: row {seq}: {why}");
+        }
+        for m in &mirrors {
+            println!(
+                "copy in repository {}: {} of {} row(s) mirrored{}",
+                m.repository,
+                m.local_rows - m.missing_in_mirror.len(),
+                m.local_rows,
+                if m.missing_in_mirror.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} not yet)", m.missing_in_mirror.len())
+                }
+            );
+            for seq in &m.differing {
+                println!(
+                    "BROKEN: row {seq} differs from the copy in repository {}",
+                    m.repository
+                );
+            }
+            for seq in &m.missing_locally {
+                println!(
+                    "BROKEN: row {seq} is in repository {} but gone from the local journal",
+                    m.repository
+                );
+            }
+        }
+        println!(
+            "{}",
+            if ok {
+                "the journal verifies"
+            } else {
+                "the journal does NOT verify"
+            }
+        );
+    }
+    Ok(if ok { EXIT_OK } else { EXIT_DAMAGE })
+}
+
+pub async fn journal_annotate(
+    explicit: Option<&Path>,
+    run: i64,
+    text: &str,
+    operator: Option<String>,
+) -> Result<i32> {
+    if text.trim().is_empty() {
+        bail!(
+            "the note is empty: say what was done, like \"share remounted, backup re-run by J. Smith\""
+        );
+    }
+    let service = service(explicit)?;
+    let seq = service
+        .annotate(run, text, &operator.unwrap_or_else(crate::sys::username))
+        .await?;
+    println!("noted as row #{seq} on run #{run}");
+    Ok(EXIT_OK)
+}
+
+pub async fn outbox(explicit: Option<&Path>, all: bool, flush: bool, json: bool) -> Result<i32> {
+    let service = service(explicit)?;
+    if flush {
+        let (sent, pending) = service.deliver(true).await?;
+        println!(
+            "{sent} sent to {}, {pending} waiting",
+            service.mailer().describe()
+        );
+    }
+    let list = service
+        .with_journal(|j| crate::notify::Outbox::new(j.connection()).and_then(|o| o.list(all)))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(EXIT_OK);
+    }
+    for q in &list {
+        println!(
+            "#{} {} to {}: {}{}",
+            q.id,
+            q.sent.as_deref().map_or(
+                format!("waiting ({} tries, next {})", q.attempts, q.next_attempt),
+                |s| format!("sent {s}")
+            ),
+            q.to.join(", "),
+            q.subject,
+            q.last_error
+                .as_ref()
+                .map(|e| format!("\n    last error: {e}"))
+                .unwrap_or_default()
+        );
+    }
+    if list.is_empty() {
+        println!("nothing waiting");
+    }
+    Ok(EXIT_OK)
+}
+
+pub async fn daemon(explicit: Option<&Path>) -> Result<i32> {
+    let path = config_path(explicit);
+    Config::load(&path).with_context(|| "the daemon does not start with a broken configuration")?;
+    let signals = Arc::new(crate::schedule::daemon::Signals::default());
+    crate::schedule::daemon::listen(signals.clone())?;
+    let tick = std::env::var("VOUCH_DAEMON_TICK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(
+            std::time::Duration::from_secs(30),
+            std::time::Duration::from_millis,
+        );
+    crate::schedule::daemon::run(path, Arc::new(SystemClock), signals, tick)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(EXIT_OK)
+}

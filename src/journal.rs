@@ -1,0 +1,15 @@
+//! The journal: one row per run (backup, drill, check, and later prune and evidence) and per
+//! annotation, in SQLite in the state directory, each row hash-chained to the one before it so
+//! that an edit anywhere shows. Every row is also mirrored, sealed, into the repository of its
+//! run (`journal/<host>/<n>-<id>`), so that the history survives the loss of the NAS and
+//! `journal verify` can hold the local chain against it.
+
+mod mirror;
+mod store;
+
+pub use mirror::{
+    MirrorCheck, load_mirror, mirror_entry, mirror_pending, repository_of, verify_mirror,
+};
+pub use store::{
+    Annotation, Entry, Journal, JournalError, Outcome, Record, RunRecord, Trigger, VerifyReport,
+};

@@ -1,0 +1,473 @@
+//! The SQLite side of the journal: the chained rows, and the tables the service keeps beside
+//! them (what is still to be mirrored, when each job last fired).
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// What started a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Trigger {
+    Schedule,
+    CatchUp,
+    Manual,
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch-up",
+            Trigger::Manual => "manual",
+        })
+    }
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Success,
+    /// A backup that finished without some unreadable files.
+    Partial,
+    /// Verification found damage, or a drill failed.
+    Damage,
+    /// Could not run.
+    Failed,
+    /// Stopped by a shutdown; it runs again when the service starts.
+    Interrupted,
+}
+
+impl Outcome {
+    pub fn is_good(self) -> bool {
+        self == Outcome::Success
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Success => "success",
+            Outcome::Partial => "partial",
+            Outcome::Damage => "damage",
+            Outcome::Failed => "failed",
+            Outcome::Interrupted => "interrupted",
+        })
+    }
+}
+
+/// A run as journalled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// backup, drill, check, prune, evidence.
+    pub kind: String,
+    /// The schedule or plan.
+    pub job: String,
+    pub trigger: Trigger,
+    pub operator: String,
+    pub host: String,
+    pub repository: String,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub started: OffsetDateTime,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub ended: OffsetDateTime,
+    pub outcome: Outcome,
+    /// One line for people.
+    pub summary: String,
+    /// The snapshot a backup wrote, or a drill tested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// The drill report in the repository.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Figures for evidence and status (files, bytes, duration, …).
+    #[serde(default)]
+    pub details: serde_json::Value,
+}
+
+/// A note on a run: the "resulting actions" a policy asks to be logged.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Annotation {
+    pub run: i64,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub time: OffsetDateTime,
+    pub operator: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // rows are few; boxing buys nothing
+pub enum Record {
+    Run(RunRecord),
+    Annotation(Annotation),
+}
+
+/// A journal row: its number, its record, and the chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    pub seq: i64,
+    pub record: Record,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {detail}")]
+    Db { path: String, detail: String },
+    #[error("no run {0} in the journal; `vouch journal list` shows them")]
+    NoRun(i64),
+}
+
+/// The hash that links a row to the one before it.
+pub fn chain_hash(prev: &str, record_json: &str) -> String {
+    let mut h = blake3::Hasher::new();
+    h.update(b"vouch journal v1\0");
+    h.update(prev.as_bytes());
+    h.update(b"\0");
+    h.update(record_json.as_bytes());
+    h.finalize().to_hex().to_string()
+}
+
+/// The hash before the first row.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What `journal verify` found in the local chain.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub rows: usize,
+    pub head: String,
+    /// Rows that do not chain, by number, with why.
+    pub broken: Vec<(i64, String)>,
+}
+
+pub struct Journal {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// Open (creating if need be) the journal in `state_dir`.
+    pub fn open(state_dir: &Path) -> Result<Journal, JournalError> {
+        let path = state_dir.join("journal.sqlite");
+        let err = |e: &dyn std::fmt::Display| JournalError::Db {
+            path: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        std::fs::create_dir_all(state_dir)
+            .map_err(|e| err(&format!("cannot create the state directory: {e}")))?;
+        let conn = Connection::open(&path).map_err(|e| err(&e))?;
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA busy_timeout = 10000;
+             CREATE TABLE IF NOT EXISTS journal (
+                 seq INTEGER PRIMARY KEY,
+                 record TEXT NOT NULL,
+                 prev_hash TEXT NOT NULL,
+                 hash TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS mirror_pending (
+                 seq INTEGER NOT NULL,
+                 repository TEXT NOT NULL,
+                 PRIMARY KEY (seq, repository));
+             CREATE TABLE IF NOT EXISTS job_state (
+                 job TEXT PRIMARY KEY,
+                 considered TEXT NOT NULL);",
+        )
+        .map_err(|e| err(&e))?;
+        Ok(Journal { conn, path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> JournalError {
+        JournalError::Db {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Append a record, chained to the last row; returns the new row.
+    pub fn append(&mut self, record: Record) -> Result<Entry, JournalError> {
+        let json = serde_json::to_string(&record).expect("records serialize");
+        let tx = self.conn.transaction().map_err(|e| JournalError::Db {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let prev: String = tx
+            .query_row(
+                "SELECT hash FROM journal ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| JournalError::Db {
+                path: self.path.display().to_string(),
+                detail: e.to_string(),
+            })?
+            .unwrap_or_else(|| GENESIS.to_string());
+        let hash = chain_hash(&prev, &json);
+        tx.execute(
+            "INSERT INTO journal (record, prev_hash, hash) VALUES (?1, ?2, ?3)",
+            params![json, prev, hash],
+        )
+        .map_err(|e| JournalError::Db {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        let seq = tx.last_insert_rowid();
+        tx.commit().map_err(|e| JournalError::Db {
+            path: self.path.display().to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(Entry {
+            seq,
+            record,
+            prev_hash: prev,
+            hash,
+        })
+    }
+
+    /// Every row, oldest first. A row whose record no longer parses is returned with its
+    /// text as an annotation-less placeholder by `verify`, not here.
+    pub fn entries(&self) -> Result<Vec<Entry>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, record, prev_hash, hash FROM journal ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, json, prev_hash, hash) = row.map_err(|e| self.err(e))?;
+            let record = serde_json::from_str(&json)
+                .map_err(|e| self.err(format!("row {seq} is not a journal record: {e}")))?;
+            out.push(Entry {
+                seq,
+                record,
+                prev_hash,
+                hash,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn entry(&self, seq: i64) -> Result<Entry, JournalError> {
+        self.entries()?
+            .into_iter()
+            .find(|e| e.seq == seq)
+            .ok_or(JournalError::NoRun(seq))
+    }
+
+    /// Recompute the chain from the stored text of every row.
+    pub fn verify(&self) -> Result<VerifyReport, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, record, prev_hash, hash FROM journal ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut report = VerifyReport {
+            head: GENESIS.to_string(),
+            ..Default::default()
+        };
+        let mut expected_seq = 1;
+        for row in rows {
+            let (seq, json, prev_hash, hash) = row.map_err(|e| self.err(e))?;
+            report.rows += 1;
+            if seq != expected_seq {
+                report.broken.push((
+                    seq,
+                    format!("rows {expected_seq} to {} are missing", seq - 1),
+                ));
+            }
+            expected_seq = seq + 1;
+            if prev_hash != report.head {
+                report.broken.push((
+                    seq,
+                    "it does not follow the row before it (a row was removed or replaced)".into(),
+                ));
+            }
+            let actual = chain_hash(&prev_hash, &json);
+            if actual != hash {
+                report
+                    .broken
+                    .push((seq, "its contents were changed after it was written".into()));
+            }
+            report.head = hash;
+        }
+        Ok(report)
+    }
+
+    /// Runs of a job, newest last.
+    pub fn runs(&self) -> Result<Vec<(i64, RunRecord)>, JournalError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| match e.record {
+                Record::Run(r) => Some((e.seq, r)),
+                Record::Annotation(_) => None,
+            })
+            .collect())
+    }
+
+    pub fn annotations(&self, run: i64) -> Result<Vec<Annotation>, JournalError> {
+        Ok(self
+            .entries()?
+            .into_iter()
+            .filter_map(|e| match e.record {
+                Record::Annotation(a) if a.run == run => Some(a),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// When the scheduler last considered a job (for catching up missed runs).
+    pub fn considered(&self, job: &str) -> Result<Option<OffsetDateTime>, JournalError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT considered FROM job_state WHERE job = ?1",
+                [job],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        Ok(text.and_then(|t| {
+            OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
+        }))
+    }
+
+    pub fn set_considered(&self, job: &str, t: OffsetDateTime) -> Result<(), JournalError> {
+        let text = t
+            .format(&time::format_description::well_known::Rfc3339)
+            .expect("times format");
+        self.conn
+            .execute(
+                "INSERT INTO job_state (job, considered) VALUES (?1, ?2)
+                 ON CONFLICT(job) DO UPDATE SET considered = excluded.considered",
+                params![job, text],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn queue_mirror(&self, seq: i64, repository: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO mirror_pending (seq, repository) VALUES (?1, ?2)",
+                params![seq, repository],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    pub fn pending_mirrors(&self) -> Result<Vec<(i64, String)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT seq, repository FROM mirror_pending ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    pub fn mirrored(&self, seq: i64, repository: &str) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "DELETE FROM mirror_pending WHERE seq = ?1 AND repository = ?2",
+                params![seq, repository],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(job: &str, outcome: Outcome) -> Record {
+        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        Record::Run(RunRecord {
+            kind: "backup".into(),
+            job: job.into(),
+            trigger: Trigger::Schedule,
+            operator: "vouch".into(),
+            host: "nas1".into(),
+            repository: "offsite".into(),
+            started: t,
+            ended: t + time::Duration::minutes(3),
+            outcome,
+            summary: "ok".into(),
+            snapshot: None,
+            report: None,
+            error: None,
+            details: serde_json::Value::Null,
+        })
+    }
+
+    #[test]
+    fn the_chain_verifies_until_a_row_is_edited_and_then_names_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::open(dir.path()).unwrap();
+        for i in 0..5 {
+            j.append(run(&format!("job-{i}"), Outcome::Success))
+                .unwrap();
+        }
+        let ok = j.verify().unwrap();
+        assert_eq!(ok.rows, 5);
+        assert!(ok.broken.is_empty());
+        // Someone edits row 3 by hand: a failed backup made to look good, say.
+        j.connection()
+            .execute(
+                "UPDATE journal SET record = replace(record, 'job-2', 'job-x') WHERE seq = 3",
+                [],
+            )
+            .unwrap();
+        let bad = j.verify().unwrap();
+        assert_eq!(bad.broken.len(), 1);
+        assert_eq!(bad.broken[0].0, 3);
+        // Deleting a row breaks the next one's link.
+        j.connection()
+            .execute("DELETE FROM journal WHERE seq = 4", [])
+            .unwrap();
+        let gone = j.verify().unwrap();
+        assert!(
+            gone.broken
+                .iter()
+                .any(|(seq, why)| *seq == 5 && why.contains("missing")),
+            "{:?}",
+            gone.broken
+        );
+    }
+}

@@ -1,0 +1,403 @@
+//! Incidents: something wrong that a person must hear about once when it starts, be reminded
+//! of while it lasts, and hear about once more when it is put right. Nothing else is sent.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::journal::{JournalError, Outcome, RunRecord};
+
+use super::outbox::Outbox;
+use super::render;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Incident {
+    pub id: i64,
+    /// What it is about, unique while open: "backup-failed:staff-nightly".
+    pub key: String,
+    pub kind: String,
+    pub job: String,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub opened: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resolved: Option<OffsetDateTime>,
+    pub title: String,
+    pub detail: String,
+    /// The journal row of the run that opened it.
+    pub run: Option<i64>,
+}
+
+fn db(e: rusqlite::Error) -> JournalError {
+    JournalError::Db {
+        path: "incidents".into(),
+        detail: e.to_string(),
+    }
+}
+
+fn fmt(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("times format")
+}
+
+fn parse(t: &str) -> OffsetDateTime {
+    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// Opens and resolves incidents, and queues the emails they call for.
+pub struct Monitor<'a> {
+    conn: &'a Connection,
+    config: &'a Config,
+    outbox: Outbox<'a>,
+}
+
+impl<'a> Monitor<'a> {
+    pub fn new(conn: &'a Connection, config: &'a Config) -> Result<Self, JournalError> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS incidents (
+                 id INTEGER PRIMARY KEY,
+                 key TEXT NOT NULL,
+                 kind TEXT NOT NULL,
+                 job TEXT NOT NULL,
+                 opened TEXT NOT NULL,
+                 resolved TEXT,
+                 last_notified TEXT NOT NULL,
+                 title TEXT NOT NULL,
+                 detail TEXT NOT NULL,
+                 run INTEGER);",
+        )
+        .map_err(db)?;
+        Ok(Self {
+            conn,
+            config,
+            outbox: Outbox::new(conn)?,
+        })
+    }
+
+    pub fn outbox(&self) -> &Outbox<'a> {
+        &self.outbox
+    }
+
+    fn row(r: &rusqlite::Row) -> rusqlite::Result<Incident> {
+        Ok(Incident {
+            id: r.get(0)?,
+            key: r.get(1)?,
+            kind: r.get(2)?,
+            job: r.get(3)?,
+            opened: parse(&r.get::<_, String>(4)?),
+            resolved: r.get::<_, Option<String>>(5)?.map(|t| parse(&t)),
+            title: r.get(6)?,
+            detail: r.get(7)?,
+            run: r.get(8)?,
+        })
+    }
+
+    const COLUMNS: &'static str = "id, key, kind, job, opened, resolved, title, detail, run";
+
+    fn find_open(&self, key: &str) -> Result<Option<Incident>, JournalError> {
+        self.conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM incidents WHERE key = ?1 AND resolved IS NULL",
+                    Self::COLUMNS
+                ),
+                [key],
+                Self::row,
+            )
+            .optional()
+            .map_err(db)
+    }
+
+    /// Incidents still open, oldest first (and with `all`, every incident).
+    pub fn incidents(&self, all: bool) -> Result<Vec<Incident>, JournalError> {
+        let filter = if all { "" } else { "WHERE resolved IS NULL" };
+        let mut stmt = self
+            .conn
+            .prepare(&format!(
+                "SELECT {} FROM incidents {filter} ORDER BY id",
+                Self::COLUMNS
+            ))
+            .map_err(db)?;
+        let rows = stmt.query_map([], Self::row).map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// Open an incident (an email goes out) unless one with this key is open already.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        &self,
+        key: &str,
+        kind: &str,
+        job: &str,
+        title: &str,
+        detail: &str,
+        run: Option<i64>,
+        now: OffsetDateTime,
+    ) -> Result<bool, JournalError> {
+        if let Some(existing) = self.find_open(key)? {
+            self.conn
+                .execute(
+                    "UPDATE incidents SET detail = ?2, run = coalesce(?3, run) WHERE id = ?1",
+                    params![existing.id, detail, run],
+                )
+                .map_err(db)?;
+            return Ok(false);
+        }
+        self.conn
+            .execute(
+                "INSERT INTO incidents (key, kind, job, opened, last_notified, title, detail, run) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
+                params![key, kind, job, fmt(now), title, detail, run],
+            )
+            .map_err(db)?;
+        let incident = self.find_open(key)?.expect("just opened");
+        self.outbox
+            .enqueue(&render::opened(self.config, &incident), now)?;
+        Ok(true)
+    }
+
+    /// Resolve the open incident with this key, if any (an email goes out).
+    pub fn resolve(&self, key: &str, how: &str, now: OffsetDateTime) -> Result<bool, JournalError> {
+        let Some(incident) = self.find_open(key)? else {
+            return Ok(false);
+        };
+        self.conn
+            .execute(
+                "UPDATE incidents SET resolved = ?2 WHERE id = ?1",
+                params![incident.id, fmt(now)],
+            )
+            .map_err(db)?;
+        self.outbox
+            .enqueue(&render::resolved(self.config, &incident, how, now), now)?;
+        Ok(true)
+    }
+
+    /// Remind about incidents open longer than the reminder interval since the last email.
+    pub fn remind(&self, now: OffsetDateTime) -> Result<usize, JournalError> {
+        let every =
+            time::Duration::try_from(self.config.reminder).unwrap_or(time::Duration::days(1));
+        let mut sent = 0;
+        let due: Vec<(Incident, String)> = {
+            let mut stmt = self
+                .conn
+                .prepare(&format!(
+                    "SELECT {}, last_notified FROM incidents WHERE resolved IS NULL",
+                    Self::COLUMNS
+                ))
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| Ok((Self::row(r)?, r.get::<_, String>(9)?)))
+                .map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        };
+        for (incident, last) in due {
+            if parse(&last) + every <= now {
+                self.outbox
+                    .enqueue(&render::reminder(self.config, &incident, now), now)?;
+                self.conn
+                    .execute(
+                        "UPDATE incidents SET last_notified = ?2 WHERE id = ?1",
+                        params![incident.id, fmt(now)],
+                    )
+                    .map_err(db)?;
+                sent += 1;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Open or resolve incidents from a finished run.
+    pub fn after_run(
+        &self,
+        seq: i64,
+        run: &RunRecord,
+        now: OffsetDateTime,
+    ) -> Result<(), JournalError> {
+        let job = &run.job;
+        let key = |kind: &str| format!("{kind}:{job}");
+        let detail = run.error.clone().unwrap_or_else(|| run.summary.clone());
+        if run.outcome == Outcome::Interrupted {
+            // A shutdown is not a failure; staleness still catches a job that never resumes.
+            return Ok(());
+        }
+        match (run.kind.as_str(), run.outcome) {
+            ("backup", Outcome::Success) => {
+                for k in ["backup-failed", "backup-partial", "stale"] {
+                    self.resolve(
+                        &key(k),
+                        &format!("backup {} succeeded: {}", job, run.summary),
+                        now,
+                    )?;
+                }
+            }
+            ("backup", Outcome::Partial) => {
+                self.resolve(
+                    &key("backup-failed"),
+                    "the backup ran again (with some files unreadable)",
+                    now,
+                )?;
+                self.resolve(&key("stale"), "a backup finished", now)?;
+                self.open(
+                    &key("backup-partial"),
+                    "backup-partial",
+                    job,
+                    &format!("backup {job} could not read some files"),
+                    &detail,
+                    Some(seq),
+                    now,
+                )?;
+            }
+            ("backup", _) => {
+                self.open(
+                    &key("backup-failed"),
+                    "backup-failed",
+                    job,
+                    &format!("backup {job} failed"),
+                    &detail,
+                    Some(seq),
+                    now,
+                )?;
+            }
+            ("drill", Outcome::Success) => {
+                self.resolve(&key("drill-failed"), &format!("drill {job} passed"), now)?;
+                self.resolve("no-drill:all", &format!("drill {job} passed"), now)?;
+                self.resolve("drill-due:all", &format!("drill {job} passed"), now)?;
+            }
+            ("drill", _) => {
+                self.open(
+                    &key("drill-failed"),
+                    "drill-failed",
+                    job,
+                    &format!("test restore {job} failed"),
+                    &detail,
+                    Some(seq),
+                    now,
+                )?;
+            }
+            (_, Outcome::Success) => {
+                self.resolve(
+                    &key("job-failed"),
+                    &format!("{} {job} succeeded", run.kind),
+                    now,
+                )?;
+            }
+            (kind, _) => {
+                self.open(
+                    &key("job-failed"),
+                    "job-failed",
+                    job,
+                    &format!("{kind} {job} failed"),
+                    &detail,
+                    Some(seq),
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Staleness: a schedule whose last good backup is older than its RPO. `last_good` gives,
+    /// per schedule, the end of its last good backup, or when it was first configured.
+    pub fn check_freshness(
+        &self,
+        last_good: &[(String, OffsetDateTime, bool)],
+        now: OffsetDateTime,
+    ) -> Result<(), JournalError> {
+        for s in &self.config.schedules {
+            let Some((_, since, ever)) = last_good.iter().find(|(n, _, _)| n == &s.name) else {
+                continue;
+            };
+            let rpo = time::Duration::try_from(s.rpo).unwrap_or(time::Duration::days(1));
+            let key = format!("stale:{}", s.name);
+            if now - *since > rpo {
+                let detail = if *ever {
+                    format!(
+                        "the last good backup of {} finished {} ({} ago); the schedule allows {}",
+                        s.name,
+                        crate::clock::human(*since),
+                        ago(now - *since),
+                        ago(rpo)
+                    )
+                } else {
+                    format!(
+                        "{} has had no good backup since it was set up {} ago; the schedule allows {}",
+                        s.name,
+                        ago(now - *since),
+                        ago(rpo)
+                    )
+                };
+                self.open(
+                    &key,
+                    "stale",
+                    &s.name,
+                    &format!("backups of {} are out of date", s.name),
+                    &detail,
+                    None,
+                    now,
+                )?;
+            } else {
+                self.resolve(&key, "a good backup is within the RPO again", now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The policy's year: no drill passed in the last 365 days opens an incident; within 30
+    /// days of that a warning.
+    pub fn check_drills(
+        &self,
+        last_passed: Option<OffsetDateTime>,
+        first_seen: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), JournalError> {
+        if self.config.plans.is_empty() {
+            return Ok(());
+        }
+        let since = last_passed.unwrap_or(first_seen);
+        let age = now - since;
+        let what = match last_passed {
+            Some(t) => format!(
+                "the last test restore that passed was on {}",
+                crate::clock::human(t)
+            ),
+            None => "no test restore has passed yet".to_string(),
+        };
+        if age > time::Duration::days(365) {
+            self.resolve("drill-due:all", "now overdue", now)?;
+            self.open(
+                "no-drill:all",
+                "no-drill",
+                "all",
+                "no test restore has passed within a year",
+                &format!("{what}; the policy asks for one at least annually"),
+                None,
+                now,
+            )?;
+        } else if age > time::Duration::days(335) {
+            self.open(
+                "drill-due:all",
+                "drill-due",
+                "all",
+                "a test restore is due within 30 days",
+                &format!(
+                    "{what}; one must pass by {}",
+                    crate::clock::human(since + time::Duration::days(365))
+                ),
+                None,
+                now,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// "3 days 4 hours".
+pub fn ago(d: time::Duration) -> String {
+    let secs = d.whole_seconds().max(0) as u64;
+    let rounded = if secs > 3600 {
+        secs / 3600 * 3600
+    } else {
+        secs / 60 * 60
+    };
+    humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
+}

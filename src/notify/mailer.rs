@@ -1,0 +1,142 @@
+//! Delivery: SMTP through lettre (STARTTLS, implicit TLS, or plain on a trusted relay, with
+//! authentication), or a folder with one `.eml` file per message, the embedded default.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+
+use crate::config::{Config, SmtpConfig, SmtpSecurity};
+
+use super::outbox::Message;
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Deliver one message; `Err` leaves it in the outbox for another try.
+    async fn send(&self, message: &Message) -> Result<(), String>;
+    /// Where mail goes, for messages to people.
+    fn describe(&self) -> String;
+}
+
+/// Build the RFC 5322 message: plain text and HTML alternatives, and attachments.
+pub fn build(from: &str, message: &Message) -> Result<lettre::Message, String> {
+    let from: Mailbox = from
+        .parse()
+        .map_err(|e| format!("from address {from:?}: {e}"))?;
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .subject(message.subject.clone());
+    if message.to.is_empty() {
+        return Err("no recipients: add addresses to [alerts] to in vouch.toml".into());
+    }
+    for to in &message.to {
+        builder = builder.to(to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?);
+    }
+    let alternative = MultiPart::alternative()
+        .singlepart(SinglePart::plain(message.text.clone()))
+        .singlepart(SinglePart::html(message.html.clone()));
+    let body = if message.attachments.is_empty() {
+        alternative
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(alternative);
+        for (name, content_type, bytes) in &message.attachments {
+            let ct = ContentType::parse(content_type).unwrap_or(ContentType::TEXT_PLAIN);
+            mixed = mixed.singlepart(Attachment::new(name.clone()).body(bytes.clone(), ct));
+        }
+        mixed
+    };
+    builder.multipart(body).map_err(|e| e.to_string())
+}
+
+/// Writes each message as a `.eml` file into a folder.
+pub struct FileMailer {
+    pub folder: PathBuf,
+    pub from: String,
+}
+
+#[async_trait]
+impl Mailer for FileMailer {
+    async fn send(&self, message: &Message) -> Result<(), String> {
+        let email = build(&self.from, message)?;
+        std::fs::create_dir_all(&self.folder)
+            .map_err(|e| format!("mail folder {}: {e}", self.folder.display()))?;
+        let stamp = crate::clock::Clock::now(&crate::clock::SystemClock).unix_timestamp_nanos();
+        let name = format!(
+            "{stamp}-{}.eml",
+            hex::encode(crate::repo::crypto::random_array::<4>())
+        );
+        let tmp = self.folder.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, email.formatted())
+            .map_err(|e| format!("mail folder {}: {e}", self.folder.display()))?;
+        std::fs::rename(&tmp, self.folder.join(&name)).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("the mail folder {}", self.folder.display())
+    }
+}
+
+/// Sends through an SMTP server.
+pub struct SmtpMailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: String,
+    server: String,
+}
+
+impl SmtpMailer {
+    pub fn new(c: &SmtpConfig) -> Result<Self, String> {
+        let mut b = match c.security {
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| e.to_string())?
+            }
+            SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
+                .map_err(|e| e.to_string())?,
+            SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
+        }
+        .port(c.port)
+        .timeout(Some(std::time::Duration::from_secs(30)));
+        if let (Some(user), Some(file)) = (&c.username, &c.password_file) {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| format!("SMTP password file {}: {e}", file.display()))?;
+            b = b.credentials(Credentials::new(
+                user.clone(),
+                password.lines().next().unwrap_or_default().to_string(),
+            ));
+        }
+        Ok(Self {
+            transport: b.build(),
+            from: c.from.clone(),
+            server: format!("{}:{}", c.host, c.port),
+        })
+    }
+}
+
+#[async_trait]
+impl Mailer for SmtpMailer {
+    async fn send(&self, message: &Message) -> Result<(), String> {
+        let email = build(&self.from, message)?;
+        self.transport
+            .send(email)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("SMTP server {}: {e}", self.server))
+    }
+
+    fn describe(&self) -> String {
+        format!("the SMTP server {}", self.server)
+    }
+}
+
+/// SMTP when vouch.toml has [smtp], else the mail folder.
+pub fn mailer_for(config: &Config) -> Result<Box<dyn Mailer>, String> {
+    Ok(match &config.smtp {
+        Some(s) => Box::new(SmtpMailer::new(s)?),
+        None => Box::new(FileMailer {
+            folder: config.mail_folder.clone(),
+            from: config.from.clone(),
+        }),
+    })
+}

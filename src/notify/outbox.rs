@@ -1,0 +1,175 @@
+//! The outbox: messages are written to the journal database first and delivered from there,
+//! with backoff, so that nothing is lost to an SMTP outage or a restart.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::journal::JournalError;
+
+/// An email, as queued.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Message {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+    /// Files to attach: (file name, content type, bytes).
+    #[serde(default)]
+    pub attachments: Vec<(String, String, Vec<u8>)>,
+}
+
+/// One queued message and its delivery state.
+#[derive(Clone, Debug, Serialize)]
+pub struct Queued {
+    pub id: i64,
+    pub created: String,
+    pub subject: String,
+    pub to: Vec<String>,
+    pub attempts: i64,
+    pub next_attempt: String,
+    pub sent: Option<String>,
+    pub last_error: Option<String>,
+}
+
+pub struct Outbox<'a> {
+    conn: &'a Connection,
+}
+
+fn fmt(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .expect("times format")
+}
+
+fn db(e: rusqlite::Error) -> JournalError {
+    JournalError::Db {
+        path: "outbox".into(),
+        detail: e.to_string(),
+    }
+}
+
+/// Wait before the next try after `attempts` failures: 1, 2, 4 … minutes, at most an hour.
+pub fn backoff(attempts: i64) -> time::Duration {
+    time::Duration::minutes(1i64 << attempts.clamp(0, 6)).min(time::Duration::hours(1))
+}
+
+impl<'a> Outbox<'a> {
+    pub fn new(conn: &'a Connection) -> Result<Self, JournalError> {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY,
+                 created TEXT NOT NULL,
+                 message TEXT NOT NULL,
+                 attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt TEXT NOT NULL,
+                 sent TEXT,
+                 last_error TEXT);",
+        )
+        .map_err(db)?;
+        Ok(Self { conn })
+    }
+
+    pub fn enqueue(&self, message: &Message, now: OffsetDateTime) -> Result<i64, JournalError> {
+        let json = serde_json::to_string(message).expect("messages serialize");
+        self.conn
+            .execute(
+                "INSERT INTO outbox (created, message, next_attempt) VALUES (?1, ?2, ?1)",
+                params![fmt(now), json],
+            )
+            .map_err(db)?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Messages due for a try: (id, message, attempts so far).
+    pub fn due(&self, now: OffsetDateTime) -> Result<Vec<(i64, Message, i64)>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, message, attempts FROM outbox WHERE sent IS NULL AND next_attempt <= ?1 ORDER BY id")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map([fmt(now)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(db)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json, attempts) = row.map_err(db)?;
+            if let Ok(m) = serde_json::from_str(&json) {
+                out.push((id, m, attempts));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn sent(&self, id: i64, now: OffsetDateTime) -> Result<(), JournalError> {
+        self.conn
+            .execute("UPDATE outbox SET sent = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1", params![id, fmt(now)])
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn failed(
+        &self,
+        id: i64,
+        attempts: i64,
+        error: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), JournalError> {
+        self.conn
+            .execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3 WHERE id = ?1",
+                params![id, fmt(now + backoff(attempts)), error],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    pub fn pending(&self) -> Result<usize, JournalError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM outbox WHERE sent IS NULL", [], |r| {
+                r.get(0)
+            })
+            .map_err(db)?;
+        Ok(n as usize)
+    }
+
+    /// Messages not yet delivered, oldest first (and with `all`, the delivered ones too).
+    pub fn list(&self, all: bool) -> Result<Vec<Queued>, JournalError> {
+        let sql = if all {
+            "SELECT id, created, message, attempts, next_attempt, sent, last_error FROM outbox ORDER BY id"
+        } else {
+            "SELECT id, created, message, attempts, next_attempt, sent, last_error FROM outbox WHERE sent IS NULL ORDER BY id"
+        };
+        let mut stmt = self.conn.prepare(sql).map_err(db)?;
+        let rows = stmt
+            .query_map([], |r| {
+                let json: String = r.get(2)?;
+                let m: Option<Message> = serde_json::from_str(&json).ok();
+                Ok(Queued {
+                    id: r.get(0)?,
+                    created: r.get(1)?,
+                    subject: m.as_ref().map(|m| m.subject.clone()).unwrap_or_default(),
+                    to: m.map(|m| m.to).unwrap_or_default(),
+                    attempts: r.get(3)?,
+                    next_attempt: r.get(4)?,
+                    sent: r.get(5)?,
+                    last_error: r.get(6)?,
+                })
+            })
+            .map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    pub fn last_sent(&self) -> Result<Option<String>, JournalError> {
+        self.conn
+            .query_row("SELECT max(sent) FROM outbox", [], |r| r.get(0))
+            .optional()
+            .map(|v| v.flatten())
+            .map_err(db)
+    }
+}

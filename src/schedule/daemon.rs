@@ -1,0 +1,312 @@
+//! `vouch daemon`: fires backups and drills on their cron expressions in the school's time
+//! zone, runs a job missed while the NAS was off exactly once at start-up (recorded as a
+//! catch-up), keeps jobs on one repository from overlapping, watches freshness and sends what
+//! is due; reloads on SIGHUP; on SIGTERM starts nothing new and gives a running backup a
+//! deadline to finish before stopping it at a consistent point.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::journal::Trigger;
+use crate::schedule::cron::Cron;
+
+use super::service::Service;
+
+/// How long a running backup may take to finish after SIGTERM before it is stopped.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
+
+pub fn to_jiff(t: OffsetDateTime) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(t.unix_timestamp_nanos()).expect("a representable time")
+}
+
+pub fn from_jiff(t: jiff::Timestamp) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond()).expect("a representable time")
+}
+
+/// A job the daemon fires.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: String,
+    pub cron: Cron,
+    pub repository: String,
+}
+
+/// Every schedule, and every plan that has a cron expression.
+pub fn jobs(config: &Config) -> Vec<Job> {
+    let mut out: Vec<Job> = config
+        .schedules
+        .iter()
+        .map(|s| Job {
+            name: s.name.clone(),
+            cron: s.cron.clone(),
+            repository: s.repository.clone(),
+        })
+        .collect();
+    for p in &config.plans {
+        if let Some(cron) = p.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
+            out.push(Job {
+                name: p.name.clone(),
+                cron,
+                repository: p.repository.clone().unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// The jobs due at `now`: those whose next firing after they were last considered has come.
+/// A job that has never been considered is not due; it starts counting now.
+pub fn due(
+    jobs: &[Job],
+    considered: impl Fn(&str) -> Option<OffsetDateTime>,
+    tz: &jiff::tz::TimeZone,
+    now: OffsetDateTime,
+) -> Vec<Job> {
+    jobs.iter()
+        .filter(|j| {
+            considered(&j.name)
+                .and_then(|c| j.cron.next_after(to_jiff(c), tz))
+                .is_some_and(|next| next <= to_jiff(now))
+        })
+        .cloned()
+        .collect()
+}
+
+/// What the daemon was told by signals.
+#[derive(Default)]
+pub struct Signals {
+    pub reload: std::sync::atomic::AtomicBool,
+    pub stop: std::sync::atomic::AtomicBool,
+    pub notify: tokio::sync::Notify,
+}
+
+/// Install SIGHUP and SIGTERM (and SIGINT) handlers that set the flags.
+pub fn listen(signals: Arc<Signals>) -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => signals.reload.store(true, std::sync::atomic::Ordering::SeqCst),
+                _ = term.recv() => signals.stop.store(true, std::sync::atomic::Ordering::SeqCst),
+                _ = int.recv() => signals.stop.store(true, std::sync::atomic::Ordering::SeqCst),
+            }
+            signals.notify.notify_waiters();
+        }
+    });
+    Ok(())
+}
+
+/// Run until SIGTERM. `tick` is how often the daemon looks at the clock.
+pub async fn run(
+    config_file: PathBuf,
+    clock: Arc<dyn Clock>,
+    signals: Arc<Signals>,
+    tick: Duration,
+) -> Result<(), String> {
+    let config = Config::load(&config_file).map_err(|e| e.to_string())?;
+    let mut service = Arc::new(Service::new(config, clock.clone()).map_err(|e| e.to_string())?);
+    let running: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    tracing::info!(config = %config_file.display(), jobs = jobs(&service.config).len(), "vouch daemon started");
+
+    // Catch up, once, on what was missed while the daemon was not running.
+    let mut first = true;
+    loop {
+        if signals.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        if signals
+            .reload
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            match Config::load(&config_file) {
+                Ok(c) => match Service::new(c, clock.clone()) {
+                    Ok(s) => {
+                        tracing::info!("configuration reloaded");
+                        service = Arc::new(s);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration reload failed; keeping the old one")
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed; keeping the old one")
+                }
+            }
+        }
+        let now = clock.now();
+        let all = jobs(&service.config);
+        let considered = |name: &str| service.with_journal(|j| j.considered(name).ok().flatten());
+        for job in &all {
+            if considered(&job.name).is_none() {
+                service
+                    .with_journal(|j| j.set_considered(&job.name, now))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        let due_now = due(&all, considered, &service.config.time_zone, now);
+        for job in due_now {
+            if !running.lock().expect("running").insert(job.name.clone()) {
+                // Still running from its last slot: this slot is skipped, and said so.
+                tracing::warn!(job = %job.name, "still running when its next slot came; that slot is skipped");
+                service
+                    .with_journal(|j| j.set_considered(&job.name, now))
+                    .map_err(|e| e.to_string())?;
+                continue;
+            }
+            service
+                .with_journal(|j| j.set_considered(&job.name, now))
+                .map_err(|e| e.to_string())?;
+            let trigger = if first {
+                Trigger::CatchUp
+            } else {
+                Trigger::Schedule
+            };
+            let (service, running, name) = (service.clone(), running.clone(), job.name.clone());
+            tasks.push(tokio::spawn(async move {
+                tracing::info!(job = %name, %trigger, "job starting");
+                match service.run_job(&name, trigger, "vouch daemon").await {
+                    Ok(o) => tracing::info!(job = %name, outcome = %o.record.outcome, run = o.seq, "job finished"),
+                    Err(e) => tracing::error!(job = %name, error = %e, "job could not run"),
+                }
+                running.lock().expect("running").remove(&name);
+            }));
+        }
+        first = false;
+        tasks.retain(|t| !t.is_finished());
+        if let Err(e) = service.housekeeping().await {
+            tracing::warn!(error = %e, "housekeeping");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = signals.notify.notified() => {}
+        }
+    }
+
+    // SIGTERM: start nothing new; give running jobs the deadline, then stop them.
+    service
+        .stopping
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::info!(running = tasks.len(), "stopping: waiting for running jobs");
+    let grace = std::env::var("VOUCH_SHUTDOWN_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SHUTDOWN_DEADLINE, Duration::from_millis);
+    let deadline = tokio::time::Instant::now() + grace;
+    for t in &mut tasks {
+        if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
+            service
+                .abort
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = t.await;
+        }
+    }
+    let _ = service.flush_outbox().await;
+    tracing::info!("vouch daemon stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> OffsetDateTime {
+        from_jiff(s.parse().unwrap())
+    }
+
+    /// Step a manual clock a minute at a time and record when each job fires.
+    fn simulate(jobs: &[Job], from: &str, to: &str) -> Vec<(String, String)> {
+        let tz = jiff::tz::TimeZone::get("Europe/London").unwrap();
+        let mut considered: std::collections::HashMap<String, OffsetDateTime> =
+            jobs.iter().map(|j| (j.name.clone(), at(from))).collect();
+        let mut now = at(from);
+        let mut fired = Vec::new();
+        while now < at(to) {
+            now += time::Duration::minutes(1);
+            for j in due(jobs, |n| considered.get(n).copied(), &tz, now) {
+                let local = to_jiff(now).to_zoned(tz.clone());
+                fired.push((
+                    j.name.clone(),
+                    local.strftime("%Y-%m-%d %H:%M %Z").to_string(),
+                ));
+                considered.insert(j.name.clone(), now);
+            }
+        }
+        fired
+    }
+
+    fn job(name: &str, cron: &str) -> Job {
+        Job {
+            name: name.into(),
+            cron: Cron::parse(cron).unwrap(),
+            repository: "offsite".into(),
+        }
+    }
+
+    #[test]
+    fn nightly_jobs_fire_at_local_time_across_both_clock_changes() {
+        let jobs = [
+            job("staff-nightly", "30 1 * * *"),
+            job("mis", "0 8 * * 1-5"),
+        ];
+        let march = simulate(&jobs, "2026-03-27T12:00:00Z", "2026-03-31T12:00:00Z");
+        let nightly: Vec<&str> = march
+            .iter()
+            .filter(|(n, _)| n == "staff-nightly")
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(
+            nightly,
+            [
+                "2026-03-28 01:30 GMT",
+                "2026-03-29 02:00 BST",
+                "2026-03-30 01:30 BST",
+                "2026-03-31 01:30 BST"
+            ]
+        );
+        let mis: Vec<&str> = march
+            .iter()
+            .filter(|(n, _)| n == "mis")
+            .map(|(_, t)| t.as_str())
+            .collect();
+        assert_eq!(mis, ["2026-03-30 08:00 BST", "2026-03-31 08:00 BST"]);
+        let october = simulate(&jobs[..1], "2026-10-24T12:00:00Z", "2026-10-27T12:00:00Z");
+        let times: Vec<&str> = october.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            times,
+            [
+                "2026-10-25 01:30 BST",
+                "2026-10-26 01:30 GMT",
+                "2026-10-27 01:30 GMT"
+            ]
+        );
+    }
+
+    #[test]
+    fn runs_missed_while_off_are_due_once_at_start_up() {
+        let tz = jiff::tz::TimeZone::get("Europe/London").unwrap();
+        let jobs = [job("staff-nightly", "0 1 * * *")];
+        // Last considered on Friday; the NAS was off all weekend; started on Monday 09:00.
+        let last = at("2026-06-05T08:00:00Z");
+        let now = at("2026-06-08T08:00:00Z");
+        let due_now = due(&jobs, |_| Some(last), &tz, now);
+        assert_eq!(due_now.len(), 1, "three missed nights are one catch-up run");
+        // Once considered at start-up, nothing more is due until the next night.
+        assert!(due(&jobs, |_| Some(now), &tz, now + time::Duration::hours(12)).is_empty());
+        assert_eq!(
+            due(&jobs, |_| Some(now), &tz, at("2026-06-09T00:00:00Z")).len(),
+            1
+        );
+        // A job never considered starts counting now.
+        assert!(due(&jobs, |_| None, &tz, now).is_empty());
+    }
+}

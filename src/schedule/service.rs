@@ -1,0 +1,594 @@
+//! The service's jobs: a backup of a schedule, a drill of a plan, each journalled, mirrored
+//! into its repository, watched by the monitor, with heartbeats and email. `vouch run` calls
+//! one; the daemon calls them on their cron expressions.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use time::OffsetDateTime;
+
+use crate::clock::Clock;
+use crate::config::{Config, Plan, RepositoryConfig, Schedule};
+use crate::journal::{Journal, Outcome, Record, RunRecord, Trigger};
+use crate::notify::heartbeat::{Beat, ping};
+use crate::notify::{Mailer, Monitor, mailer_for};
+use crate::storage::{RepoUrl, S3Options, Store};
+use crate::{BackupOptions, Repository, Secret};
+
+/// A finished job.
+#[derive(Debug)]
+pub struct JobOutcome {
+    pub seq: i64,
+    pub record: RunRecord,
+    /// The exit code `vouch run` ends with.
+    pub exit_code: i32,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0}")]
+    Journal(#[from] crate::journal::JournalError),
+    #[error("{0}")]
+    Mail(String),
+    #[error("no schedule or restore-test plan is called {0:?}; `vouch status` lists them")]
+    NoJob(String),
+}
+
+pub struct Service {
+    pub config: Config,
+    pub clock: Arc<dyn Clock>,
+    journal: Mutex<Journal>,
+    mailer: Box<dyn Mailer>,
+    host: String,
+    repos: tokio::sync::Mutex<HashMap<String, Arc<Repository>>>,
+    /// Set on SIGTERM: no new job starts.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the shutdown deadline passes: a running backup stops at a consistent point.
+    pub abort: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Open a repository as vouch.toml describes it.
+pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, String> {
+    let url = RepoUrl::parse(&rc.url).map_err(|e| e.to_string())?;
+    let secret = match &rc.secret_access_key_file {
+        Some(f) => Some(
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        None => None,
+    };
+    let s3 = S3Options {
+        endpoint: rc.s3_endpoint.clone(),
+        region: rc.s3_region.clone(),
+        path_style: rc.s3_path_style,
+        access_key_id: rc.access_key_id.clone(),
+        secret_access_key: secret,
+    };
+    let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
+    let pass = std::fs::read_to_string(&rc.password_file).map_err(|e| {
+        format!(
+            "cannot read the password file {}: {e}",
+            rc.password_file.display()
+        )
+    })?;
+    let pass = pass.lines().next().unwrap_or_default().to_string();
+    Repository::open(store, &Secret::new(pass))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Held while a job uses a repository; a second job on the same repository waits for it, in
+/// this process or another (`vouch run` from cron beside the daemon).
+struct RepoGuard {
+    _file: File,
+}
+
+fn lock_repository(state_dir: &std::path::Path, name: &str) -> std::io::Result<RepoGuard> {
+    let dir = state_dir.join("locks");
+    std::fs::create_dir_all(&dir)?;
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let file = File::create(dir.join(format!("{safe}.lock")))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(std::io::Error::from)?;
+    Ok(RepoGuard { _file: file })
+}
+
+impl Service {
+    pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Service, ServiceError> {
+        let journal = Journal::open(&config.state_dir)?;
+        let mailer = mailer_for(&config).map_err(ServiceError::Mail)?;
+        let service = Service {
+            config,
+            clock,
+            journal: Mutex::new(journal),
+            mailer,
+            host: crate::sys::hostname(),
+            repos: tokio::sync::Mutex::new(HashMap::new()),
+            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        // Note when each job was first seen, so that staleness counts from then.
+        let now = service.clock.now();
+        {
+            let j = service.journal.lock().expect("journal");
+            for s in &service.config.schedules {
+                if j.considered(&s.name)?.is_none() {
+                    j.set_considered(&s.name, now)?;
+                }
+            }
+        }
+        Ok(service)
+    }
+
+    pub fn with_journal<T>(&self, f: impl FnOnce(&Journal) -> T) -> T {
+        f(&self.journal.lock().expect("journal"))
+    }
+
+    pub fn mailer(&self) -> &dyn Mailer {
+        self.mailer.as_ref()
+    }
+
+    /// The repository called `name` in vouch.toml, opened once.
+    pub async fn repository(&self, name: &str) -> Result<Arc<Repository>, String> {
+        let mut repos = self.repos.lock().await;
+        if let Some(r) = repos.get(name) {
+            return Ok(r.clone());
+        }
+        let rc = self
+            .config
+            .repositories
+            .get(name)
+            .ok_or_else(|| format!("no repository {name:?} in vouch.toml"))?;
+        let repo = Arc::new(open_repository(rc).await?.with_clock(self.clock.clone()));
+        repos.insert(name.to_string(), repo.clone());
+        Ok(repo)
+    }
+
+    /// Run a schedule or a plan by name.
+    pub async fn run_job(
+        &self,
+        name: &str,
+        trigger: Trigger,
+        operator: &str,
+    ) -> Result<JobOutcome, ServiceError> {
+        if let Some(s) = self.config.schedule(name).cloned() {
+            return self.run_backup(&s, trigger, operator).await;
+        }
+        if let Some(p) = self.config.plan(name).cloned() {
+            return self.run_drill(&p, trigger, operator).await;
+        }
+        Err(ServiceError::NoJob(name.to_string()))
+    }
+
+    async fn exclusive(&self, repository: &str) -> Result<RepoGuard, String> {
+        let dir = self.config.state_dir.clone();
+        let name = repository.to_string();
+        tokio::task::spawn_blocking(move || lock_repository(&dir, &name))
+            .await
+            .expect("lock task")
+            .map_err(|e| format!("cannot take the local lock for {repository}: {e}"))
+    }
+
+    pub async fn run_backup(
+        &self,
+        s: &Schedule,
+        trigger: Trigger,
+        operator: &str,
+    ) -> Result<JobOutcome, ServiceError> {
+        if let Some(url) = &s.heartbeat_url {
+            ping(url, Beat::Start).await;
+        }
+        let timer = Instant::now();
+        let _guard = self.exclusive(&s.repository).await;
+        let waited = timer.elapsed();
+        let started = self.clock.now();
+        let result = match self.repository(&s.repository).await {
+            Err(e) => Err(crate::BackupError::SourceInvalid {
+                path: s.repository.clone(),
+                detail: format!("cannot open the repository: {e}"),
+            }),
+            Ok(repo) => {
+                let opts = BackupOptions {
+                    paths: s.paths.clone(),
+                    label: s.label.clone(),
+                    tags: s.tags.clone(),
+                    excludes: s.exclude.clone(),
+                    schedule: Some(s.name.clone()),
+                    abort: Some(self.abort.clone()),
+                    ..Default::default()
+                };
+                crate::backup(repo, opts, Default::default()).await
+            }
+        };
+        let ended = self.clock.now();
+        let mut details = serde_json::json!({ "waited_for_repository_s": waited.as_secs() });
+        let record = match result {
+            Ok(report) => {
+                let sum = &report.snapshot.summary;
+                details["summary"] = serde_json::to_value(sum).unwrap_or_default();
+                let outcome = if report.is_partial() {
+                    Outcome::Partial
+                } else {
+                    Outcome::Success
+                };
+                let mut summary = format!(
+                    "snapshot {}: {} files, {} new, {} changed; {} added",
+                    report.snapshot_id.short(),
+                    sum.total_files,
+                    sum.files_new,
+                    sum.files_changed,
+                    crate::cli::show::size(sum.bytes_added_stored)
+                );
+                if !sum.unreadable.is_empty() {
+                    summary.push_str(&format!("; {} path(s) unreadable", sum.unreadable.len()));
+                }
+                let error = (!sum.unreadable.is_empty()).then(|| {
+                    let list: Vec<String> = sum
+                        .unreadable
+                        .iter()
+                        .take(20)
+                        .map(|p| format!("{}: {}", p.path, p.error))
+                        .collect();
+                    format!(
+                        "{} path(s) could not be read:\n{}",
+                        sum.unreadable.len(),
+                        list.join("\n")
+                    )
+                });
+                RunRecord {
+                    kind: "backup".into(),
+                    job: s.name.clone(),
+                    trigger,
+                    operator: operator.into(),
+                    host: self.host.clone(),
+                    repository: s.repository.clone(),
+                    started,
+                    ended,
+                    outcome,
+                    summary,
+                    snapshot: Some(report.snapshot_id.to_hex()),
+                    report: None,
+                    error,
+                    details,
+                }
+            }
+            Err(e) => RunRecord {
+                kind: "backup".into(),
+                job: s.name.clone(),
+                trigger,
+                operator: operator.into(),
+                host: self.host.clone(),
+                repository: s.repository.clone(),
+                started,
+                ended,
+                outcome: if matches!(e, crate::BackupError::Interrupted) {
+                    Outcome::Interrupted
+                } else {
+                    Outcome::Failed
+                },
+                summary: "backup failed".into(),
+                snapshot: None,
+                report: None,
+                error: Some(e.to_string()),
+                details,
+            },
+        };
+        if let Some(url) = &s.heartbeat_url {
+            ping(
+                url,
+                if record.outcome == Outcome::Failed {
+                    Beat::Failure
+                } else {
+                    Beat::Success
+                },
+            )
+            .await;
+        }
+        let exit_code = match record.outcome {
+            Outcome::Success => crate::cli::EXIT_OK,
+            Outcome::Partial => crate::cli::EXIT_PARTIAL,
+            Outcome::Damage => crate::cli::EXIT_DAMAGE,
+            Outcome::Failed | Outcome::Interrupted => crate::cli::EXIT_FAILED,
+        };
+        self.finish(record, exit_code).await
+    }
+
+    pub async fn run_drill(
+        &self,
+        plan: &Plan,
+        trigger: Trigger,
+        operator: &str,
+    ) -> Result<JobOutcome, ServiceError> {
+        let repository = plan.repository.clone().unwrap_or_default();
+        let _guard = self.exclusive(&repository).await;
+        let started = self.clock.now();
+        let opened = if self.config.repositories.contains_key(&repository) {
+            self.repository(&repository).await
+        } else {
+            Err(format!(
+                "the plan's repository {repository:?} is not in vouch.toml"
+            ))
+        };
+        let result = match opened {
+            Err(e) => Err(e),
+            Ok(repo) => {
+                let rc = &self.config.repositories[&repository];
+                let opts = crate::verify::drill::DrillOptions {
+                    plan: plan.clone(),
+                    scratch: plan
+                        .scratch_dir
+                        .clone()
+                        .unwrap_or_else(|| self.config.scratch_dir.clone()),
+                    seed: None,
+                    operator: operator.to_string(),
+                    trigger: trigger.to_string(),
+                    url: rc.url.clone(),
+                    s3: S3Options {
+                        endpoint: rc.s3_endpoint.clone(),
+                        region: rc.s3_region.clone(),
+                        path_style: rc.s3_path_style,
+                        ..Default::default()
+                    },
+                    threads: None,
+                };
+                crate::verify::drill::drill(repo, &opts)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+        };
+        let ended = self.clock.now();
+        let (record, code) = match result {
+            Ok(o) => {
+                let r = &o.report;
+                let outcome = if r.passed {
+                    Outcome::Success
+                } else {
+                    Outcome::Damage
+                };
+                let summary = format!(
+                    "snapshot {}: {} files ({}) restored and verified{}",
+                    r.snapshot.id.short(),
+                    r.restore.files,
+                    crate::cli::show::size(r.restore.bytes),
+                    if r.passed {
+                        String::new()
+                    } else {
+                        format!("; FAILED: {}", r.reasons.join("; "))
+                    }
+                );
+                let error = (!r.passed).then(|| r.reasons.join("\n"));
+                let record = RunRecord {
+                    kind: "drill".into(),
+                    job: plan.name.clone(),
+                    trigger,
+                    operator: operator.into(),
+                    host: self.host.clone(),
+                    repository,
+                    started,
+                    ended,
+                    outcome,
+                    summary,
+                    snapshot: Some(r.snapshot.id.to_hex()),
+                    report: Some(o.report_id.clone()),
+                    error,
+                    details: serde_json::to_value(r).unwrap_or_default(),
+                };
+                (
+                    record,
+                    if r.passed {
+                        crate::cli::EXIT_OK
+                    } else {
+                        crate::cli::EXIT_DAMAGE
+                    },
+                )
+            }
+            Err(e) => (
+                RunRecord {
+                    kind: "drill".into(),
+                    job: plan.name.clone(),
+                    trigger,
+                    operator: operator.into(),
+                    host: self.host.clone(),
+                    repository,
+                    started,
+                    ended,
+                    outcome: Outcome::Failed,
+                    summary: "the drill could not run".into(),
+                    snapshot: None,
+                    report: None,
+                    error: Some(e),
+                    details: serde_json::Value::Null,
+                },
+                crate::cli::EXIT_FAILED,
+            ),
+        };
+        self.finish(record, code).await
+    }
+
+    /// Journal the run, mirror it, update incidents, and send what is due.
+    async fn finish(&self, record: RunRecord, exit_code: i32) -> Result<JobOutcome, ServiceError> {
+        let now = self.clock.now();
+        let entry = {
+            let mut j = self.journal.lock().expect("journal");
+            let entry = j.append(Record::Run(record.clone()))?;
+            j.queue_mirror(entry.seq, &record.repository)?;
+            Monitor::new(j.connection(), &self.config)?.after_run(entry.seq, &record, now)?;
+            entry
+        };
+        self.housekeeping().await?;
+        Ok(JobOutcome {
+            seq: entry.seq,
+            record,
+            exit_code,
+        })
+    }
+
+    /// When each schedule last had a good backup (or was first seen, if never).
+    pub fn last_good(&self) -> Result<Vec<(String, OffsetDateTime, bool)>, ServiceError> {
+        let j = self.journal.lock().expect("journal");
+        let runs = j.runs()?;
+        let mut out = Vec::new();
+        for s in &self.config.schedules {
+            let good = runs
+                .iter()
+                .filter(|(_, r)| {
+                    r.kind == "backup"
+                        && r.job == s.name
+                        && matches!(r.outcome, Outcome::Success | Outcome::Partial)
+                })
+                .map(|(_, r)| r.ended)
+                .max();
+            let since = match good {
+                Some(t) => (t, true),
+                None => (j.considered(&s.name)?.unwrap_or(self.clock.now()), false),
+            };
+            out.push((s.name.clone(), since.0, since.1));
+        }
+        Ok(out)
+    }
+
+    /// Staleness, drills due, reminders, journal mirroring and the outbox.
+    pub async fn housekeeping(&self) -> Result<(), ServiceError> {
+        let now = self.clock.now();
+        let last_good = self.last_good()?;
+        {
+            let j = self.journal.lock().expect("journal");
+            let runs = j.runs()?;
+            let last_drill = runs
+                .iter()
+                .filter(|(_, r)| r.kind == "drill" && r.outcome == Outcome::Success)
+                .map(|(_, r)| r.ended)
+                .max();
+            let first_seen = self
+                .config
+                .schedules
+                .iter()
+                .filter_map(|s| j.considered(&s.name).ok().flatten())
+                .min()
+                .unwrap_or(now);
+            let monitor = Monitor::new(j.connection(), &self.config)?;
+            monitor.check_freshness(&last_good, now)?;
+            monitor.check_drills(last_drill, first_seen, now)?;
+            monitor.remind(now)?;
+        }
+        self.mirror().await?;
+        self.flush_outbox().await?;
+        Ok(())
+    }
+
+    /// Mirror journal rows that have not reached their repository yet.
+    pub async fn mirror(&self) -> Result<usize, ServiceError> {
+        // The journal's connection is not shared across awaits: collect, mirror, then mark.
+        let (pending, entries) = {
+            let j = self.journal.lock().expect("journal");
+            (j.pending_mirrors()?, j.entries()?)
+        };
+        let mut done = 0;
+        for (seq, name) in pending {
+            let Some(entry) = entries.iter().find(|e| e.seq == seq) else {
+                continue;
+            };
+            let Ok(repo) = self.repository(&name).await else {
+                continue;
+            };
+            if crate::journal::mirror_entry(&repo, &self.host, entry)
+                .await
+                .is_ok()
+            {
+                self.journal.lock().expect("journal").mirrored(seq, &name)?;
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Try to deliver queued mail; what fails stays queued with backoff. Returns (sent,
+    /// still pending).
+    pub async fn flush_outbox(&self) -> Result<(usize, usize), ServiceError> {
+        self.deliver(false).await
+    }
+
+    /// Deliver queued mail; with `now_all`, also what is waiting out a backoff (a person
+    /// asked for it).
+    pub async fn deliver(&self, now_all: bool) -> Result<(usize, usize), ServiceError> {
+        let now = self.clock.now();
+        let horizon = if now_all {
+            now + time::Duration::days(3650)
+        } else {
+            now
+        };
+        let due =
+            self.with_journal(|j| crate::notify::Outbox::new(j.connection())?.due(horizon))?;
+        let mut sent = 0;
+        for (id, message, attempts) in due {
+            // Deliver without holding the journal: SMTP can take a while.
+            let result = self.mailer.send(&message).await;
+            self.with_journal(|j| {
+                let outbox = crate::notify::Outbox::new(j.connection())?;
+                match &result {
+                    Ok(()) => outbox.sent(id, now),
+                    Err(e) => {
+                        tracing::warn!(id, error = %e, "email not delivered yet; it stays in the outbox");
+                        outbox.failed(id, attempts, e, now)
+                    }
+                }
+            })?;
+            sent += usize::from(result.is_ok());
+        }
+        let pending =
+            self.with_journal(|j| crate::notify::Outbox::new(j.connection())?.pending())?;
+        Ok((sent, pending))
+    }
+
+    /// Annotate a run with what was done about it.
+    pub async fn annotate(
+        &self,
+        run: i64,
+        text: &str,
+        operator: &str,
+    ) -> Result<i64, ServiceError> {
+        let entry = {
+            let mut j = self.journal.lock().expect("journal");
+            let target = j.entry(run)?;
+            let repository = match &target.record {
+                Record::Run(r) => r.repository.clone(),
+                Record::Annotation(_) => {
+                    return Err(ServiceError::NoJob(format!(
+                        "row {run} is an annotation, not a run"
+                    )));
+                }
+            };
+            let entry = j.append(Record::Annotation(crate::journal::Annotation {
+                run,
+                time: self.clock.now(),
+                operator: operator.to_string(),
+                text: text.to_string(),
+            }))?;
+            j.queue_mirror(entry.seq, &repository)?;
+            entry
+        };
+        self.mirror().await?;
+        Ok(entry.seq)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.config.state_dir.clone()
+    }
+}

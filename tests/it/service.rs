@@ -1,0 +1,498 @@
+//! The service: configuration, `vouch run`, the journal and its mirror, incidents and email
+//! through a real SMTP server on loopback, staleness, overlap, the daemon and SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vouch::schedule::service::Service;
+use vouch::{Clock, ManualClock};
+
+use crate::support::{Env, Run, Smtp, noise, packs, write};
+
+struct Site {
+    env: Env,
+    dir: PathBuf,
+    share: PathBuf,
+    repo: PathBuf,
+}
+
+impl Site {
+    /// A school: vouch.toml, one repository, a share, a nightly schedule and a plan. With
+    /// `smtp`, mail goes to that port; without, to the mail folder.
+    fn new(smtp: Option<u16>) -> Site {
+        let env = Env::new();
+        let dir = env.path("etc");
+        let share = env.path("share");
+        let repo = env.path("repo");
+        std::fs::create_dir_all(dir.join("schedules")).unwrap();
+        std::fs::create_dir_all(dir.join("restore-tests")).unwrap();
+        std::fs::copy(&env.pass_file, dir.join("offsite.pass")).unwrap();
+        let mail = match smtp {
+            Some(port) => format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"none\"\nfrom = \"vouch <vouch@school.example>\"\n"
+            ),
+            None => String::new(),
+        };
+        std::fs::write(
+            dir.join("vouch.toml"),
+            format!(
+                "school = \"Preston Primary Academy\"\nstate_dir = \"{}\"\nscratch_dir = \"{}\"\n[repositories.offsite]\nurl = \"{}\"\npassword_file = \"offsite.pass\"\n{mail}[alerts]\nto = [\"network.manager@school.example\"]\n",
+                env.path("state").display(),
+                env.path("scratch").display(),
+                repo.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("schedules/staff-nightly.toml"),
+            format!("repository = \"offsite\"\nlabel = \"Staff share\"\npaths = [\"{}\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n", share.display()),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("restore-tests/monthly.toml"),
+            "repository = \"offsite\"\nschedule = \"staff-nightly\"\ncron = \"0 3 1 * *\"\n[select]\nall = true\n",
+        )
+        .unwrap();
+        write(&share.join("report.docx"), &noise(200_000, 1));
+        env.run(&["init", "--repo", repo.to_str().unwrap()])
+            .expect(0);
+        Site {
+            env,
+            dir,
+            share,
+            repo,
+        }
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.join("vouch.toml")
+    }
+
+    fn vouch(&self, args: &[&str]) -> Run {
+        Run::of(
+            self.env
+                .vouch()
+                .env("VOUCH_CONFIG", self.config())
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    }
+
+    fn mail_folder(&self) -> Vec<String> {
+        crate::support::files_in(&self.env.path("state/mail"))
+            .into_iter()
+            .map(|p| unfold(&std::fs::read_to_string(p).unwrap()))
+            .collect()
+    }
+
+    /// Break the share (as if it were unmounted), and mend it.
+    fn unmount(&self) {
+        std::fs::rename(&self.share, self.env.path("share-away")).unwrap();
+    }
+    fn remount(&self) {
+        std::fs::rename(self.env.path("share-away"), &self.share).unwrap();
+    }
+}
+
+/// Undo quoted-printable soft breaks and folded header lines, to search the text.
+fn unfold(s: &str) -> String {
+    s.replace("\r\n", "\n")
+        .replace("=\n", "")
+        .replace("\n ", " ")
+}
+
+#[test]
+fn a_failed_backup_sends_one_alert_and_the_next_good_one_sends_one_resolved_email() {
+    let env = Env::new();
+    let smtp = Smtp::start(env.dir.path());
+    let site = Site::new(Some(smtp.port));
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    assert!(smtp.messages().is_empty(), "a quiet inbox when all is well");
+
+    site.unmount();
+    let failed = site.vouch(&["run", "staff-nightly"]).expect(1);
+    assert!(failed.stdout.contains("failed"), "{}", failed.stdout);
+    site.vouch(&["run", "staff-nightly"]).expect(1);
+    let mails = smtp.messages();
+    assert_eq!(
+        mails.len(),
+        1,
+        "one alert for one problem, not one per failed run: {mails:#?}"
+    );
+    let alert = unfold(&mails[0]);
+    assert!(
+        alert.contains("Subject: [vouch] Preston Primary Academy: backup staff-nightly failed"),
+        "{alert}"
+    );
+    assert!(
+        alert.contains("does not exist"),
+        "the error is in the email: {alert}"
+    );
+    assert!(
+        alert.contains("vouch run staff-nightly"),
+        "what to do next: {alert}"
+    );
+
+    site.remount();
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    let mails = smtp.messages();
+    assert_eq!(mails.len(), 2, "{mails:#?}");
+    assert!(
+        unfold(&mails[1]).contains("resolved: backup staff-nightly failed"),
+        "{}",
+        mails[1]
+    );
+    let status = site.vouch(&["status"]).expect(0);
+    assert!(
+        status.stdout.contains("no open incidents"),
+        "{}",
+        status.stdout
+    );
+}
+
+#[test]
+fn an_smtp_outage_delays_the_alert_and_nothing_is_lost_across_a_restart() {
+    let env = Env::new();
+    let mut smtp = Smtp::start(env.dir.path());
+    let site = Site::new(Some(smtp.port));
+    smtp.stop();
+    site.unmount();
+    site.vouch(&["run", "staff-nightly"]).expect(1);
+    let waiting = site.vouch(&["outbox"]).expect(0);
+    assert!(
+        waiting.stdout.contains("waiting (1 tries"),
+        "{}",
+        waiting.stdout
+    );
+    assert!(
+        waiting.stdout.contains("backup staff-nightly failed"),
+        "{}",
+        waiting.stdout
+    );
+    assert!(waiting.stdout.contains("last error"), "{}", waiting.stdout);
+    // A new process (as after a restart) delivers it once the server is back.
+    smtp.restart();
+    let flushed = site.vouch(&["outbox", "--flush"]).expect(0);
+    assert!(flushed.stdout.contains("1 sent"), "{}", flushed.stdout);
+    assert_eq!(smtp.messages().len(), 1);
+    assert!(
+        site.vouch(&["outbox"])
+            .expect(0)
+            .stdout
+            .contains("nothing waiting")
+    );
+}
+
+#[test]
+fn staleness_follows_the_rpo_on_a_manual_clock() {
+    let site = Site::new(None);
+    let clock = ManualClock::new(time::macros::datetime!(2026-05-11 00:30 UTC));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = vouch::config::Config::load(&site.config()).unwrap();
+    let service = Service::new(config, Arc::new(clock.clone())).unwrap();
+    rt.block_on(async {
+        let s = service.config.schedule("staff-nightly").unwrap().clone();
+        let o = service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        assert_eq!(o.record.outcome, vouch::journal::Outcome::Success);
+        clock.advance(time::Duration::hours(25));
+        service.housekeeping().await.unwrap();
+        assert!(
+            site.mail_folder().is_empty(),
+            "no alert before the RPO passes"
+        );
+        clock.advance(time::Duration::hours(2));
+        service.housekeeping().await.unwrap();
+        service.housekeeping().await.unwrap();
+        let mail = site.mail_folder();
+        assert_eq!(mail.len(), 1, "one alert once it passes: {mail:#?}");
+        assert!(
+            mail[0].contains("backups of staff-nightly are out of date"),
+            "{}",
+            mail[0]
+        );
+        assert!(
+            mail[0].contains("the schedule allows 1day 2h"),
+            "{}",
+            mail[0]
+        );
+        // A day later, still stale: one reminder.
+        clock.advance(time::Duration::hours(24));
+        service.housekeeping().await.unwrap();
+        assert_eq!(site.mail_folder().len(), 2);
+        // The next good backup resolves it.
+        service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        let mail = site.mail_folder();
+        assert_eq!(mail.len(), 3, "{mail:#?}");
+        assert!(
+            mail.iter()
+                .any(|m| m.contains("resolved: backups of staff-nightly are out of date"))
+        );
+    });
+    let _ = clock.now();
+}
+
+#[test]
+fn two_jobs_on_one_repository_never_overlap() {
+    let site = Site::new(None);
+    for i in 0..6 {
+        write(
+            &site.share.join(format!("photos/{i}.jpg")),
+            &noise(12 << 20, i + 10),
+        );
+    }
+    std::fs::write(
+        site.dir.join("schedules/photos.toml"),
+        format!(
+            "repository = \"offsite\"\npaths = [\"{}\"]\ncron = \"0 2 * * *\"\nrpo = \"26h\"\n",
+            site.share.join("photos").display()
+        ),
+    )
+    .unwrap();
+    let spawn = |job: &str| {
+        site.env
+            .vouch()
+            .env("VOUCH_CONFIG", site.config())
+            .args(["run", job])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn("staff-nightly"), spawn("photos"));
+    assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
+    let list: serde_json::Value =
+        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let times: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["record"]["started"].as_str().unwrap().to_string(),
+                e["record"]["ended"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(times.len(), 2);
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let (first, second) = if parse(&times[0].0) <= parse(&times[1].0) {
+        (&times[0], &times[1])
+    } else {
+        (&times[1], &times[0])
+    };
+    assert!(
+        parse(&first.1) <= parse(&second.0),
+        "the runs overlapped: {times:?}"
+    );
+}
+
+#[test]
+fn journal_verify_names_a_hand_edited_row_and_the_mirror_matches() {
+    let site = Site::new(None);
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    site.vouch(&["run", "monthly"]).expect(0);
+    site.vouch(&[
+        "journal",
+        "annotate",
+        "1",
+        "checked the report by hand",
+        "--operator",
+        "J. Smith",
+    ])
+    .expect(0);
+    let ok = site.vouch(&["journal", "verify"]).expect(0);
+    assert!(ok.stdout.contains("3 row(s)"), "{}", ok.stdout);
+    assert!(
+        ok.stdout
+            .contains("copy in repository offsite: 3 of 3 row(s) mirrored"),
+        "{}",
+        ok.stdout
+    );
+    assert!(ok.stdout.contains("the journal verifies"), "{}", ok.stdout);
+    assert_eq!(
+        crate::support::files_in(&site.repo.join("journal")).len(),
+        1,
+        "one host folder"
+    );
+    // Someone edits run 2 in the SQLite file: a drill made to look like another.
+    let db = site.env.path("state/journal.sqlite");
+    let status = Command::new("sqlite3")
+        .arg(&db)
+        .arg("UPDATE journal SET record = replace(record, '\"monthly\"', '\"weekly\"') WHERE seq = 2")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bad = site.vouch(&["journal", "verify"]).expect(4);
+    assert!(
+        bad.stdout
+            .contains("BROKEN: row 2: its contents were changed"),
+        "{}",
+        bad.stdout
+    );
+    assert!(bad.stdout.contains("does NOT verify"), "{}", bad.stdout);
+}
+
+#[test]
+fn config_check_names_every_mistake_with_file_and_line() {
+    let site = Site::new(None);
+    std::fs::write(
+        site.dir.join("schedules/broken.toml"),
+        "repository = \"usb-disk\"\npaths = [\"/volume1/staff\"]\ncron = \"0 25 * * *\"\nrpo = \"26h\"\n",
+    )
+    .unwrap();
+    let out = site.vouch(&["config", "check"]).expect(1);
+    let broken = site.dir.join("schedules/broken.toml");
+    assert!(
+        out.stdout.contains(&format!(
+            "{}:1: repository = \"usb-disk\" is not in vouch.toml's [repositories]",
+            broken.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "{}:3: cron \"0 25 * * *\" is not a cron expression: hour 25 is out of range 0-23",
+            broken.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("2 mistake(s)"), "{}", out.stdout);
+    std::fs::remove_file(&broken).unwrap();
+    let good = site.vouch(&["config", "check"]).expect(0);
+    assert!(
+        good.stdout.contains("ok — Preston Primary Academy"),
+        "{}",
+        good.stdout
+    );
+}
+
+#[test]
+fn sigterm_during_a_daemon_backup_leaves_a_repository_that_passes_check() {
+    let site = Site::new(None);
+    for i in 0..30 {
+        write(
+            &site.share.join(format!("photos/{i}.jpg")),
+            &noise(8 << 20, i + 100),
+        );
+    }
+    // The nightly backup was last considered days ago: the daemon catches it up at once.
+    {
+        let config = vouch::config::Config::load(&site.config()).unwrap();
+        let j = vouch::journal::Journal::open(&config.state_dir).unwrap();
+        j.set_considered(
+            "staff-nightly",
+            time::macros::datetime!(2026-01-01 00:00 UTC),
+        )
+        .unwrap();
+    }
+    let mut daemon = site
+        .env
+        .vouch()
+        .env("VOUCH_CONFIG", site.config())
+        .env("VOUCH_DAEMON_TICK_MS", "100")
+        .env("VOUCH_SHUTDOWN_DEADLINE_MS", "50")
+        .arg("daemon")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while packs(&site.repo).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the catch-up backup did not start"
+        );
+        assert!(
+            daemon.try_wait().unwrap().is_none(),
+            "the daemon exited early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(daemon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = daemon.wait().unwrap();
+    assert!(
+        status.success(),
+        "the daemon stops cleanly on SIGTERM: {status}"
+    );
+    let check = site
+        .env
+        .run(&[
+            "check",
+            "--repo",
+            site.repo.to_str().unwrap(),
+            "--read-data",
+        ])
+        .expect(0);
+    assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
+    let list: serde_json::Value =
+        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let run = &list[0]["record"];
+    assert_eq!(run["trigger"], "catch-up");
+    assert!(
+        ["interrupted", "success"].contains(&run["outcome"].as_str().unwrap()),
+        "{run}"
+    );
+    assert!(
+        site.mail_folder().is_empty(),
+        "a shutdown is not an alert: {:#?}",
+        site.mail_folder()
+    );
+    // The next run completes the backup.
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    let _ = Path::new("/");
+}
+
+#[test]
+fn heartbeat_urls_are_pinged_on_start_and_success() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            record.lock().unwrap().push(
+                line.split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string(),
+            );
+            let mut s = stream;
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+        }
+    });
+    let site = Site::new(None);
+    let schedule = site.dir.join("schedules/staff-nightly.toml");
+    let mut text = std::fs::read_to_string(&schedule).unwrap();
+    text.push_str(&format!(
+        "heartbeat_url = \"http://127.0.0.1:{port}/ping/abc123\"\n"
+    ));
+    std::fs::write(&schedule, text).unwrap();
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    site.unmount();
+    site.vouch(&["run", "staff-nightly"]).expect(1);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "/ping/abc123/start",
+            "/ping/abc123",
+            "/ping/abc123/start",
+            "/ping/abc123/fail"
+        ]
+    );
+}
