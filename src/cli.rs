@@ -143,7 +143,7 @@ enum Command {
     },
     /// Run a test restore (a drill) from a restore-test plan
     Drill {
-        /// A plan file, or the name of one in restore-tests/ (or /etc/vouch/restore-tests/)
+        /// A plan file, or the name of one in restore-tests/ here or beside vouch.toml
         plan: String,
         /// Where the sandbox is made (default: the plan's scratch_dir, else the temporary directory)
         #[arg(long)]
@@ -633,19 +633,25 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 /// Find a plan: a path, or a name in restore-tests/ here or in /etc/vouch/restore-tests/.
-fn find_plan(text: &str) -> Result<PathBuf> {
+fn find_plan(text: &str, config: Option<&std::path::Path>) -> Result<PathBuf> {
     let direct = PathBuf::from(text);
     if direct.is_file() {
         return Ok(direct);
     }
-    for dir in ["restore-tests", "/etc/vouch/restore-tests"] {
-        let p = PathBuf::from(dir).join(format!("{text}.toml"));
+    let beside_config = crate::config::config_path(config)
+        .parent()
+        .map(|d| d.join("restore-tests"));
+    let dirs = [PathBuf::from("restore-tests")]
+        .into_iter()
+        .chain(beside_config);
+    for dir in dirs {
+        let p = dir.join(format!("{text}.toml"));
         if p.is_file() {
             return Ok(p);
         }
     }
     bail!(
-        "no restore-test plan {text:?}: give a plan file, or the name of one in ./restore-tests/ or /etc/vouch/restore-tests/"
+        "no restore-test plan {text:?}: give a plan file, or the name of one in ./restore-tests/ or in restore-tests/ beside vouch.toml"
     )
 }
 
@@ -657,7 +663,7 @@ async fn run_drill(
     operator: Option<String>,
     json: bool,
 ) -> Result<i32> {
-    let plan = crate::config::Plan::load(&find_plan(plan)?)?;
+    let plan = crate::config::Plan::load(&find_plan(plan, g.config.as_deref())?)?;
     let mut g = g.clone();
     if g.repo.is_none() {
         let Some(repo) = plan.repository.clone() else {

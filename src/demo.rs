@@ -340,11 +340,203 @@ pub async fn run(dir: &Path) -> Result<i32> {
         size(check.bytes_read),
         check.blobs_verified
     );
+    drop(repo);
+    let config_file = service_steps(&dir, &data, &repo_dir, &pass_file).await?;
+
     let url = repo_dir.display();
     println!("\nTry it yourself:");
-    println!("  export VOUCH_PASSWORD_FILE={}", pass_file.display());
+    println!(
+        "  export VOUCH_PASSWORD_FILE={} VOUCH_CONFIG={}",
+        pass_file.display(),
+        config_file.display()
+    );
+    println!("  vouch status");
+    println!("  vouch journal list && vouch journal verify");
     println!("  vouch snapshots --repo {url}");
     println!("  vouch ls --repo {url} latest {}/Admin", data.display());
-    println!("  vouch check --repo {url} --read-data");
+    println!("  vouch drill monthly-sample");
     Ok(crate::cli::EXIT_OK)
+}
+
+/// The service part: a vouch.toml with a nightly schedule and a monthly test restore, run on a
+/// clock that the demo moves through two nights, with the share unmounted on the second.
+async fn service_steps(
+    dir: &Path,
+    data: &Path,
+    repo_dir: &Path,
+    pass_file: &Path,
+) -> Result<PathBuf> {
+    use crate::journal::Trigger;
+    use crate::schedule::daemon::{due, from_jiff, jobs, to_jiff};
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(etc.join("schedules"))?;
+    std::fs::create_dir_all(etc.join("restore-tests"))?;
+    let config_file = etc.join("vouch.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "school = \"Demo Primary School\"\nstate_dir = \"{state}\"\nscratch_dir = \"{scratch}\"\ntime_zone = \"Europe/London\"\n\n\
+             [repositories.demo]\nurl = \"{repo}\"\npassword_file = \"{pass}\"\n\n\
+             [mail]\nfolder = \"{mail}\"\n\n[alerts]\nto = [\"network.manager@demo-school.example\"]\n",
+            state = dir.join("state").display(),
+            scratch = dir.join("scratch").display(),
+            repo = repo_dir.display(),
+            pass = pass_file.display(),
+            mail = dir.join("mail").display(),
+        ),
+    )?;
+    std::fs::write(
+        etc.join("schedules/staff-nightly.toml"),
+        format!(
+            "repository = \"demo\"\nlabel = \"Demo school share\"\npaths = [\"{}\"]\nexclude = [\"Thumbs.db\", \"~$*\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n",
+            data.display()
+        ),
+    )?;
+    std::fs::write(
+        etc.join("restore-tests/monthly-sample.toml"),
+        "repository = \"demo\"\nschedule = \"staff-nightly\"\ncron = \"0 3 1 * *\"\n\n[select]\npercent = 20\nmust_include = [\"Admin/MIS-Export/\"]\n\n[verify]\ncompare_with_source = true\nrestore_time_objective = \"8h\"\n",
+    )?;
+    let config = crate::config::Config::load(&config_file)?;
+    println!(
+        "\n8. wrote a service configuration: {} (a nightly schedule and a monthly test restore; mail to {})",
+        config_file.display(),
+        dir.join("mail").display()
+    );
+
+    // Yesterday evening, then through the night, a minute at a time as the daemon would.
+    let tz = config.time_zone.clone();
+    // Two nights that have passed: the journal's times stay in the past.
+    let now_local =
+        to_jiff(crate::clock::Clock::now(&crate::clock::SystemClock)).to_zoned(tz.clone());
+    let today = if now_local.hour() < 3 {
+        now_local.date().yesterday()?
+    } else {
+        now_local.date()
+    };
+    let yesterday = today.yesterday()?;
+    let evening = yesterday
+        .yesterday()?
+        .at(22, 0, 0, 0)
+        .to_zoned(tz.clone())?
+        .timestamp();
+    let clock = crate::clock::ManualClock::new(from_jiff(evening));
+    let service = crate::schedule::service::Service::new(config, Arc::new(clock.clone()))?;
+    let all = jobs(&service.config);
+    // Move the clock a minute at a time until something is due (or `until`), and stop there.
+    let fire = |until: jiff::Timestamp| -> Vec<String> {
+        let mut fired = Vec::new();
+        while fired.is_empty() && to_jiff(crate::clock::Clock::now(&clock)) < until {
+            clock.advance(time::Duration::minutes(1));
+            let now = crate::clock::Clock::now(&clock);
+            for j in due(
+                &all,
+                |n| service.with_journal(|jr| jr.considered(n).ok().flatten()),
+                &tz,
+                now,
+            ) {
+                service
+                    .with_journal(|jr| jr.set_considered(&j.name, now))
+                    .ok();
+                fired.push(j.name);
+            }
+        }
+        fired
+    };
+    let night1 = yesterday.at(2, 0, 0, 0).to_zoned(tz.clone())?.timestamp();
+    for job in fire(night1) {
+        let o = service
+            .run_job(&job, Trigger::Schedule, "vouch daemon (demo)")
+            .await?;
+        let at = to_jiff(o.record.started)
+            .to_zoned(tz.clone())
+            .strftime("%H:%M %Z");
+        println!(
+            "9. at {at} the schedule {job} fired: run #{} {}: {}",
+            o.seq, o.record.outcome, o.record.summary
+        );
+    }
+
+    // The next night the share is not mounted.
+    let away = dir.join("data-unmounted");
+    std::fs::rename(data, &away)?;
+    let night2 = today.at(2, 0, 0, 0).to_zoned(tz.clone())?.timestamp();
+    for job in fire(night2) {
+        let o = service
+            .run_job(&job, Trigger::Schedule, "vouch daemon (demo)")
+            .await?;
+        println!(
+            "10. the next night, with the share unmounted: run #{} {}: {}",
+            o.seq,
+            o.record.outcome,
+            o.record.error.unwrap_or_default()
+        );
+    }
+    let mail_dir = dir.join("mail");
+    let subject = |path: &Path| -> String {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .replace("\r\n ", " ")
+            .replace("\n ", " ")
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+            .unwrap_or_default()
+    };
+    let newest = || {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&mail_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        v.sort();
+        v.pop()
+    };
+    if let Some(alert) = newest() {
+        println!(
+            "    an alert email landed in the mail folder: {}\n      Subject: {}",
+            alert.display(),
+            subject(&alert)
+        );
+    }
+
+    // The network manager remounts the share and runs the job by hand.
+    std::fs::rename(&away, data)?;
+    let o = service
+        .run_job("staff-nightly", Trigger::Manual, "network manager (demo)")
+        .await?;
+    println!(
+        "11. share remounted, `vouch run staff-nightly`: run #{} {}",
+        o.seq, o.record.outcome
+    );
+    if let Some(resolved) = newest() {
+        println!("    and one more email: {}", subject(&resolved));
+    }
+    let o = service
+        .run_job("monthly-sample", Trigger::Manual, "network manager (demo)")
+        .await?;
+    println!(
+        "12. `vouch run monthly-sample`, the monthly test restore: run #{} {}: {}",
+        o.seq, o.record.outcome, o.record.summary
+    );
+
+    // What `vouch status` and the journal show.
+    let runs = service.with_journal(|j| j.runs())?;
+    let verify = service.with_journal(|j| j.verify())?;
+    let open = service.with_journal(|j| {
+        crate::notify::Monitor::new(j.connection(), &service.config)
+            .and_then(|m| m.incidents(false))
+    })?;
+    println!(
+        "13. the journal: {} runs, chain {} ({} rows, head {}), mirrored into the repository; open incidents: {}",
+        runs.len(),
+        if verify.broken.is_empty() {
+            "intact"
+        } else {
+            "BROKEN"
+        },
+        verify.rows,
+        &verify.head[..16],
+        open.len()
+    );
+    Ok(config_file)
 }
