@@ -9,19 +9,48 @@ fn the_demo_runs_to_completion_and_verifies_its_restore() {
     let out = env.run(&["demo", "--dir", dir.to_str().unwrap()]).expect(0);
     assert!(out.stdout.contains("files identical"), "{}", out.stdout);
     assert!(out.stdout.contains("no damage"), "{}", out.stdout);
-    assert!(out.stdout.contains("at 01:00 GMT the schedule staff-nightly fired") || out.stdout.contains("at 01:00 BST the schedule staff-nightly fired"), "{}", out.stdout);
-    assert!(out.stdout.contains("an alert email landed in the mail folder"), "{}", out.stdout);
-    assert!(out.stdout.contains("resolved: backup staff-nightly failed"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("at 01:00 GMT the schedule staff-nightly fired")
+            || out
+                .stdout
+                .contains("at 01:00 BST the schedule staff-nightly fired"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("an alert email landed in the mail folder"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("resolved: backup staff-nightly failed"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("chain intact"), "{}", out.stdout);
     assert!(dir.join("repository/config").exists());
     let mails = std::fs::read_dir(dir.join("mail")).unwrap().count();
     assert_eq!(mails, 2, "one alert and one resolved email");
     // The configuration it wrote checks, and status shows the schedule.
     let config = dir.join("etc/vouch.toml");
-    let check = env.run(&["config", "check", "--config", config.to_str().unwrap()]).expect(0);
-    assert!(check.stdout.contains("schedule staff-nightly"), "{}", check.stdout);
-    let status = env.run(&["status", "--config", config.to_str().unwrap()]).expect(0);
-    assert!(status.stdout.contains("staff-nightly") && status.stdout.contains("no open incidents"), "{}", status.stdout);
+    let check = env
+        .run(&["config", "check", "--config", config.to_str().unwrap()])
+        .expect(0);
+    assert!(
+        check.stdout.contains("schedule staff-nightly"),
+        "{}",
+        check.stdout
+    );
+    let status = env
+        .run(&["status", "--config", config.to_str().unwrap()])
+        .expect(0);
+    assert!(
+        status.stdout.contains("staff-nightly") && status.stdout.contains("no open incidents"),
+        "{}",
+        status.stdout
+    );
     // Run again in the same folder: it starts afresh.
     env.run(&["demo", "--dir", dir.to_str().unwrap()]).expect(0);
     // It refuses a folder that is not its own.
