@@ -3,7 +3,7 @@
 //! some files were unreadable, 4 verification found damage.
 
 mod progress;
-mod service;
+pub(crate) mod service;
 pub(crate) mod show;
 mod show_drill;
 

@@ -538,5 +538,8 @@ async fn service_steps(
         &verify.head[..16],
         open.len()
     );
+    drop(service);
+    println!("14. `vouch status`:");
+    crate::cli::service::status(Some(&config_file), false).await?;
     Ok(config_file)
 }

@@ -196,9 +196,20 @@ impl Service {
             ping(url, Beat::Start).await;
         }
         let timer = Instant::now();
+        let asked = self.clock.now();
         let _guard = self.exclusive(&s.repository).await;
         let waited = timer.elapsed();
         let started = self.clock.now();
+        // Waiting for another job on the same repository past this job's next slot is worth
+        // saying: the schedule is too tight for the repository.
+        let next_slot = s.cron.next_after(
+            crate::schedule::daemon::to_jiff(asked),
+            &self.config.time_zone,
+        );
+        let late = next_slot.is_some_and(|n| crate::schedule::daemon::to_jiff(started) > n);
+        if late {
+            tracing::warn!(job = %s.name, waited_s = waited.as_secs(), "waited for the repository past this job's next slot");
+        }
         let result = match self.repository(&s.repository).await {
             Err(e) => Err(crate::BackupError::SourceInvalid {
                 path: s.repository.clone(),
@@ -218,7 +229,10 @@ impl Service {
             }
         };
         let ended = self.clock.now();
-        let mut details = serde_json::json!({ "waited_for_repository_s": waited.as_secs() });
+        let mut details = serde_json::json!({
+            "waited_for_repository_s": waited.as_secs(),
+            "waited_past_next_slot": late,
+        });
         let record = match result {
             Ok(report) => {
                 let sum = &report.snapshot.summary;
@@ -238,6 +252,15 @@ impl Service {
                 );
                 if !sum.unreadable.is_empty() {
                     summary.push_str(&format!("; {} path(s) unreadable", sum.unreadable.len()));
+                }
+                if late {
+                    summary.push_str(&format!(
+                        "; started late, after waiting {} for another job on {}",
+                        humantime::format_duration(std::time::Duration::from_secs(
+                            waited.as_secs()
+                        )),
+                        s.repository
+                    ));
                 }
                 let error = (!sum.unreadable.is_empty()).then(|| {
                     let list: Vec<String> = sum

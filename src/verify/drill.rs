@@ -28,6 +28,21 @@ use super::ledger::{self, Ledger, LedgerRecord};
 pub use sandbox::{CommandOutcome, Confinement, sandbox_exec};
 pub use source::SourceComparison;
 
+static WORKER_PROGRAM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// The program that drills run as their confined worker and check launcher: the vouch binary
+/// itself, unless a program embedding the library (a test) names it here first.
+pub fn set_worker_program(path: PathBuf) {
+    let _ = WORKER_PROGRAM.set(path);
+}
+
+pub(crate) fn worker_program() -> std::io::Result<PathBuf> {
+    match WORKER_PROGRAM.get() {
+        Some(p) => Ok(p.clone()),
+        None => std::env::current_exe(),
+    }
+}
+
 /// Room kept free on the scratch volume beyond the selection itself.
 const SCRATCH_MARGIN: u64 = 64 << 20;
 

@@ -496,3 +496,123 @@ fn heartbeat_urls_are_pinged_on_start_and_success() {
         ]
     );
 }
+
+#[test]
+fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_it() {
+    vouch::verify::drill::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
+    let site = Site::new(None);
+    let clock = ManualClock::new(time::macros::datetime!(2026-09-01 09:00 UTC));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = vouch::config::Config::load(&site.config()).unwrap();
+    let service = Service::new(config, Arc::new(clock.clone())).unwrap();
+    rt.block_on(async {
+        let plan = service.config.plan("monthly").unwrap().clone();
+        let s = service.config.schedule("staff-nightly").unwrap().clone();
+        service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        let o = service
+            .run_drill(&plan, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            o.record.outcome,
+            vouch::journal::Outcome::Success,
+            "{:?}",
+            o.record.error
+        );
+        let drills_only = |m: &Vec<String>| m.iter().filter(|x| x.contains("test restore")).count();
+        // Keep the backups fresh so that only the drill clock speaks.
+        clock.advance(time::Duration::days(330));
+        service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        assert_eq!(
+            drills_only(&site.mail_folder()),
+            0,
+            "nothing before the last 30 days"
+        );
+        clock.advance(time::Duration::days(6));
+        service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        let mail = site.mail_folder();
+        assert_eq!(drills_only(&mail), 1, "{mail:#?}");
+        assert!(
+            mail.iter()
+                .any(|m| m.contains("a test restore is due within 30 days"))
+        );
+        clock.advance(time::Duration::days(30));
+        service
+            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .await
+            .unwrap();
+        let mail = site.mail_folder();
+        assert!(
+            mail.iter()
+                .any(|m| m.contains("no test restore has passed within a year")),
+            "{mail:#?}"
+        );
+        service
+            .run_drill(&plan, vouch::journal::Trigger::Manual, "test")
+            .await
+            .unwrap();
+        let mail = site.mail_folder();
+        assert!(
+            mail.iter()
+                .any(|m| m.contains("resolved: no test restore has passed within a year")),
+            "{mail:#?}"
+        );
+    });
+}
+
+#[test]
+fn the_daemon_reloads_its_configuration_on_sighup() {
+    let site = Site::new(None);
+    let log = site.env.path("daemon.log");
+    let mut daemon = site
+        .env
+        .vouch()
+        .env("VOUCH_CONFIG", site.config())
+        .env("VOUCH_DAEMON_TICK_MS", "100")
+        .env("VOUCH_LOG", "info")
+        .env("NO_COLOR", "1")
+        .arg("daemon")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let wait_for = |needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(needle)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the daemon's log"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_for("vouch daemon started");
+    std::fs::write(
+        site.dir.join("schedules/photos.toml"),
+        format!(
+            "repository = \"offsite\"\npaths = [\"{}\"]\ncron = \"0 2 * * *\"\nrpo = \"26h\"\n",
+            site.share.display()
+        ),
+    )
+    .unwrap();
+    let pid = rustix::process::Pid::from_raw(daemon.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_for("configuration reloaded");
+    // A broken configuration is refused and the old one kept.
+    std::fs::write(site.dir.join("schedules/broken.toml"), "cron = \"never\"\n").unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    wait_for("configuration reload failed; keeping the old one");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(daemon.wait().unwrap().success());
+}

@@ -203,7 +203,7 @@ pub fn run_confined(
     argv: &[String],
     timeout: Duration,
 ) -> std::io::Result<CommandOutcome> {
-    let exe = std::env::current_exe()?;
+    let exe = super::worker_program()?;
     let started = Instant::now();
     let mut child = Command::new(exe)
         .arg("__sandbox-exec")

@@ -103,7 +103,7 @@ fn from_wire(job: &Job) -> Result<Plan, String> {
 
 /// Run the job in a child process; kill it after `limit`.
 pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find the vouch binary: {e}"))?;
+    let exe = super::worker_program().map_err(|e| format!("cannot find the vouch binary: {e}"))?;
     let mut child = Command::new(exe)
         .arg("__drill-worker")
         .stdin(Stdio::piped())
