@@ -130,7 +130,8 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
     if let Some(e) = &o.record.error {
         eprintln!("{e}");
     }
-    let (sent, pending) = service.flush_outbox().await?;
+    let (_, pending) = service.flush_outbox().await?;
+    let sent = service.mail_sent.load(std::sync::atomic::Ordering::Relaxed);
     if sent + pending > 0 {
         println!(
             "mail: {sent} sent to {}, {pending} waiting",

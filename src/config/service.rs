@@ -42,6 +42,8 @@ pub struct SmtpConfig {
     pub username: Option<String>,
     pub password_file: Option<PathBuf>,
     pub from: String,
+    /// A certificate authority to trust besides the system's (a school's own mail relay).
+    pub ca_file: Option<PathBuf>,
 }
 
 /// A schedule: one backup job.
@@ -134,6 +136,7 @@ struct RawSmtp {
     username: Option<String>,
     password_file: Option<Spanned<String>>,
     from: Option<String>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -367,6 +370,16 @@ impl Config {
                     },
                     None => None,
                 };
+                let ca_file = match &s.ca_file {
+                    Some(p) => match check_file(&src, p, &base, "ca_file") {
+                        Ok(p) => Some(p),
+                        Err(e) => {
+                            push(Err(e));
+                            None
+                        }
+                    },
+                    None => None,
+                };
                 let port = s.port.unwrap_or(match security {
                     SmtpSecurity::Tls => 465,
                     SmtpSecurity::StartTls => 587,
@@ -384,6 +397,7 @@ impl Config {
                     username: s.username.clone(),
                     password_file,
                     from,
+                    ca_file,
                 })
             }
         };

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart, header::ContentType};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use crate::config::{Config, SmtpConfig, SmtpSecurity};
@@ -98,6 +99,20 @@ impl SmtpMailer {
         }
         .port(c.port)
         .timeout(Some(std::time::Duration::from_secs(30)));
+        if let (Some(ca), true) = (&c.ca_file, c.security != SmtpSecurity::None) {
+            let pem =
+                std::fs::read(ca).map_err(|e| format!("SMTP ca_file {}: {e}", ca.display()))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| format!("SMTP ca_file {}: {e}", ca.display()))?;
+            let params = TlsParameters::builder(c.host.clone())
+                .add_root_certificate(cert)
+                .build_rustls()
+                .map_err(|e| e.to_string())?;
+            b = b.tls(match c.security {
+                SmtpSecurity::Tls => Tls::Wrapper(params),
+                _ => Tls::Required(params),
+            });
+        }
         if let (Some(user), Some(file)) = (&c.username, &c.password_file) {
             let password = std::fs::read_to_string(file)
                 .map_err(|e| format!("SMTP password file {}: {e}", file.display()))?;

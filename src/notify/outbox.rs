@@ -173,3 +173,44 @@ impl<'a> Outbox<'a> {
             .map_err(db)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_from_a_minute_to_an_hour() {
+        assert_eq!(backoff(0), time::Duration::minutes(1));
+        assert_eq!(backoff(1), time::Duration::minutes(2));
+        assert_eq!(backoff(3), time::Duration::minutes(8));
+        assert_eq!(backoff(6), time::Duration::hours(1));
+        assert_eq!(backoff(40), time::Duration::hours(1));
+    }
+
+    #[test]
+    fn a_failed_delivery_waits_and_a_sent_one_leaves_the_queue() {
+        let conn = Connection::open_in_memory().unwrap();
+        let outbox = Outbox::new(&conn).unwrap();
+        let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let m = Message {
+            to: vec!["nm@school.example".into()],
+            subject: "s".into(),
+            text: "t".into(),
+            html: "h".into(),
+            attachments: vec![],
+        };
+        let id = outbox.enqueue(&m, t0).unwrap();
+        assert_eq!(outbox.due(t0).unwrap().len(), 1);
+        outbox.failed(id, 0, "connection refused", t0).unwrap();
+        assert!(
+            outbox
+                .due(t0 + time::Duration::seconds(59))
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(outbox.due(t0 + time::Duration::minutes(1)).unwrap()[0].2, 1);
+        outbox.sent(id, t0 + time::Duration::minutes(1)).unwrap();
+        assert_eq!(outbox.pending().unwrap(), 0);
+        assert_eq!(outbox.list(true).unwrap()[0].attempts, 2);
+    }
+}

@@ -49,6 +49,8 @@ pub struct Service {
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the shutdown deadline passes: a running backup stops at a consistent point.
     pub abort: Arc<std::sync::atomic::AtomicBool>,
+    /// Emails delivered by this service so far.
+    pub mail_sent: std::sync::atomic::AtomicUsize,
 }
 
 /// Open a repository as vouch.toml describes it.
@@ -123,6 +125,7 @@ impl Service {
             repos: tokio::sync::Mutex::new(HashMap::new()),
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            mail_sent: std::sync::atomic::AtomicUsize::new(0),
         };
         // Note when each job was first seen, so that staleness counts from then.
         let now = service.clock.now();
@@ -575,6 +578,8 @@ impl Service {
             })?;
             sent += usize::from(result.is_ok());
         }
+        self.mail_sent
+            .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         let pending =
             self.with_journal(|j| crate::notify::Outbox::new(j.connection())?.pending())?;
         Ok((sent, pending))

@@ -616,3 +616,106 @@ fn the_daemon_reloads_its_configuration_on_sighup() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(daemon.wait().unwrap().success());
 }
+
+/// A CA and a server certificate for 127.0.0.1, made with openssl.
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let sh = |args: &str| {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{args}: {}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=vouch-test-ca -keyout ca.key -out ca.pem",
+    );
+    sh(
+        "openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout server.key -out server.csr",
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    sh(
+        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile san.ext -out server.pem",
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+fn start_tls_server(dir: &Path, implicit: bool) -> (u16, PathBuf, std::process::Child, PathBuf) {
+    let (ca, cert, key) = make_certificates(dir);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let maildir = dir.join("maildir");
+    let mut cmd = Command::new("python3");
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/smtp_tls.py"))
+        .args(["--port", &port.to_string()])
+        .arg("--cert")
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg("--maildir")
+        .arg(&maildir);
+    if implicit {
+        cmd.arg("--implicit");
+    }
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the TLS SMTP server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (port, ca, child, maildir)
+}
+
+fn maildir_count(maildir: &Path) -> usize {
+    crate::support::files_in(&maildir.join("new")).len()
+}
+
+#[test]
+fn alerts_go_through_starttls_with_authentication_and_through_implicit_tls() {
+    for implicit in [false, true] {
+        let env = Env::new();
+        let (port, ca, mut server, maildir) = start_tls_server(env.dir.path(), implicit);
+        let site = Site::new(None);
+        std::fs::write(site.dir.join("smtp.pass"), "smtp-secret\n").unwrap();
+        let mut toml = std::fs::read_to_string(site.config()).unwrap();
+        let security = if implicit { "tls" } else { "starttls" };
+        toml = toml.replace(
+            "[alerts]",
+            &format!(
+                "[smtp]\nhost = \"127.0.0.1\"\nport = {port}\nsecurity = \"{security}\"\nusername = \"backups@school.example\"\npassword_file = \"smtp.pass\"\nca_file = \"{}\"\nfrom = \"vouch <backups@school.example>\"\n\n[alerts]",
+                ca.display()
+            ),
+        );
+        std::fs::write(site.config(), toml).unwrap();
+        site.unmount();
+        let out = site.vouch(&["run", "staff-nightly"]).expect(1);
+        let _ = server.kill();
+        let _ = server.wait();
+        assert!(
+            out.stdout.contains("1 sent"),
+            "{security}: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        assert_eq!(maildir_count(&maildir), 1, "{security}");
+        assert!(
+            !out.stderr.contains("smtp-secret"),
+            "the SMTP password was printed"
+        );
+    }
+}
