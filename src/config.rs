@@ -3,6 +3,7 @@
 //! error names the file, the line and the fix.
 
 mod plan;
+mod schedule;
 mod service;
 mod values;
 

@@ -240,36 +240,33 @@ impl Journal {
         })
     }
 
-    /// Every row, oldest first. A row whose record no longer parses is returned with its
-    /// text as an annotation-less placeholder by `verify`, not here.
-    pub fn entries(&self) -> Result<Vec<Entry>, JournalError> {
+    /// Every row as stored: number, record text, previous hash, hash.
+    fn raw_rows(&self) -> Result<Vec<(i64, String, String, String)>, JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, record, prev_hash, hash FROM journal ORDER BY seq")
             .map_err(|e| self.err(e))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, json, prev_hash, hash) = row.map_err(|e| self.err(e))?;
-            let record = serde_json::from_str(&json)
-                .map_err(|e| self.err(format!("row {seq} is not a journal record: {e}")))?;
-            out.push(Entry {
-                seq,
-                record,
-                prev_hash,
-                hash,
-            });
-        }
-        Ok(out)
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Every row, oldest first.
+    pub fn entries(&self) -> Result<Vec<Entry>, JournalError> {
+        self.raw_rows()?
+            .into_iter()
+            .map(|(seq, json, prev_hash, hash)| {
+                let record = serde_json::from_str(&json)
+                    .map_err(|e| self.err(format!("row {seq} is not a journal record: {e}")))?;
+                Ok(Entry {
+                    seq,
+                    record,
+                    prev_hash,
+                    hash,
+                })
+            })
+            .collect()
     }
 
     pub fn entry(&self, seq: i64) -> Result<Entry, JournalError> {
@@ -281,27 +278,13 @@ impl Journal {
 
     /// Recompute the chain from the stored text of every row.
     pub fn verify(&self) -> Result<VerifyReport, JournalError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT seq, record, prev_hash, hash FROM journal ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
+        let rows = self.raw_rows()?;
         let mut report = VerifyReport {
             head: GENESIS.to_string(),
             ..Default::default()
         };
         let mut expected_seq = 1;
-        for row in rows {
-            let (seq, json, prev_hash, hash) = row.map_err(|e| self.err(e))?;
+        for (seq, json, prev_hash, hash) in rows {
             report.rows += 1;
             if seq != expected_seq {
                 report.broken.push((

@@ -231,7 +231,6 @@ impl Service {
                 crate::backup(repo, opts, Default::default()).await
             }
         };
-        let ended = self.clock.now();
         let mut details = serde_json::json!({
             "waited_for_repository_s": waited.as_secs(),
             "waited_past_next_slot": late,
@@ -279,42 +278,42 @@ impl Service {
                     )
                 });
                 RunRecord {
-                    kind: "backup".into(),
-                    job: s.name.clone(),
-                    trigger,
-                    operator: operator.into(),
-                    host: self.host.clone(),
-                    repository: s.repository.clone(),
-                    started,
-                    ended,
-                    outcome,
-                    summary,
                     snapshot: Some(report.snapshot_id.to_hex()),
-                    report: None,
                     error,
                     details,
+                    ..self.record(
+                        "backup",
+                        &s.name,
+                        trigger,
+                        operator,
+                        &s.repository,
+                        started,
+                        outcome,
+                        summary,
+                    )
                 }
             }
-            Err(e) => RunRecord {
-                kind: "backup".into(),
-                job: s.name.clone(),
-                trigger,
-                operator: operator.into(),
-                host: self.host.clone(),
-                repository: s.repository.clone(),
-                started,
-                ended,
-                outcome: if matches!(e, crate::BackupError::Interrupted) {
+            Err(e) => {
+                let outcome = if matches!(e, crate::BackupError::Interrupted) {
                     Outcome::Interrupted
                 } else {
                     Outcome::Failed
-                },
-                summary: "backup failed".into(),
-                snapshot: None,
-                report: None,
-                error: Some(e.to_string()),
-                details,
-            },
+                };
+                RunRecord {
+                    error: Some(e.to_string()),
+                    details,
+                    ..self.record(
+                        "backup",
+                        &s.name,
+                        trigger,
+                        operator,
+                        &s.repository,
+                        started,
+                        outcome,
+                        "backup failed".into(),
+                    )
+                }
+            }
         };
         if let Some(url) = &s.heartbeat_url {
             ping(
@@ -379,7 +378,6 @@ impl Service {
                     .map_err(|e| e.to_string())
             }
         };
-        let ended = self.clock.now();
         let (record, code) = match result {
             Ok(o) => {
                 let r = &o.report;
@@ -401,20 +399,20 @@ impl Service {
                 );
                 let error = (!r.passed).then(|| r.reasons.join("\n"));
                 let record = RunRecord {
-                    kind: "drill".into(),
-                    job: plan.name.clone(),
-                    trigger,
-                    operator: operator.into(),
-                    host: self.host.clone(),
-                    repository,
-                    started,
-                    ended,
-                    outcome,
-                    summary,
                     snapshot: Some(r.snapshot.id.to_hex()),
                     report: Some(o.report_id.clone()),
                     error,
                     details: serde_json::to_value(r).unwrap_or_default(),
+                    ..self.record(
+                        "drill",
+                        &plan.name,
+                        trigger,
+                        operator,
+                        &repository,
+                        started,
+                        outcome,
+                        summary,
+                    )
                 };
                 (
                     record,
@@ -427,25 +425,53 @@ impl Service {
             }
             Err(e) => (
                 RunRecord {
-                    kind: "drill".into(),
-                    job: plan.name.clone(),
-                    trigger,
-                    operator: operator.into(),
-                    host: self.host.clone(),
-                    repository,
-                    started,
-                    ended,
-                    outcome: Outcome::Failed,
-                    summary: "the drill could not run".into(),
-                    snapshot: None,
-                    report: None,
                     error: Some(e),
-                    details: serde_json::Value::Null,
+                    ..self.record(
+                        "drill",
+                        &plan.name,
+                        trigger,
+                        operator,
+                        &repository,
+                        started,
+                        Outcome::Failed,
+                        "the drill could not run".into(),
+                    )
                 },
                 crate::cli::EXIT_FAILED,
             ),
         };
         self.finish(record, code).await
+    }
+
+    /// A run record with the fields every job fills the same way; the caller sets the rest.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        kind: &str,
+        job: &str,
+        trigger: Trigger,
+        operator: &str,
+        repository: &str,
+        started: OffsetDateTime,
+        outcome: Outcome,
+        summary: String,
+    ) -> RunRecord {
+        RunRecord {
+            kind: kind.into(),
+            job: job.into(),
+            trigger,
+            operator: operator.into(),
+            host: self.host.clone(),
+            repository: repository.into(),
+            started,
+            ended: self.clock.now(),
+            outcome,
+            summary,
+            snapshot: None,
+            report: None,
+            error: None,
+            details: serde_json::Value::Null,
+        }
     }
 
     /// Journal the run, mirror it, update incidents, and send what is due.
