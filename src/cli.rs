@@ -2,6 +2,7 @@
 //! Exit codes are a contract (README): 0 ok, 1 could not run, 2 usage, 3 backup finished but
 //! some files were unreadable, 4 verification found damage.
 
+mod evidence;
 mod progress;
 pub(crate) mod service;
 pub(crate) mod show;
@@ -217,11 +218,85 @@ enum Command {
     },
     /// Run the service: schedules, drills, monitoring, email
     Daemon,
+    /// Make an evidence signing key pair (minisign format)
+    Keygen {
+        /// Folder for evidence.key (the secret, mode 0600) and evidence.pub (for the auditor)
+        #[arg(long)]
+        out: PathBuf,
+        /// Protect the secret key with the passphrase in this file
+        #[arg(long, conflicts_with = "unencrypted")]
+        key_password_file: Option<PathBuf>,
+        /// Store the secret key unencrypted (protected by its 0600 permissions only)
+        #[arg(long)]
+        unencrypted: bool,
+    },
+    /// The signed evidence pack for auditors: build, verify, send, proof
+    Evidence {
+        #[command(subcommand)]
+        action: EvidenceAction,
+    },
     /// Run a self-contained demonstration in a folder
     Demo {
         /// Folder for the sample data, repository and restore (default ./vouch-demo)
         #[arg(long, default_value = "vouch-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug, Clone, Default)]
+struct SigningArgs {
+    /// The evidence signing key (default: [evidence] signing_key in vouch.toml)
+    #[arg(long)]
+    signing_key: Option<PathBuf>,
+    /// File holding the signing key's passphrase, if it has one
+    #[arg(long)]
+    signing_key_password_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum EvidenceAction {
+    /// Build and sign the pack for a period (default: the last school year, 1 September to 31 August)
+    Build {
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<String>,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// With --repo: the school's name (the repository does not record it)
+        #[arg(long)]
+        school: Option<String>,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
+    /// Check a pack: signatures, agreement, the journal it carries, and with --repo completeness
+    Verify {
+        dir: PathBuf,
+        /// The school's public key (evidence.pub)
+        #[arg(long)]
+        pubkey: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build the last school year's pack and email it to the evidence recipients
+    Send {
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        from: Option<String>,
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        to: Option<String>,
+        /// Where to keep the pack (default: the state directory)
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        operator: Option<String>,
+    },
+    /// A signed proof of one test restore (a journal run)
+    Proof {
+        run: i64,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        signing: SigningArgs,
     },
 }
 
@@ -610,6 +685,32 @@ async fn run(cli: Cli) -> Result<i32> {
             service::outbox(g.config.as_deref(), all, flush, json).await
         }
         Command::Daemon => service::daemon(g.config.as_deref()).await,
+        Command::Keygen {
+            out,
+            key_password_file,
+            unencrypted,
+        } => evidence::keygen(&out, key_password_file, unencrypted),
+        Command::Evidence { action } => match action {
+            EvidenceAction::Build {
+                from,
+                to,
+                out,
+                school,
+                signing,
+            } => evidence::build(g, from, to, &out, school, signing).await,
+            EvidenceAction::Verify { dir, pubkey, json } => {
+                evidence::verify(g, &dir, &pubkey, json).await
+            }
+            EvidenceAction::Send {
+                from,
+                to,
+                out,
+                operator,
+            } => evidence::send(g, from, to, out, operator).await,
+            EvidenceAction::Proof { run, out, signing } => {
+                evidence::proof(g, run, &out, signing).await
+            }
+        },
         Command::Drill {
             plan,
             scratch,

@@ -11,5 +11,11 @@ pub use mirror::{
     MirrorCheck, load_mirror, mirror_entry, mirror_pending, repository_of, verify_mirror,
 };
 pub use store::{
-    Annotation, Entry, Journal, JournalError, Outcome, Record, RunRecord, Trigger, VerifyReport,
+    Annotation, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunRecord, Trigger,
+    VerifyReport, chain_hash as store_chain_hash,
 };
+
+/// The hash before the first row, as an owned string.
+pub fn store_genesis() -> String {
+    GENESIS.to_string()
+}

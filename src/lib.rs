@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod evidence;
 pub mod journal;
 pub mod notify;
 pub mod repo;

@@ -66,6 +66,7 @@ pub struct Config {
     pub reminder: Duration,
     pub evidence_to: Vec<String>,
     pub evidence_signing_key: Option<PathBuf>,
+    pub evidence_signing_key_password_file: Option<PathBuf>,
     pub evidence_cron: Cron,
     pub schedules: Vec<Schedule>,
     pub plans: Vec<Plan>,
@@ -136,6 +137,7 @@ struct RawEvidence {
     #[serde(default)]
     to: Vec<String>,
     signing_key: Option<String>,
+    signing_key_password_file: Option<String>,
     cron: Option<Spanned<String>>,
 }
 
@@ -407,6 +409,10 @@ impl Config {
             reminder,
             evidence_to: raw.evidence.to,
             evidence_signing_key: raw.evidence.signing_key.map(|p| relative_to(&base, &p)),
+            evidence_signing_key_password_file: raw
+                .evidence
+                .signing_key_password_file
+                .map(|p| relative_to(&base, &p)),
             evidence_cron,
             schedules,
             plans,

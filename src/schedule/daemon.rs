@@ -48,6 +48,13 @@ pub fn jobs(config: &Config) -> Vec<Job> {
             repository: s.repository.clone(),
         })
         .collect();
+    if !config.evidence_to.is_empty() && config.evidence_signing_key.is_some() {
+        out.push(Job {
+            name: "evidence".into(),
+            cron: config.evidence_cron.clone(),
+            repository: String::new(),
+        });
+    }
     for p in &config.plans {
         if let Some(cron) = p.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
             out.push(Job {

@@ -53,9 +53,8 @@ pub struct Service {
     pub mail_sent: std::sync::atomic::AtomicUsize,
 }
 
-/// Open a repository as vouch.toml describes it.
-pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, String> {
-    let url = RepoUrl::parse(&rc.url).map_err(|e| e.to_string())?;
+/// The S3 settings of a repository in vouch.toml, with its secret key read from its file.
+pub fn s3_options(rc: &RepositoryConfig) -> Result<S3Options, String> {
     let secret = match &rc.secret_access_key_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
@@ -67,13 +66,19 @@ pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, String
         ),
         None => None,
     };
-    let s3 = S3Options {
+    Ok(S3Options {
         endpoint: rc.s3_endpoint.clone(),
         region: rc.s3_region.clone(),
         path_style: rc.s3_path_style,
         access_key_id: rc.access_key_id.clone(),
         secret_access_key: secret,
-    };
+    })
+}
+
+/// Open a repository as vouch.toml describes it.
+pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, String> {
+    let url = RepoUrl::parse(&rc.url).map_err(|e| e.to_string())?;
+    let s3 = s3_options(rc)?;
     let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
     let pass = std::fs::read_to_string(&rc.password_file).map_err(|e| {
         format!(
@@ -176,6 +181,11 @@ impl Service {
         }
         if let Some(p) = self.config.plan(name).cloned() {
             return self.run_drill(&p, trigger, operator).await;
+        }
+        if name == "evidence" {
+            return crate::evidence::send::send(self, None, None, trigger, operator)
+                .await
+                .map(|(outcome, _)| outcome);
         }
         Err(ServiceError::NoJob(name.to_string()))
     }
@@ -355,27 +365,27 @@ impl Service {
             Err(e) => Err(e),
             Ok(repo) => {
                 let rc = &self.config.repositories[&repository];
-                let opts = crate::verify::drill::DrillOptions {
-                    plan: plan.clone(),
-                    scratch: plan
-                        .scratch_dir
-                        .clone()
-                        .unwrap_or_else(|| self.config.scratch_dir.clone()),
-                    seed: None,
-                    operator: operator.to_string(),
-                    trigger: trigger.to_string(),
-                    url: rc.url.clone(),
-                    s3: S3Options {
-                        endpoint: rc.s3_endpoint.clone(),
-                        region: rc.s3_region.clone(),
-                        path_style: rc.s3_path_style,
-                        ..Default::default()
-                    },
-                    threads: None,
-                };
-                crate::verify::drill::drill(repo, &opts)
-                    .await
-                    .map_err(|e| e.to_string())
+                match s3_options(rc) {
+                    Err(e) => Err(e),
+                    Ok(s3) => {
+                        let opts = crate::verify::drill::DrillOptions {
+                            plan: plan.clone(),
+                            scratch: plan
+                                .scratch_dir
+                                .clone()
+                                .unwrap_or_else(|| self.config.scratch_dir.clone()),
+                            seed: None,
+                            operator: operator.to_string(),
+                            trigger: trigger.to_string(),
+                            url: rc.url.clone(),
+                            s3,
+                            threads: None,
+                        };
+                        crate::verify::drill::drill(repo, &opts)
+                            .await
+                            .map_err(|e| e.to_string())
+                    }
+                }
             }
         };
         let (record, code) = match result {
@@ -472,6 +482,15 @@ impl Service {
             error: None,
             details: serde_json::Value::Null,
         }
+    }
+
+    /// Journal a run that happened elsewhere (the evidence job), with the same follow-up.
+    pub async fn record_run(
+        &self,
+        record: RunRecord,
+        exit_code: i32,
+    ) -> Result<JobOutcome, ServiceError> {
+        self.finish(record, exit_code).await
     }
 
     /// Journal the run, mirror it, update incidents, and send what is due.

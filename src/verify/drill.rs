@@ -123,7 +123,7 @@ pub struct DrillLevels {
 }
 
 /// One thing that failed verification.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrillFailure {
     pub level: u8,
     pub path: Option<String>,
@@ -319,6 +319,8 @@ async fn drill_locked(
         s3_endpoint: opts.s3.endpoint.clone(),
         s3_region: opts.s3.region.clone(),
         s3_path_style: opts.s3.path_style,
+        access_key_id: opts.s3.access_key_id.clone(),
+        secret_access_key: opts.s3.secret_access_key.clone(),
         master: hex::encode(repo.master_bytes()),
         key_id: repo.key_id(),
         snapshot: snapshot_id,

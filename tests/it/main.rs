@@ -7,6 +7,7 @@ mod damage;
 mod dedup;
 mod demo;
 mod drill;
+mod evidence;
 mod faults;
 mod format;
 mod locks;

@@ -32,6 +32,9 @@ pub(super) struct Job {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_path_style: Option<bool>,
+    /// S3 credentials from vouch.toml, when it gives them (else the AWS environment).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
     /// The repository's master secret, hex: the parent has opened it already.
     pub master: String,
     pub key_id: crate::repo::ids::KeyId,
@@ -203,7 +206,8 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
         endpoint: job.s3_endpoint.clone(),
         region: job.s3_region.clone(),
         path_style: job.s3_path_style,
-        ..Default::default()
+        access_key_id: job.access_key_id.clone(),
+        secret_access_key: job.secret_access_key.clone(),
     };
     let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
     let mut master = [0u8; 32];

@@ -1,0 +1,381 @@
+//! What the report says, computed from the pack's inputs alone, so that a verifier can
+//! compute it again and compare.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::journal::{Annotation, Outcome, Record, RunRecord};
+
+use super::{CLAUSES, Inputs};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Clause {
+    pub id: String,
+    pub text: String,
+    pub met: bool,
+    /// What in the pack shows it.
+    pub evidence: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleStats {
+    pub name: String,
+    pub label: Option<String>,
+    pub runs: usize,
+    pub good: usize,
+    pub partial: usize,
+    pub failed: usize,
+    pub success_rate: f64,
+    pub longest_gap_hours: Option<f64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub longest_gap_from: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub longest_gap_to: Option<OffsetDateTime>,
+    pub rpo_hours: Option<f64>,
+    pub within_rpo: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DrillRow {
+    pub run: i64,
+    pub plan: String,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub started: OffsetDateTime,
+    pub outcome: Outcome,
+    pub summary: String,
+    pub report_id: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRow {
+    /// backup-failed, backup-partial, stale, drill-failed, job-failed (another job, such as
+    /// sending the evidence), no-drill.
+    pub kind: String,
+    pub job: String,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub from: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub to: Option<OffsetDateTime>,
+    pub detail: String,
+    /// The journal row it comes from, when there is one.
+    pub run: Option<i64>,
+    /// What people recorded doing about it.
+    pub actions: Vec<String>,
+}
+
+/// The report, as computed from the inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Derived {
+    pub met: bool,
+    pub verdict: String,
+    pub clauses: Vec<Clause>,
+    pub schedules: Vec<ScheduleStats>,
+    pub drills: Vec<DrillRow>,
+    pub drills_passed: usize,
+    pub incidents: Vec<IncidentRow>,
+    /// The notes people wrote on runs in the period (`vouch journal annotate`).
+    pub actions: Vec<Annotation>,
+    pub journal_rows_in_period: usize,
+}
+
+fn hours(d: time::Duration) -> f64 {
+    (d.as_seconds_f64() / 3600.0 * 10.0).round() / 10.0
+}
+
+fn runs_in_period(inputs: &Inputs) -> Vec<(i64, &RunRecord)> {
+    inputs
+        .journal
+        .rows
+        .iter()
+        .filter_map(|e| match &e.record {
+            Record::Run(r) if inputs.period.contains(r.started) => Some((e.seq, r)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
+    let runs = runs_in_period(inputs);
+    let mut actions_by_run: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut actions = Vec::new();
+    for e in &inputs.journal.rows {
+        if let Record::Annotation(a) = &e.record {
+            if inputs.period.contains(a.time) {
+                actions_by_run.entry(a.run).or_default().push(format!(
+                    "{} ({}, {})",
+                    a.text,
+                    a.operator,
+                    crate::clock::human(a.time)
+                ));
+                actions.push(Annotation {
+                    run: a.run,
+                    time: a.time,
+                    operator: a.operator.clone(),
+                    text: a.text.clone(),
+                });
+            }
+        }
+    }
+    let actions_for = |run: i64| actions_by_run.get(&run).cloned().unwrap_or_default();
+    let mut incidents = Vec::new();
+
+    // Schedules: runs, success, and the longest gap between good backups against the RPO.
+    let end_of_view = generated.min(
+        inputs
+            .period
+            .to
+            .next_day()
+            .map_or(generated, |d| d.midnight().assume_utc()),
+    );
+    let mut schedules = Vec::new();
+    for s in &inputs.schedules {
+        let mine: Vec<&(i64, &RunRecord)> = runs
+            .iter()
+            .filter(|(_, r)| r.kind == "backup" && r.job == s.name)
+            .collect();
+        let good: Vec<OffsetDateTime> = mine
+            .iter()
+            .filter(|(_, r)| matches!(r.outcome, Outcome::Success | Outcome::Partial))
+            .map(|(_, r)| r.ended)
+            .collect();
+        let partial = mine
+            .iter()
+            .filter(|(_, r)| r.outcome == Outcome::Partial)
+            .count();
+        let failed = mine
+            .iter()
+            .filter(|(_, r)| matches!(r.outcome, Outcome::Failed | Outcome::Damage))
+            .count();
+        let mut longest: Option<(OffsetDateTime, OffsetDateTime)> = None;
+        let mut edges = good.clone();
+        edges.sort();
+        if let Some(last) = edges.last().copied() {
+            edges.push(end_of_view.max(last));
+        }
+        let rpo = s.rpo_hours.map(|h| time::Duration::seconds_f64(h * 3600.0));
+        for w in edges.windows(2) {
+            let gap = w[1] - w[0];
+            if longest.is_none_or(|(a, b)| gap > b - a) {
+                longest = Some((w[0], w[1]));
+            }
+            if let Some(rpo) = rpo {
+                if gap > rpo {
+                    incidents.push(IncidentRow {
+                        kind: "stale".into(),
+                        job: s.name.clone(),
+                        from: w[0] + rpo,
+                        to: Some(w[1]),
+                        detail: format!(
+                            "no good backup of {} for {} hours (from {} to {}), against an RPO of {} hours",
+                            s.name,
+                            hours(gap),
+                            crate::clock::human(w[0]),
+                            crate::clock::human(w[1]),
+                            hours(rpo)
+                        ),
+                        run: None,
+                        actions: Vec::new(),
+                    });
+                }
+            }
+        }
+        let gap_hours = longest.map(|(a, b)| hours(b - a));
+        schedules.push(ScheduleStats {
+            name: s.name.clone(),
+            label: s.label.clone(),
+            runs: mine.len(),
+            good: good.len(),
+            partial,
+            failed,
+            success_rate: if mine.is_empty() {
+                0.0
+            } else {
+                (good.len() as f64 * 1000.0 / mine.len() as f64).round() / 10.0
+            },
+            longest_gap_hours: gap_hours,
+            longest_gap_from: longest.map(|(a, _)| a),
+            longest_gap_to: longest.map(|(_, b)| b),
+            rpo_hours: s.rpo_hours,
+            within_rpo: match (gap_hours, s.rpo_hours) {
+                (Some(g), Some(r)) => Some(g <= r),
+                _ => None,
+            },
+        });
+    }
+    for (seq, r) in &runs {
+        let kind = match (r.kind.as_str(), r.outcome) {
+            ("backup", Outcome::Failed | Outcome::Damage) => "backup-failed",
+            ("backup", Outcome::Partial) => "backup-partial",
+            ("drill", Outcome::Failed | Outcome::Damage) => "drill-failed",
+            (_, Outcome::Failed | Outcome::Damage) => "job-failed",
+            _ => continue,
+        };
+        incidents.push(IncidentRow {
+            kind: kind.into(),
+            job: r.job.clone(),
+            from: r.started,
+            to: None,
+            detail: match &r.error {
+                Some(e) if !r.summary.contains(e.as_str()) => format!("{}: {e}", r.summary),
+                _ => r.summary.clone(),
+            },
+            run: Some(*seq),
+            actions: actions_for(*seq),
+        });
+    }
+
+    // Drills.
+    let drills: Vec<DrillRow> = runs
+        .iter()
+        .filter(|(_, r)| r.kind == "drill")
+        .map(|(seq, r)| DrillRow {
+            run: *seq,
+            plan: r.job.clone(),
+            started: r.started,
+            outcome: r.outcome,
+            summary: r.summary.clone(),
+            report_id: r.report.clone(),
+        })
+        .collect();
+    let passed: Vec<&DrillRow> = drills
+        .iter()
+        .filter(|d| d.outcome == Outcome::Success)
+        .collect();
+    if passed.is_empty() {
+        incidents.push(IncidentRow {
+            kind: "no-drill".into(),
+            job: "all".into(),
+            from: inputs.period.from.midnight().assume_utc(),
+            to: None,
+            detail: "no test restore passed during the period".into(),
+            run: None,
+            actions: Vec::new(),
+        });
+    }
+    incidents.sort_by(|a, b| a.from.cmp(&b.from).then(a.kind.cmp(&b.kind)));
+
+    // The policy's clauses.
+    let backups_ran = !inputs.schedules.is_empty() && schedules.iter().all(|s| s.good > 0);
+    let rates: Vec<String> = schedules
+        .iter()
+        .map(|s| {
+            format!(
+                "{}: {} of {} runs good ({}%)",
+                s.name, s.good, s.runs, s.success_rate
+            )
+        })
+        .collect();
+    let off_site: Vec<&super::RepositoryInfo> =
+        inputs.repositories.iter().filter(|r| r.off_site).collect();
+    let labelled =
+        !inputs.schedules.is_empty() && inputs.schedules.iter().all(|s| s.label.is_some());
+    let last_pass = passed.iter().map(|d| d.started).max();
+    let clause = |id: &str, met: bool, evidence: String| Clause {
+        id: id.to_string(),
+        text: CLAUSES
+            .iter()
+            .find(|(i, _)| *i == id)
+            .map(|(_, t)| t.to_string())
+            .unwrap_or_default(),
+        met,
+        evidence,
+    };
+    let clauses = vec![
+        clause(
+            "scheduled",
+            backups_ran,
+            if rates.is_empty() { "no schedules".into() } else { format!("scheduled backups ran through the period ({})", rates.join("; ")) },
+        ),
+        clause(
+            "monitored",
+            !runs.is_empty() && inputs.alert_recipients.is_none_or(|n| n > 0),
+            format!(
+                "every run is in the hash-chained journal ({} rows in the period); failures and backups older than their RPO raise alerts{}",
+                runs.len(),
+                match inputs.alert_recipients {
+                    Some(n) => format!(" to {n} recipient(s)"),
+                    None => String::new(),
+                }
+            ),
+        ),
+        clause(
+            "test-restore",
+            !passed.is_empty(),
+            match last_pass {
+                Some(t) => format!("{} test restore(s) passed, the last on {}", passed.len(), crate::clock::human(t)),
+                None => "no test restore passed in the period".into(),
+            },
+        ),
+        clause(
+            "off-site",
+            !off_site.is_empty(),
+            if off_site.is_empty() {
+                "no repository is off site".into()
+            } else {
+                format!(
+                    "copies are kept off site in {}, encrypted before they leave the school",
+                    off_site.iter().map(|r| r.url.as_str()).collect::<Vec<_>>().join(", ")
+                )
+            },
+        ),
+        clause(
+            "marked",
+            labelled,
+            "every snapshot records what it is (its schedule's label), when it was taken, and from which paths".into(),
+        ),
+        clause(
+            "annual-check",
+            !passed.is_empty() && backups_ran,
+            "backups are checked by each run's verification and by test restores that verify every restored byte against hashes recorded at backup time".into(),
+        ),
+    ];
+    let met = clauses.iter().all(|c| c.met);
+    let stale = incidents.iter().filter(|i| i.kind == "stale").count();
+    let failed_drills = drills
+        .iter()
+        .filter(|d| d.outcome != Outcome::Success)
+        .count();
+    let verdict = if met {
+        format!(
+            "{} met the backup and restore requirements for {}: backups ran on schedule and were monitored, {} test restore(s) passed{}, and every off-site copy was encrypted{}.",
+            inputs.school,
+            inputs.period.name(),
+            passed.len(),
+            if failed_drills > 0 {
+                format!(" ({failed_drills} failed and were followed up)")
+            } else {
+                String::new()
+            },
+            if stale > 0 {
+                format!("; backups were older than their RPO {stale} time(s), listed below")
+            } else {
+                String::new()
+            }
+        )
+    } else {
+        let missing: Vec<&str> = clauses
+            .iter()
+            .filter(|c| !c.met)
+            .map(|c| c.id.as_str())
+            .collect();
+        format!(
+            "{} did not meet the backup and restore requirements for {}: {} not shown.",
+            inputs.school,
+            inputs.period.name(),
+            missing.join(", ")
+        )
+    };
+    Derived {
+        met,
+        verdict,
+        clauses,
+        schedules,
+        drills_passed: passed.len(),
+        drills,
+        incidents,
+        actions,
+        journal_rows_in_period: runs.len(),
+    }
+}

@@ -1,0 +1,262 @@
+//! Building, signing and sending the pack from the service, and the proof of one drill.
+
+use std::path::{Path, PathBuf};
+
+use crate::journal::{Outcome, Record, RunRecord, Trigger};
+use crate::notify::Message;
+use crate::schedule::service::{JobOutcome, Service, ServiceError};
+
+use super::proof::{PROOF_SCHEMA, Proof};
+use super::sign::{self, SignError};
+use super::{Evidence, Period, build, write_pack};
+
+/// Where the signing key is and how to open it.
+#[derive(Clone, Debug, Default)]
+pub struct SigningKey {
+    pub path: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl SigningKey {
+    pub fn load(&self) -> Result<(minisign::SecretKey, minisign::PublicKey), SignError> {
+        let path = self.path.as_ref().ok_or_else(|| {
+            SignError::Key("no signing key: give --signing-key, or set [evidence] signing_key in vouch.toml (`vouch keygen` makes one)".into())
+        })?;
+        let password = match &self.password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| SignError::File {
+                        path: f.display().to_string(),
+                        detail: e.to_string(),
+                    })?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        let sk = sign::load_secret_key(path, password)?;
+        let pk = sign::public_of(&sk)?;
+        Ok((sk, pk))
+    }
+}
+
+pub fn signing_key_of(service: &Service) -> SigningKey {
+    SigningKey {
+        path: service.config.evidence_signing_key.clone(),
+        password_file: service.config.evidence_signing_key_password_file.clone(),
+    }
+}
+
+/// Build and sign the pack for `period` into `dir`.
+pub async fn build_from_service(
+    service: &Service,
+    period: Period,
+    dir: &Path,
+    key: &SigningKey,
+) -> Result<Evidence, String> {
+    let (sk, pk) = key.load().map_err(|e| e.to_string())?;
+    let inputs = build::from_service(service, period).await?;
+    let evidence = Evidence::new(inputs, service.clock.now(), sign::key_id(pk.keynum()));
+    write_pack(dir, &evidence, &sk, &pk).map_err(|e| e.to_string())?;
+    Ok(evidence)
+}
+
+/// The email that carries a pack.
+pub fn message(evidence: &Evidence, dir: &Path, to: &[String]) -> Result<Message, String> {
+    let i = &evidence.inputs;
+    let d = &evidence.derived;
+    let subject = format!(
+        "[vouch] {}: backup and restore evidence for {}",
+        i.school,
+        i.period.name()
+    );
+    let mut text = format!("{}\n\n", d.verdict);
+    for c in &d.clauses {
+        text.push_str(&format!(
+            "{} “{}”: {}\n",
+            if c.met { "MET" } else { "NOT MET" },
+            c.text,
+            c.evidence
+        ));
+    }
+    text.push_str(&format!(
+        "\nThe full report is attached (evidence.html, for people; evidence.json, for programs), each with a minisign signature (key id {}).\n\
+         An auditor checks it with the school's public key: vouch evidence verify DIR --pubkey evidence.pub, or minisign -Vm evidence.html -p evidence.pub\n",
+        evidence.signing_key_id
+    ));
+    let mut html = format!(
+        "<html><body style=\"font-family:Georgia,serif\"><p><b>{}</b></p><ul>",
+        escape(&d.verdict)
+    );
+    for c in &d.clauses {
+        html.push_str(&format!(
+            "<li>{} — “{}”: {}</li>",
+            if c.met { "met" } else { "<b>NOT MET</b>" },
+            escape(&c.text),
+            escape(&c.evidence)
+        ));
+    }
+    html.push_str(&format!(
+        "</ul><p>The full report is attached, signed with the school's evidence key (key id {}). Auditors: <code>vouch evidence verify DIR --pubkey evidence.pub</code>.</p></body></html>",
+        escape(&evidence.signing_key_id)
+    ));
+    let mut attachments = Vec::new();
+    for (name, ct) in [
+        ("evidence.html", "text/html; charset=utf-8"),
+        ("evidence.json", "application/json"),
+        ("evidence.html.minisig", "text/plain; charset=utf-8"),
+        ("evidence.json.minisig", "text/plain; charset=utf-8"),
+    ] {
+        let bytes = std::fs::read(dir.join(name))
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+        attachments.push((name.to_string(), ct.to_string(), bytes));
+    }
+    Ok(Message {
+        to: to.to_vec(),
+        subject,
+        text,
+        html,
+        attachments,
+    })
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Build the last school year's pack into the state directory and email it (through the
+/// outbox) to the evidence recipients; journalled as an `evidence` run, whose outcome says
+/// whether it worked. Errs only when the journal itself cannot be written.
+pub async fn send(
+    service: &Service,
+    period: Option<Period>,
+    dir: Option<PathBuf>,
+    trigger: Trigger,
+    operator: &str,
+) -> Result<(JobOutcome, PathBuf), ServiceError> {
+    let started = service.clock.now();
+    let period = period.unwrap_or_else(|| Period::school_year_before(started.date()));
+    let dir = dir.unwrap_or_else(|| {
+        service
+            .state_dir()
+            .join("evidence")
+            .join(format!("{}_{}", period.from, period.to))
+    });
+    let to = service.config.evidence_to.clone();
+    let result = async {
+        if to.is_empty() {
+            return Err("no recipients: add them to [evidence] to in vouch.toml".to_string());
+        }
+        let evidence =
+            build_from_service(service, period.clone(), &dir, &signing_key_of(service)).await?;
+        let message = message(&evidence, &dir, &to)?;
+        service
+            .with_journal(|j| {
+                crate::notify::Outbox::new(j.connection())?.enqueue(&message, service.clock.now())
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(evidence)
+    }
+    .await;
+    let (outcome, summary, error) = match &result {
+        Ok(e) => (
+            Outcome::Success,
+            format!(
+                "evidence pack for {} sent to {} recipient(s): {}",
+                period.name(),
+                to.len(),
+                if e.derived.met {
+                    "requirements met"
+                } else {
+                    "requirements NOT met"
+                }
+            ),
+            None,
+        ),
+        Err(e) => (
+            Outcome::Failed,
+            format!("evidence pack for {} not sent", period.name()),
+            Some(e.clone()),
+        ),
+    };
+    let record = RunRecord {
+        kind: "evidence".into(),
+        job: "evidence".into(),
+        trigger,
+        operator: operator.into(),
+        host: crate::sys::hostname(),
+        repository: service
+            .config
+            .repositories
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default(),
+        started,
+        ended: service.clock.now(),
+        outcome,
+        summary,
+        snapshot: None,
+        report: None,
+        error,
+        details: serde_json::json!({ "dir": dir.display().to_string(), "period": period }),
+    };
+    let exit_code = if result.is_ok() {
+        crate::cli::EXIT_OK
+    } else {
+        crate::cli::EXIT_FAILED
+    };
+    let outcome = service.record_run(record, exit_code).await?;
+    Ok((outcome, dir))
+}
+
+/// A signed proof of the drill journalled as `run`.
+pub async fn proof(
+    service: &Service,
+    run: i64,
+    dir: &Path,
+    key: &SigningKey,
+) -> Result<Proof, String> {
+    let (sk, pk) = key.load().map_err(|e| e.to_string())?;
+    let (entry, notes) = service
+        .with_journal(|j| Ok::<_, crate::journal::JournalError>((j.entry(run)?, j.entries()?)))
+        .map_err(|e| e.to_string())?;
+    let Record::Run(r) = &entry.record else {
+        return Err(format!("row {run} is a note, not a run"));
+    };
+    let (Some(report_id), "drill") = (r.report.clone(), r.kind.as_str()) else {
+        return Err(format!(
+            "run #{run} is a {} of {}, not a test restore with a report",
+            r.kind, r.job
+        ));
+    };
+    let repo = service.repository(&r.repository).await?;
+    let report = repo
+        .load_document(
+            crate::repo::crypto::Kind::DrillReport,
+            &format!("drills/{report_id}"),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let notes = notes
+        .into_iter()
+        .filter(|e| matches!(&e.record, Record::Annotation(a) if a.run == run))
+        .collect();
+    let p = Proof {
+        schema: PROOF_SCHEMA.into(),
+        school: service.config.school.clone(),
+        generated: service.clock.now(),
+        generated_by: format!("vouch {}", env!("CARGO_PKG_VERSION")),
+        signing_key_id: sign::key_id(pk.keynum()),
+        run: entry,
+        notes,
+        report_id,
+        report,
+    };
+    super::proof::write(dir, &p, &sk, &pk).map_err(|e| e.to_string())?;
+    Ok(p)
+}
