@@ -53,9 +53,14 @@ pub const CLAUSES: [(&str, &str); 6] = [
     ("annual-check", "annual back-up and restore check of data"),
 ];
 
+time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
+
+/// The days a pack covers, both included; in the JSON as `"2025-09-01"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
+    #[serde(with = "iso_date")]
     pub from: Date,
+    #[serde(with = "iso_date")]
     pub to: Date,
 }
 

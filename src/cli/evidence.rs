@@ -109,8 +109,12 @@ pub async fn build(
     signing: SigningArgs,
 ) -> Result<i32> {
     let period = period(from, to, today())?;
-    if g.repo.is_some() {
+    if let Some(url) = &g.repo {
         // From the repository's own records: the NAS and its journal may be gone.
+        eprintln!(
+            "vouch: building from the records in {url} alone (--repo or VOUCH_REPOSITORY is set); \
+             without it the pack is built from vouch.toml and the local journal"
+        );
         let config = Config::load(&config_path(g.config.as_deref())).ok();
         let school = school
             .or_else(|| config.as_ref().map(|c| c.school.clone()))

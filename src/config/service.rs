@@ -136,8 +136,8 @@ struct RawAlerts {
 struct RawEvidence {
     #[serde(default)]
     to: Vec<String>,
-    signing_key: Option<String>,
-    signing_key_password_file: Option<String>,
+    signing_key: Option<Spanned<String>>,
+    signing_key_password_file: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
 }
 
@@ -154,18 +154,21 @@ fn relative_to(base: &Path, p: &str) -> PathBuf {
     if p.is_absolute() { p } else { base.join(p) }
 }
 
+const SECRET_FIX: &str = "create it (the secret on its first line, chmod 600), or correct the path";
+
 fn check_file(
     src: &Source,
     value: &Spanned<String>,
     base: &Path,
     what: &str,
+    fix: &str,
 ) -> Result<PathBuf, ConfigError> {
     let p = relative_to(base, value.get_ref());
     if !p.is_file() {
         return Err(src.error(
             value.span(),
             format!("{what} {:?} does not exist", value.get_ref()),
-            "create it (the secret on its first line, chmod 600), or correct the path",
+            fix,
         ));
     }
     Ok(p)
@@ -252,15 +255,16 @@ impl Config {
                     "",
                 )));
             }
-            let password_file = match check_file(&src, &r.password_file, &base, "password_file") {
-                Ok(p) => p,
-                Err(e) => {
-                    push(Err(e));
-                    PathBuf::new()
-                }
-            };
+            let password_file =
+                match check_file(&src, &r.password_file, &base, "password_file", SECRET_FIX) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        push(Err(e));
+                        PathBuf::new()
+                    }
+                };
             let secret_access_key_file = match &r.secret_access_key_file {
-                Some(s) => match check_file(&src, s, &base, "secret_access_key_file") {
+                Some(s) => match check_file(&src, s, &base, "secret_access_key_file", SECRET_FIX) {
                     Ok(p) => Some(p),
                     Err(e) => {
                         push(Err(e));
@@ -308,7 +312,7 @@ impl Config {
                     }
                 };
                 let password_file = match &s.password_file {
-                    Some(p) => match check_file(&src, p, &base, "password_file") {
+                    Some(p) => match check_file(&src, p, &base, "password_file", SECRET_FIX) {
                         Ok(p) => Some(p),
                         Err(e) => {
                             push(Err(e));
@@ -318,7 +322,7 @@ impl Config {
                     None => None,
                 };
                 let ca_file = match &s.ca_file {
-                    Some(p) => match check_file(&src, p, &base, "ca_file") {
+                    Some(p) => match check_file(&src, p, &base, "ca_file", SECRET_FIX) {
                         Ok(p) => Some(p),
                         Err(e) => {
                             push(Err(e));
@@ -355,6 +359,27 @@ impl Config {
             }),
             None => Duration::from_secs(86400),
         };
+        let mut optional_file = |value: &Option<Spanned<String>>, what: &str, fix: &str| {
+            value
+                .as_ref()
+                .and_then(|v| match check_file(&src, v, &base, what, fix) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        push(Err(e));
+                        None
+                    }
+                })
+        };
+        let evidence_signing_key = optional_file(
+            &raw.evidence.signing_key,
+            "[evidence] signing_key",
+            "make one with `vouch keygen --out DIR`, or correct the path",
+        );
+        let evidence_signing_key_password_file = optional_file(
+            &raw.evidence.signing_key_password_file,
+            "[evidence] signing_key_password_file",
+            SECRET_FIX,
+        );
         let evidence_cron = match &raw.evidence.cron {
             Some(c) => Cron::parse(c.get_ref()).unwrap_or_else(|m| {
                 push(Err(src.error(
@@ -408,11 +433,8 @@ impl Config {
             alerts_to: raw.alerts.to,
             reminder,
             evidence_to: raw.evidence.to,
-            evidence_signing_key: raw.evidence.signing_key.map(|p| relative_to(&base, &p)),
-            evidence_signing_key_password_file: raw
-                .evidence
-                .signing_key_password_file
-                .map(|p| relative_to(&base, &p)),
+            evidence_signing_key,
+            evidence_signing_key_password_file,
             evidence_cron,
             schedules,
             plans,
@@ -632,8 +654,8 @@ mod tests {
         assert!(unexpected.is_empty(), "{unexpected:#?}");
         assert_eq!(
             errors.len(),
-            2,
-            "offsite.pass and smtp.pass, which live on the NAS: {errors:#?}"
+            4,
+            "offsite.pass, smtp.pass, the evidence key and its passphrase, which live on the NAS: {errors:#?}"
         );
     }
 }

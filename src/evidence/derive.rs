@@ -27,6 +27,10 @@ pub struct ScheduleStats {
     pub good: usize,
     pub partial: usize,
     pub failed: usize,
+    /// Stopped at a safe point by a shutdown; neither good nor failed, and left out of the
+    /// success rate.
+    pub interrupted: usize,
+    /// Good runs as a percentage of runs that finished (one decimal).
     pub success_rate: f64,
     pub longest_gap_hours: Option<f64>,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -148,6 +152,10 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             .iter()
             .filter(|(_, r)| matches!(r.outcome, Outcome::Failed | Outcome::Damage))
             .count();
+        let interrupted = mine
+            .iter()
+            .filter(|(_, r)| r.outcome == Outcome::Interrupted)
+            .count();
         let mut longest: Option<(OffsetDateTime, OffsetDateTime)> = None;
         let mut edges = good.clone();
         edges.sort();
@@ -189,17 +197,19 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             good: good.len(),
             partial,
             failed,
-            success_rate: if mine.is_empty() {
+            interrupted,
+            success_rate: if mine.len() == interrupted {
                 0.0
             } else {
-                (good.len() as f64 * 1000.0 / mine.len() as f64).round() / 10.0
+                (good.len() as f64 * 1000.0 / (mine.len() - interrupted) as f64).round() / 10.0
             },
             longest_gap_hours: gap_hours,
             longest_gap_from: longest.map(|(a, _)| a),
             longest_gap_to: longest.map(|(_, b)| b),
             rpo_hours: s.rpo_hours,
-            within_rpo: match (gap_hours, s.rpo_hours) {
-                (Some(g), Some(r)) => Some(g <= r),
+            // The exact gap, as the stale incidents use, not the rounded figure shown.
+            within_rpo: match (longest, rpo) {
+                (Some((a, b)), Some(rpo)) => Some(b - a <= rpo),
                 _ => None,
             },
         });
@@ -263,7 +273,10 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
         .map(|s| {
             format!(
                 "{}: {} of {} runs good ({}%)",
-                s.name, s.good, s.runs, s.success_rate
+                s.name,
+                s.good,
+                s.runs - s.interrupted,
+                s.success_rate
             )
         })
         .collect();
@@ -333,9 +346,13 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
     ];
     let met = clauses.iter().all(|c| c.met);
     let stale = incidents.iter().filter(|i| i.kind == "stale").count();
-    let failed_drills = drills
+    let failed: Vec<&DrillRow> = drills
         .iter()
-        .filter(|d| d.outcome != Outcome::Success)
+        .filter(|d| matches!(d.outcome, Outcome::Failed | Outcome::Damage))
+        .collect();
+    let followed_up = failed
+        .iter()
+        .filter(|d| actions_by_run.contains_key(&d.run))
         .count();
     let verdict = if met {
         format!(
@@ -343,10 +360,11 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             inputs.school,
             inputs.period.name(),
             passed.len(),
-            if failed_drills > 0 {
-                format!(" ({failed_drills} failed and were followed up)")
-            } else {
-                String::new()
+            match (failed.len(), followed_up) {
+                (0, _) => String::new(),
+                (n, f) if f == n => format!(" ({n} failed, each with its recorded action)"),
+                (n, 0) => format!(" ({n} failed, with no action recorded)"),
+                (n, f) => format!(" ({n} failed, {f} with a recorded action)"),
             },
             if stale > 0 {
                 format!("; backups were older than their RPO {stale} time(s), listed below")

@@ -172,6 +172,16 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
             return out;
         }
     };
+    if p.schema != PROOF_SCHEMA {
+        out.push(
+            "schema",
+            Err(format!(
+                "proof.json is {:?}; this vouch reads {PROOF_SCHEMA}",
+                p.schema
+            )),
+        );
+        return out;
+    }
     out.school = Some(p.school.clone());
     out.verdict = Some(format!(
         "test restore {} on {}: {}",
@@ -226,7 +236,7 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
                 .map_err(|e| {
                     format!(
                         "the repository does not hold report {}: {e}",
-                        &p.report_id[..16]
+                        super::verify::short_id(&p.report_id)
                     )
                 })?;
             if serde_json::to_value(&stored).ok() != serde_json::to_value(&p.report).ok() {

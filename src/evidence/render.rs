@@ -90,7 +90,14 @@ pub fn render_html(e: &Evidence) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td><td>{}</td></tr>",
             esc(&s.name),
             esc(s.label.as_deref().unwrap_or("")),
-            s.runs,
+            if s.interrupted > 0 {
+                format!(
+                    "{}<br><span class=\"small\">{} interrupted by a shutdown</span>",
+                    s.runs, s.interrupted
+                )
+            } else {
+                s.runs.to_string()
+            },
             s.good,
             s.partial,
             s.failed,
@@ -122,7 +129,7 @@ pub fn render_html(e: &Evidence) -> String {
             Some(r) => [
                 format!(
                     "{}<br><span class=\"small\">taken&nbsp;{}{}</span>",
-                    esc(&r.snapshot_id[..8]),
+                    esc(&r.snapshot_id.chars().take(8).collect::<String>()),
                     short(r.snapshot_time),
                     r.snapshot_label
                         .as_ref()

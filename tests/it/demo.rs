@@ -51,6 +51,36 @@ fn the_demo_runs_to_completion_and_verifies_its_restore() {
         "{}",
         status.stdout
     );
+    // It ends with a signed evidence pack that an auditor's two commands accept.
+    assert!(
+        out.stdout.contains("16. verified it as an auditor would"),
+        "{}",
+        out.stdout
+    );
+    let pack = dir.join("evidence");
+    let pubkey = dir.join("etc/keys/evidence.pub");
+    let verified = env
+        .run(&[
+            "evidence",
+            "verify",
+            pack.to_str().unwrap(),
+            "--pubkey",
+            pubkey.to_str().unwrap(),
+        ])
+        .expect(0);
+    assert!(
+        verified.stdout.contains("Demo Primary School") && verified.stdout.contains("VERIFIED"),
+        "{}",
+        verified.stdout
+    );
+    let minisign = std::process::Command::new("minisign")
+        .arg("-Vm")
+        .arg(pack.join("evidence.html"))
+        .arg("-p")
+        .arg(&pubkey)
+        .output()
+        .expect("minisign must be installed (scripts/test installs it)");
+    assert!(minisign.status.success(), "{minisign:?}");
     // Run again in the same folder: it starts afresh.
     env.run(&["demo", "--dir", dir.to_str().unwrap()]).expect(0);
     // It refuses a folder that is not its own.

@@ -286,7 +286,7 @@ fn a_year_with_a_failed_drill_and_a_stale_period_is_reported_and_verifies() {
     let verdict = d["verdict"].as_str().unwrap();
     assert!(verdict.starts_with(SCHOOL), "{verdict}");
     assert!(
-        verdict.contains("1 failed and were followed up"),
+        verdict.contains("1 failed, each with its recorded action"),
         "{verdict}"
     );
     assert!(
