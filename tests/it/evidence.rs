@@ -208,9 +208,31 @@ fn year() -> &'static Year {
                 }
                 clock.advance(time::Duration::weeks(1));
             }
+            // The daemon's own reckoning: on 1 September at 08:00 (school time) the evidence
+            // job, and only it, comes due.
+            use vouch::schedule::daemon::{due, jobs};
+            let all = jobs(&service.config);
+            let tz = service.config.time_zone.clone();
+            let considered = |_: &str| Some(time::macros::datetime!(2026-08-31 12:00 UTC));
+            let before = due(
+                &all,
+                considered,
+                &tz,
+                time::macros::datetime!(2026-09-01 06:59 UTC),
+            );
+            assert!(
+                before.is_empty(),
+                "{:?}",
+                before.iter().map(|j| &j.name).collect::<Vec<_>>()
+            );
             clock.set(time::macros::datetime!(2026-09-01 08:00 UTC));
+            let fired = due(&all, considered, &tz, clock.now());
+            assert_eq!(
+                fired.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+                ["evidence"]
+            );
             let o = service
-                .run_job("evidence", Trigger::Schedule, "vouch daemon")
+                .run_job(&fired[0].name, Trigger::Schedule, "vouch daemon")
                 .await
                 .unwrap();
             assert_eq!(o.record.kind, "evidence");
@@ -684,5 +706,28 @@ fn evidence_send_emails_the_pack_and_the_attachments_verify() {
         list.stdout.contains("evidence pack for") && list.stdout.contains("sent to 2"),
         "{}",
         list.stdout
+    );
+}
+
+/// A pack made when schema vouch-evidence/1 was first released (by `vouch demo`), kept in the
+/// repository: every later build must still verify it, so a change to the document, the
+/// derivation or the report's HTML cannot quietly strand the packs auditors already hold.
+#[test]
+fn a_pack_from_the_first_release_of_the_schema_still_verifies() {
+    let env = Env::new();
+    let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/evidence-v1");
+    let run = env
+        .run(&[
+            "evidence",
+            "verify",
+            pack.to_str().unwrap(),
+            "--pubkey",
+            pack.join("evidence.pub").to_str().unwrap(),
+        ])
+        .expect(0);
+    assert!(
+        run.stdout.contains("Demo Primary School") && run.stdout.contains("VERIFIED"),
+        "{}",
+        run.stdout
     );
 }
