@@ -731,3 +731,54 @@ fn a_pack_from_the_first_release_of_the_schema_still_verifies() {
         run.stdout
     );
 }
+
+#[test]
+fn the_signing_key_is_private_is_never_overwritten_and_a_wrong_passphrase_is_named() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let dir = school(&env, None, None);
+    let key = dir.join("keys/evidence.key");
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the secret key is readable by its owner only");
+    let before = std::fs::read(&key).unwrap();
+    let again = env
+        .run(&[
+            "keygen",
+            "--out",
+            dir.join("keys").to_str().unwrap(),
+            "--unencrypted",
+        ])
+        .expect(1);
+    assert!(
+        again.stderr.contains("evidence.key: already exists"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(std::fs::read(&key).unwrap(), before, "the old key is kept");
+
+    std::fs::write(dir.join("wrong.pass"), "not the passphrase\n").unwrap();
+    let run = Run::of(
+        env.vouch()
+            .env("VOUCH_CONFIG", dir.join("vouch.toml"))
+            .args(["evidence", "build", "--out"])
+            .arg(env.path("pack"))
+            .arg("--signing-key-password-file")
+            .arg(dir.join("wrong.pass"))
+            .output()
+            .unwrap(),
+    )
+    .expect(1);
+    assert!(
+        run.stderr.contains(key.to_str().unwrap())
+            && run.stderr.contains("cannot open the signing key"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("not the passphrase") && !run.stdout.contains("not the passphrase")
+    );
+    assert!(
+        !env.path("pack/evidence.json.minisig").exists(),
+        "nothing signed"
+    );
+}
