@@ -3,6 +3,7 @@
 //! some files were unreadable, 4 verification found damage.
 
 mod evidence;
+mod maintain;
 mod progress;
 pub(crate) mod service;
 pub(crate) mod show;
@@ -163,6 +164,36 @@ enum Command {
         /// The window, like 13w (a term), 30d or 1y
         #[arg(long, default_value = "13w")]
         window: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the snapshots a retention policy does not keep (restic's rules)
+    Forget {
+        #[command(flatten)]
+        keep: maintain::KeepArgs,
+        /// Only snapshots with this tag (repeatable: all of them)
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only snapshots of this schedule
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Show what would be kept and why; change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Prune afterwards
+        #[arg(long)]
+        prune: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the data no snapshot needs, repacking packs that are mostly unused
+    Prune {
+        /// Unused space that may stay in kept packs, as a percentage of the used data
+        #[arg(long, default_value = "5", value_name = "PCT")]
+        max_unused: String,
+        /// Show what would be removed; change nothing
+        #[arg(long)]
+        dry_run: bool,
         #[arg(long)]
         json: bool,
     },
@@ -603,6 +634,19 @@ async fn run(cli: Cli) -> Result<i32> {
                 EXIT_OK
             })
         }
+        Command::Forget {
+            keep,
+            tags,
+            schedule,
+            dry_run,
+            prune,
+            json,
+        } => maintain::forget(g, keep, tags, schedule, dry_run, prune, json).await,
+        Command::Prune {
+            max_unused,
+            dry_run,
+            json,
+        } => maintain::prune(g, &max_unused, dry_run, json).await,
         Command::Key { action } => {
             let repo = g.open().await?;
             match action {

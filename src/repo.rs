@@ -395,7 +395,7 @@ impl Repository {
     }
 
     /// Every document under `dir`, by id, plus the keys of those that could not be read.
-    async fn load_all<T: DeserializeOwned, I: std::str::FromStr>(
+    pub async fn load_all<T: DeserializeOwned, I: std::str::FromStr>(
         &self,
         kind: Kind,
         dir: &str,

@@ -40,6 +40,7 @@ pub enum Kind {
     Journal,
     Ledger,
     DrillReport,
+    Hold,
 }
 
 impl Kind {
@@ -56,6 +57,7 @@ impl Kind {
             Kind::Journal => b"vouch/v1 journal",
             Kind::Ledger => b"vouch/v1 ledger",
             Kind::DrillReport => b"vouch/v1 drill report",
+            Kind::Hold => b"vouch/v1 hold",
         }
     }
 }

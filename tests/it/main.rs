@@ -11,6 +11,7 @@ mod evidence;
 mod faults;
 mod format;
 mod locks;
+mod prune;
 mod roundtrip;
 mod s3;
 mod service;

@@ -1,0 +1,449 @@
+//! Prune: remove the data no snapshot needs. Under an exclusive lock it works out which blobs
+//! the snapshots use, then, in an order that leaves a sound repository wherever it stops:
+//!
+//! 1. copies the blobs still used out of packs that are mostly unused into new packs (the old
+//!    packs still hold them, so nothing is lost if it stops here; the new packs are simply
+//!    unindexed, and the next prune removes them);
+//! 2. writes new index files for every pack that stays, the last of them superseding every
+//!    index file there was (until it exists the old index files are in force; once it exists
+//!    they are ignored);
+//! 3. deletes the old index files;
+//! 4. deletes the packs nothing needs any more.
+//!
+//! Storage may refuse a delete (S3 Object Lock: the object's retention has not expired). That
+//! is reported and prune carries on; a later prune removes the object once it may.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::repo::crypto::Kind;
+use crate::repo::format::BlobKind;
+use crate::repo::format::index::{IndexFile, IndexPack};
+use crate::repo::format::tree::NodeKind;
+use crate::repo::ids::{BlobId, IndexId, PackId, object_name};
+use crate::repo::packer::{PackWriter, pack_key};
+use crate::repo::{BlobDecoder, LockMode, RepoError, Repository, TreeLoader};
+use crate::storage::StorageError;
+
+/// Index files are written with at most this many packs each.
+const PACKS_PER_INDEX: usize = 5_000;
+
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    /// Unused bytes that may stay in kept packs, as a percentage of the used bytes.
+    pub max_unused_percent: f64,
+    /// Work out what would happen, change nothing.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        Self {
+            max_unused_percent: 5.0,
+            dry_run: false,
+        }
+    }
+}
+
+/// What prune found and did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub snapshots: usize,
+    pub packs_before: usize,
+    pub bytes_before: u64,
+    pub used_blobs: usize,
+    pub used_bytes: u64,
+    /// Packs no blob of any snapshot is in.
+    pub packs_unused: usize,
+    /// Packs in storage that no index lists (left by an interrupted backup or prune).
+    pub packs_unindexed: usize,
+    /// Partly used packs whose used blobs were copied into new packs.
+    pub packs_repacked: usize,
+    pub packs_written: usize,
+    pub bytes_written: u64,
+    pub index_files_written: usize,
+    pub index_files_removed: usize,
+    pub packs_removed: usize,
+    /// Bytes of the packs removed.
+    pub bytes_freed: u64,
+    /// Unused bytes left in kept packs (under the threshold).
+    pub bytes_unused_kept: u64,
+    /// Objects the storage refused to delete, with its reason (Object Lock retention).
+    pub refused: Vec<(String, String)>,
+    pub packs_after: usize,
+    pub bytes_after: u64,
+}
+
+/// Where a test may stop a prune to kill it: prune prints `prune: paused before PHASE` to
+/// standard error and waits when `VOUCH_TEST_PRUNE_PAUSE` names the phase.
+fn checkpoint(phase: &str) {
+    if std::env::var("VOUCH_TEST_PRUNE_PAUSE").is_ok_and(|p| p == phase) {
+        eprintln!("prune: paused before {phase}");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
+/// One pack as the index files list it, with how much of it the snapshots use.
+struct PackUse {
+    index: IndexPack,
+    used: Vec<usize>,
+    used_bytes: u64,
+}
+
+impl PackUse {
+    fn kind(&self) -> BlobKind {
+        if self.index.blobs.iter().all(|b| b.kind == BlobKind::Tree) && !self.index.blobs.is_empty()
+        {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        }
+    }
+}
+
+pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport, RepoError> {
+    let lock = repo.lock(LockMode::Exclusive, "prune").await?;
+    let result = prune_locked(repo, opts).await;
+    // The lock goes whatever happened; a prune that stopped half-way left a sound repository.
+    let released = lock.release().await;
+    let report = result?;
+    released?;
+    Ok(report)
+}
+
+async fn prune_locked(
+    repo: Arc<Repository>,
+    opts: &PruneOptions,
+) -> Result<PruneReport, RepoError> {
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        ..Default::default()
+    };
+
+    // Everything that is read must be readable: prune will not guess what a lost file held.
+    let (files, bad) = repo
+        .load_all::<IndexFile, IndexId>(Kind::Index, "index/")
+        .await?;
+    if let Some((key, e)) = bad.into_iter().next() {
+        return Err(RepoError::Invalid(format!(
+            "index file {key} cannot be read ({e}); run `vouch repair index` first, then prune"
+        )));
+    }
+    let (snapshots, bad) = repo.snapshots().await?;
+    if let Some((key, e)) = bad.into_iter().next() {
+        return Err(RepoError::Invalid(format!(
+            "snapshot {key} cannot be read ({e}); prune will not remove data it might need"
+        )));
+    }
+    report.snapshots = snapshots.len();
+    let (index, _) = repo.load_index().await?;
+    let index = Arc::new(index);
+
+    // The blobs the snapshots use.
+    let trees = TreeLoader::new(repo.clone(), index.clone());
+    let mut used: HashSet<BlobId> = HashSet::new();
+    let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while let Some(id) = stack.pop() {
+        if !used.insert(id) {
+            continue;
+        }
+        let tree = trees.load(&id).await.map_err(|e| {
+            RepoError::Invalid(format!(
+                "tree {} cannot be read ({e}); prune stops without changing anything: run `vouch check`",
+                id.short()
+            ))
+        })?;
+        for node in &tree.nodes {
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => stack.push(sub),
+                (NodeKind::File, _) => used.extend(node.content.iter().copied()),
+                _ => {}
+            }
+        }
+    }
+    if let Some(missing) = used.iter().find(|b| !index.contains(b)) {
+        return Err(RepoError::Invalid(format!(
+            "blob {} that a snapshot needs is in no index; run `vouch check` (and `vouch repair index`) before pruning",
+            missing.short()
+        )));
+    }
+    report.used_blobs = used.len();
+
+    // Every pack the live index files list, once; each used blob counted in one pack only
+    // (the one the master index reads it from).
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut packs: Vec<PackUse> = Vec::new();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for (id, file) in &files {
+        if superseded.contains(id) {
+            continue;
+        }
+        for p in &file.packs {
+            if seen.insert(p.id) {
+                packs.push(PackUse {
+                    index: p.clone(),
+                    used: Vec::new(),
+                    used_bytes: 0,
+                });
+            }
+        }
+    }
+    for p in &mut packs {
+        for (i, b) in p.index.blobs.iter().enumerate() {
+            let home = index
+                .get(&b.id)
+                .map(|l| index.pack(l.pack).id == p.index.id && l.offset == b.offset);
+            if used.contains(&b.id) && home == Some(true) {
+                p.used.push(i);
+                p.used_bytes += b.length as u64;
+            }
+        }
+    }
+    report.used_bytes = packs.iter().map(|p| p.used_bytes).sum();
+
+    // What storage holds.
+    let stored: HashMap<String, u64> = repo.store().list("data/").await?.into_iter().collect();
+    report.packs_before = stored.len();
+    report.bytes_before = stored.values().sum();
+    let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
+    let unindexed: Vec<String> = stored
+        .keys()
+        .filter(|k| !indexed.contains(*k))
+        .cloned()
+        .collect();
+    report.packs_unindexed = unindexed.len();
+    if let Some(p) = packs
+        .iter()
+        .find(|p| p.used_bytes > 0 && !stored.contains_key(&pack_key(&p.index.id)))
+    {
+        return Err(RepoError::Invalid(format!(
+            "pack {} holds blobs that snapshots need but is not in storage; run `vouch check`",
+            p.index.id.short()
+        )));
+    }
+
+    // Decide: remove the unused, keep the fully used, repack the most wasteful of the rest
+    // until what stays unused is under the threshold. Tree packs are small and read on every
+    // restore, so any waste in them is repacked.
+    let mut remove: Vec<usize> = Vec::new();
+    let mut keep: Vec<usize> = Vec::new();
+    let mut partial: Vec<usize> = Vec::new();
+    for (i, p) in packs.iter().enumerate() {
+        if p.used.is_empty() {
+            remove.push(i);
+        } else if p.used.len() == p.index.blobs.len() {
+            keep.push(i);
+        } else {
+            partial.push(i);
+        }
+    }
+    report.packs_unused = remove.len();
+    let unused_of = |p: &PackUse| p.index.size.saturating_sub(p.used_bytes);
+    partial.sort_by(|a, b| {
+        let ratio = |p: &PackUse| unused_of(p) as f64 / p.index.size.max(1) as f64;
+        let (pa, pb) = (&packs[*a], &packs[*b]);
+        (pb.kind() == BlobKind::Tree)
+            .cmp(&(pa.kind() == BlobKind::Tree))
+            .then(ratio(pb).total_cmp(&ratio(pa)))
+    });
+    let allowed = (report.used_bytes as f64 * opts.max_unused_percent / 100.0) as u64;
+    let mut unused_left: u64 = partial.iter().map(|i| unused_of(&packs[*i])).sum();
+    let mut repack: Vec<usize> = Vec::new();
+    for i in partial {
+        let p = &packs[i];
+        if p.kind() == BlobKind::Tree || unused_left > allowed {
+            unused_left -= unused_of(p);
+            repack.push(i);
+        } else {
+            keep.push(i);
+        }
+    }
+    report.packs_repacked = repack.len();
+    report.bytes_unused_kept = unused_left;
+    let stored_size = |p: &PackUse| {
+        stored
+            .get(&pack_key(&p.index.id))
+            .copied()
+            .unwrap_or(p.index.size)
+    };
+    let repack_bytes: u64 = repack.iter().map(|i| packs[*i].used_bytes).sum();
+    let gone: u64 = remove
+        .iter()
+        .chain(&repack)
+        .map(|i| stored_size(&packs[*i]))
+        .sum::<u64>()
+        + unindexed.iter().map(|k| stored[k]).sum::<u64>();
+    if remove.is_empty() && repack.is_empty() && unindexed.is_empty() {
+        // Nothing to free: leave the index files as they are.
+        report.packs_after = report.packs_before;
+        report.bytes_after = report.bytes_before;
+        return Ok(report);
+    }
+    if opts.dry_run {
+        report.packs_removed = remove.len() + repack.len() + unindexed.len();
+        report.bytes_freed = gone.saturating_sub(repack_bytes);
+        report.packs_after = report.packs_before - report.packs_removed;
+        report.bytes_after = report.bytes_before - report.bytes_freed;
+        return Ok(report);
+    }
+
+    // 1. Copy the used blobs of the packs to repack into new packs.
+    checkpoint("repack");
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let pack_size = repo.config().pack_size as usize;
+    let mut writers = [PackWriter::new(pack_size), PackWriter::new(pack_size)];
+    let mut decoder = BlobDecoder::new();
+    let mut carried: HashSet<BlobId> = HashSet::new();
+    for &i in &repack {
+        let p = &packs[i];
+        let bytes = repo.store().get(&pack_key(&p.index.id)).await?;
+        if object_name(&bytes) != *p.index.id.as_bytes() {
+            return Err(RepoError::Invalid(format!(
+                "pack {} does not match its name (damaged in storage); prune stopped before changing anything it needs: run `vouch check --read-data`",
+                p.index.id.short()
+            )));
+        }
+        for &b in &p.used {
+            let blob = p.index.blobs[b];
+            if !carried.insert(blob.id) {
+                continue;
+            }
+            let sealed = bytes
+                .get(blob.offset as usize..blob.offset as usize + blob.length as usize)
+                .ok_or_else(|| {
+                    RepoError::Invalid(format!("pack {} is truncated", p.index.id.short()))
+                })?;
+            let loc = crate::repo::index::BlobLocation {
+                pack: 0,
+                kind: blob.kind,
+                offset: blob.offset,
+                length: blob.length,
+                raw_length: blob.raw_length,
+            };
+            // Check the blob (its seal and its id) before carrying it over.
+            decoder
+                .decode(repo.keys(), &blob.id, &loc, p.index.id, sealed, true)
+                .map_err(|e| {
+                    RepoError::Invalid(format!("{e}; prune stopped: run `vouch check --read-data`"))
+                })?;
+            let payload = repo
+                .keys()
+                .open(blob.kind.seal_kind(), sealed)
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
+            if !w.fits(payload.len()) {
+                let done = w.finish(repo.keys());
+                store_pack(&repo, &done.id, done.bytes, &mut report).await?;
+                new_packs.push(done.index);
+                checkpoint("repack-more");
+            }
+            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
+            w.add_with(
+                repo.keys(),
+                blob.kind,
+                blob.id,
+                blob.raw_length as usize,
+                |buf| buf.extend_from_slice(&payload),
+            );
+        }
+    }
+    for w in &mut writers {
+        if !w.is_empty() {
+            let done = w.finish(repo.keys());
+            store_pack(&repo, &done.id, done.bytes, &mut report).await?;
+            new_packs.push(done.index);
+        }
+    }
+
+    // 2. New index files for every pack that stays; the last supersedes every index file
+    // listed now (those already superseded too, so that they stay so once deleted files are
+    // gone).
+    checkpoint("index");
+    let mut staying: Vec<IndexPack> = keep.iter().map(|i| packs[*i].index.clone()).collect();
+    staying.extend(new_packs);
+    // Unused blobs of kept packs stay listed: the pack holds them, and a later prune may
+    // repack it.
+    let old_files: BTreeSet<IndexId> = files.iter().map(|(id, _)| *id).collect();
+    let chunks: Vec<&[IndexPack]> = if staying.is_empty() {
+        vec![&[]]
+    } else {
+        staying.chunks(PACKS_PER_INDEX).collect()
+    };
+    let last = chunks.len() - 1;
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let file = IndexFile {
+            version: 1,
+            supersedes: if n == last {
+                old_files.iter().copied().collect()
+            } else {
+                Vec::new()
+            },
+            packs: chunk.to_vec(),
+        };
+        repo.save_index(&file).await?;
+        report.index_files_written += 1;
+    }
+
+    // 3. The old index files.
+    checkpoint("delete-index");
+    for id in &old_files {
+        match repo.store().delete(&format!("index/{}", id.to_hex())).await {
+            Ok(()) => report.index_files_removed += 1,
+            Err(e) => refused(&mut report, format!("index/{}", id.to_hex()), e),
+        }
+    }
+
+    // 4. The packs nothing needs.
+    checkpoint("delete-packs");
+    let mut doomed: Vec<(String, u64)> = remove
+        .iter()
+        .chain(&repack)
+        .map(|i| {
+            let p = &packs[*i];
+            (pack_key(&p.index.id), stored_size(p))
+        })
+        .filter(|(k, _)| stored.contains_key(k))
+        .collect();
+    doomed.extend(unindexed.iter().map(|k| (k.clone(), stored[k])));
+    for (n, (key, size)) in doomed.iter().enumerate() {
+        if n == 1 {
+            checkpoint("delete-more-packs");
+        }
+        match repo.store().delete(key).await {
+            Ok(()) => {
+                report.packs_removed += 1;
+                report.bytes_freed += size;
+            }
+            Err(e) => refused(&mut report, key.clone(), e),
+        }
+    }
+    let after: Vec<(String, u64)> = repo.store().list("data/").await?;
+    report.packs_after = after.len();
+    report.bytes_after = after.iter().map(|(_, s)| s).sum();
+    Ok(report)
+}
+
+async fn store_pack(
+    repo: &Repository,
+    id: &PackId,
+    bytes: Bytes,
+    report: &mut PruneReport,
+) -> Result<(), RepoError> {
+    report.packs_written += 1;
+    report.bytes_written += bytes.len() as u64;
+    repo.store().put(&pack_key(id), bytes).await?;
+    Ok(())
+}
+
+fn refused(report: &mut PruneReport, key: String, e: StorageError) {
+    report.refused.push((key, e.to_string()));
+}
