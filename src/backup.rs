@@ -2,6 +2,7 @@
 //! index, then the snapshot. That order is the crash-safety argument: a snapshot is written
 //! only after every pack and index it depends on is stored.
 
+pub mod changes;
 mod exclude;
 mod pipeline;
 mod walk;
@@ -243,7 +244,7 @@ async fn run(
         abort: opts.abort.clone(),
     };
     let source_tree = SourceTree::new(paths);
-    let (summary, root, shared) = tokio::task::spawn_blocking(move || {
+    let (summary, root, shared, index) = tokio::task::spawn_blocking(move || {
         let (mut summary, root) = run_threads(
             &shared,
             &trees,
@@ -261,7 +262,8 @@ async fn run(
         summary.bytes_added_stored = st.stored_added.load(Ordering::Relaxed);
         summary.packs_added = st.packs.load(Ordering::Relaxed);
         summary.bytes_read = shared.progress.bytes_read.load(Ordering::Relaxed);
-        (summary, root, shared)
+        drop(trees);
+        (summary, root, shared, index)
     })
     .await
     .expect("backup threads");
@@ -277,13 +279,25 @@ async fn run(
         detail: "the walk produced no tree".into(),
     })?;
     let packs = std::mem::take(&mut *shared.written.lock().expect("written"));
+    let mut summary = summary;
+    let mut index = Arc::try_unwrap(index).unwrap_or_else(|shared| (*shared).clone());
     if !packs.is_empty() {
-        repo.save_index(&IndexFile {
+        let file = IndexFile {
             version: FORMAT_VERSION,
             supersedes: Vec::new(),
             packs,
-        })
-        .await?;
+        };
+        let id = repo.save_index(&file).await?;
+        index.add(id, &file);
+    }
+    // What changed since the parent, for the monitoring's ransomware check. A comparison that
+    // fails does not fail the backup: the snapshot is sound, the statistics are just missing.
+    if let Some((_, p)) = &parent {
+        let trees = TreeLoader::new(repo.clone(), Arc::new(index));
+        match changes::compare(&trees, p.tree, root, p.summary.total_files).await {
+            Ok(c) => summary.changes = Some(c),
+            Err(e) => tracing::warn!(error = %e, "could not compare the backup with its parent"),
+        }
     }
     let snapshot = Snapshot {
         version: FORMAT_VERSION,

@@ -236,6 +236,17 @@ enum Command {
         #[command(subcommand)]
         action: JournalAction,
     },
+    /// Say that a possible-ransomware alert was expected or dealt with: releases the
+    /// snapshot's hold, resumes retention, resolves the alert
+    Acknowledge {
+        /// The journal run of the backup the alert names
+        run: i64,
+        /// What it was, for the journal ("term-start clear-out of Year 6 folders")
+        #[arg(long)]
+        note: String,
+        #[arg(long)]
+        operator: Option<String>,
+    },
     /// Emails waiting to be delivered
     Outbox {
         /// Delivered ones too
@@ -712,6 +723,11 @@ async fn run(cli: Cli) -> Result<i32> {
             action: ConfigAction::Check,
         } => service::config_check(g.config.as_deref()),
         Command::Run { job, operator } => service::run(g.config.as_deref(), &job, operator).await,
+        Command::Acknowledge {
+            run,
+            note,
+            operator,
+        } => service::acknowledge(g.config.as_deref(), run, &note, operator).await,
         Command::Status { json } => service::status(g.config.as_deref(), json).await,
         Command::Journal { action } => match action {
             JournalAction::List { json } => service::journal_list(g.config.as_deref(), json),

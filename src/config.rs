@@ -11,9 +11,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use plan::{AppCheck, Plan, Selection, SnapshotChoice};
-pub use service::{
-    Config, Keep, RepositoryConfig, Schedule, SmtpConfig, SmtpSecurity, config_path,
-};
+pub use service::{Config, RepositoryConfig, Schedule, SmtpConfig, SmtpSecurity, config_path};
 pub use values::{parse_duration, parse_size};
 
 /// A configuration mistake, located.

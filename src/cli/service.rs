@@ -522,3 +522,17 @@ pub async fn daemon(explicit: Option<&Path>) -> Result<i32> {
         .map_err(anyhow::Error::msg)?;
     Ok(EXIT_OK)
 }
+
+/// `vouch acknowledge RUN --note TEXT`: a possible-ransomware alert was expected or dealt with.
+pub async fn acknowledge(
+    explicit: Option<&Path>,
+    run: i64,
+    note: &str,
+    operator: Option<String>,
+) -> Result<i32> {
+    let service = service(explicit)?;
+    let operator = operator.unwrap_or_else(crate::sys::username);
+    let said = service.acknowledge(run, note, &operator).await?;
+    println!("{said}");
+    Ok(EXIT_OK)
+}

@@ -26,18 +26,9 @@ pub struct Schedule {
     pub cron: Cron,
     pub rpo: Duration,
     pub heartbeat_url: Option<String>,
-    pub keep: Keep,
-}
-
-/// Retention for a schedule (applied by forget/prune).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Keep {
-    pub last: Option<u32>,
-    pub daily: Option<u32>,
-    pub weekly: Option<u32>,
-    pub monthly: Option<u32>,
-    pub yearly: Option<u32>,
-    pub within: Option<String>,
+    /// Retention, applied after each good backup to this schedule's snapshots (empty: keep
+    /// everything).
+    pub keep: crate::retention::Policy,
 }
 
 #[derive(Deserialize)]
@@ -197,11 +188,20 @@ impl Schedule {
                 errors.push(src.error(u.span(), format!("heartbeat_url {:?} is not an http(s) URL", u.get_ref()), "paste the ping URL from the monitoring service, like \"https://hc-ping.com/…\""));
             }
         }
-        if let Some(w) = &raw.keep.within {
-            if let Err(m) = parse_duration(w.get_ref()) {
-                errors.push(src.error(w.span(), m, ""));
-            }
-        }
+        let within = match &raw.keep.within {
+            Some(w) => match crate::retention::Within::parse(w.get_ref()) {
+                Ok(w) => Some(w),
+                Err(m) => {
+                    errors.push(src.error(
+                        w.span(),
+                        format!("[keep] within: {m}"),
+                        "for example within = \"30d\"",
+                    ));
+                    None
+                }
+            },
+            None => None,
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -225,13 +225,14 @@ impl Schedule {
             cron: cron.expect("checked"),
             rpo: rpo.expect("checked"),
             heartbeat_url: raw.heartbeat_url.map(Spanned::into_inner),
-            keep: Keep {
-                last: raw.keep.last,
-                daily: raw.keep.daily,
-                weekly: raw.keep.weekly,
-                monthly: raw.keep.monthly,
-                yearly: raw.keep.yearly,
-                within: raw.keep.within.map(Spanned::into_inner),
+            keep: crate::retention::Policy {
+                last: raw.keep.last.map(crate::retention::Count::N),
+                daily: raw.keep.daily.map(crate::retention::Count::N),
+                weekly: raw.keep.weekly.map(crate::retention::Count::N),
+                monthly: raw.keep.monthly.map(crate::retention::Count::N),
+                yearly: raw.keep.yearly.map(crate::retention::Count::N),
+                within,
+                ..Default::default()
             },
         })
     }

@@ -15,7 +15,7 @@ use super::{ConfigError, Source};
 use crate::schedule::cron::Cron;
 
 use super::schedule::CRON_FIX;
-pub use super::schedule::{Keep, Schedule};
+pub use super::schedule::Schedule;
 
 /// A repository as vouch.toml names it.
 #[derive(Clone, Debug)]
@@ -28,6 +28,8 @@ pub struct RepositoryConfig {
     pub s3_path_style: Option<bool>,
     pub access_key_id: Option<String>,
     pub secret_access_key_file: Option<PathBuf>,
+    /// When the daemon prunes this repository (job `prune:<name>`); none: only by hand.
+    pub prune: Option<Cron>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +104,7 @@ struct RawRepository {
     s3_path_style: Option<bool>,
     access_key_id: Option<String>,
     secret_access_key_file: Option<Spanned<String>>,
+    prune: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -278,9 +281,26 @@ impl Config {
             {
                 push(Err(src.error(span.clone(), format!("[repositories.{name}] has access_key_id without secret_access_key_file"), "add secret_access_key_file, or leave both out to use the AWS environment variables")));
             }
+            let prune = match &r.prune {
+                Some(c) => {
+                    match Cron::parse(c.get_ref()) {
+                        Ok(cron) => Some(cron),
+                        Err(m) => {
+                            push(Err(src.error(
+                            c.span(),
+                            format!("[repositories.{name}] prune {:?} is not a cron expression: {m}", c.get_ref()),
+                            super::schedule::CRON_FIX,
+                        )));
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
             repositories.insert(
                 name.clone(),
                 RepositoryConfig {
+                    prune,
                     name: name.clone(),
                     url: r.url.get_ref().clone(),
                     password_file,

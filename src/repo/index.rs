@@ -27,7 +27,7 @@ pub struct PackInfo {
     pub kind: BlobKind,
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct MasterIndex {
     blobs: HashMap<BlobId, BlobLocation>,
     packs: Vec<PackInfo>,

@@ -48,6 +48,15 @@ pub fn jobs(config: &Config) -> Vec<Job> {
             repository: s.repository.clone(),
         })
         .collect();
+    for (name, r) in &config.repositories {
+        if let Some(cron) = &r.prune {
+            out.push(Job {
+                name: format!("prune:{name}"),
+                cron: cron.clone(),
+                repository: name.clone(),
+            });
+        }
+    }
     if !config.evidence_to.is_empty() && config.evidence_signing_key.is_some() {
         out.push(Job {
             name: "evidence".into(),

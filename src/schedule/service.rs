@@ -18,6 +18,9 @@ use crate::notify::{Mailer, Monitor, mailer_for};
 use crate::storage::{RepoUrl, S3Options, Store};
 use crate::{BackupOptions, Repository, Secret};
 
+mod upkeep;
+pub use upkeep::{Suspicion, judge};
+
 /// A finished job.
 #[derive(Debug)]
 pub struct JobOutcome {
@@ -182,6 +185,11 @@ impl Service {
         if let Some(p) = self.config.plan(name).cloned() {
             return self.run_drill(&p, trigger, operator).await;
         }
+        if let Some(repository) = name.strip_prefix("prune:") {
+            if self.config.repositories.contains_key(repository) {
+                return self.run_prune(repository, trigger, operator).await;
+            }
+        }
         if name == "evidence" {
             return crate::evidence::send::send(self, None, None, trigger, operator)
                 .await
@@ -325,6 +333,17 @@ impl Service {
                 }
             }
         };
+        let mut record = record;
+        let changes = record
+            .details
+            .get("summary")
+            .and_then(|s| s.get("changes"))
+            .and_then(|c| serde_json::from_value(c.clone()).ok());
+        let snapshot = record.snapshot.as_deref().and_then(|h| h.parse().ok());
+        if let (Some(changes), Some(id), true) = (changes, snapshot, record.outcome.is_good()) {
+            self.check_for_ransomware(s, id, &changes, &mut record)
+                .await?;
+        }
         if let Some(url) = &s.heartbeat_url {
             ping(
                 url,
@@ -342,7 +361,11 @@ impl Service {
             Outcome::Damage => crate::cli::EXIT_DAMAGE,
             Outcome::Failed | Outcome::Interrupted => crate::cli::EXIT_FAILED,
         };
-        self.finish(record, exit_code).await
+        let outcome = self.finish(record, exit_code).await?;
+        if outcome.record.outcome == Outcome::Success {
+            self.apply_retention(s, trigger, operator).await?;
+        }
+        Ok(outcome)
     }
 
     pub async fn run_drill(
@@ -500,7 +523,9 @@ impl Service {
             let mut j = self.journal.lock().expect("journal");
             let entry = j.append(Record::Run(record.clone()))?;
             j.queue_mirror(entry.seq, &record.repository)?;
-            Monitor::new(j.connection(), &self.config)?.after_run(entry.seq, &record, now)?;
+            let monitor = Monitor::new(j.connection(), &self.config)?;
+            monitor.after_run(entry.seq, &record, now)?;
+            self.open_ransomware_incident(&monitor, entry.seq, &record)?;
             entry
         };
         self.housekeeping().await?;

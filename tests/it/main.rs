@@ -12,6 +12,7 @@ mod faults;
 mod format;
 mod locks;
 mod prune;
+mod ransomware;
 mod roundtrip;
 mod s3;
 mod service;

@@ -61,6 +61,10 @@ pub struct BackupSummary {
     /// Entries that are not files, directories or symlinks (sockets, devices, FIFOs).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_special: Vec<String>,
+    /// What changed since the parent snapshot, and how much of it looks encrypted (absent
+    /// for a first backup).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changes: Option<crate::backup::changes::ChangeStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
