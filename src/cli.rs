@@ -2,6 +2,7 @@
 //! Exit codes are a contract (README): 0 ok, 1 could not run, 2 usage, 3 backup finished but
 //! some files were unreadable, 4 verification found damage.
 
+mod doctor;
 mod evidence;
 mod maintain;
 mod progress;
@@ -73,7 +74,23 @@ struct GlobalArgs {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Create a repository
-    Init,
+    Init {
+        /// Write every object retained by S3 Object Lock for DAYS (the bucket must have Object
+        /// Lock enabled); prune extends what is still needed
+        #[arg(long, value_name = "DAYS")]
+        object_lock: Option<u32>,
+        /// governance (users with s3:BypassGovernanceRetention can still delete) or
+        /// compliance (nobody can, not even the account's root user)
+        #[arg(long, value_name = "MODE", requires = "object_lock")]
+        object_lock_mode: Option<String>,
+    },
+    /// Check that a repository is reachable and protected: S3 versioning, Object Lock (proven
+    /// with a canary), retention, whether the credentials can delete
+    Doctor {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up paths into the repository
     Backup {
         /// Files and directories to back up
@@ -487,6 +504,26 @@ impl GlobalArgs {
     }
 }
 
+/// `--object-lock DAYS --object-lock-mode MODE`: the mode must be chosen, since COMPLIANCE
+/// cannot be undone by anyone until the days have passed.
+fn object_lock_retention(days: u32, mode: Option<&str>) -> Result<crate::storage::Retention> {
+    use crate::storage::{Retention, RetentionMode};
+    if !(1..=Retention::MAX_DAYS).contains(&days) {
+        bail!(
+            "--object-lock {days}: the retention must be between 1 and {} days (30 is common: longer than an attack could go unnoticed)",
+            Retention::MAX_DAYS
+        );
+    }
+    let mode = match mode {
+        None => bail!(
+            "--object-lock needs --object-lock-mode: compliance (nobody, not even the account's root user, can delete an object before its {days} days are up) or governance (users with s3:BypassGovernanceRetention can)"
+        ),
+        Some(m) => RetentionMode::parse(m)
+            .with_context(|| format!("--object-lock-mode {m:?}: use governance or compliance"))?,
+    };
+    Ok(Retention { mode, days })
+}
+
 fn read_password_file(path: &std::path::Path) -> Result<Secret> {
     let text = std::fs::read_to_string(path).with_context(|| {
         format!(
@@ -532,15 +569,32 @@ async fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     let bars = !g.quiet && std::io::stderr().is_terminal();
     match cli.command {
-        Command::Init => {
+        Command::Init {
+            object_lock,
+            object_lock_mode,
+        } => {
+            let object_lock = match object_lock {
+                None => None,
+                Some(days) => Some(object_lock_retention(days, object_lock_mode.as_deref())?),
+            };
             let store = g.store()?;
             let password = g.password(true)?;
-            let repo = Repository::init(store, &password, &InitOptions::default()).await?;
+            let opts = InitOptions {
+                object_lock,
+                ..Default::default()
+            };
+            let repo = Repository::init(store, &password, &opts).await?;
             println!(
                 "created repository {} at {}",
                 repo.config().id.short(),
                 repo.url()
             );
+            if let Some(r) = object_lock {
+                println!(
+                    "every object is retained for {} days in {} mode (S3 Object Lock); run `vouch doctor` to prove the bucket enforces it",
+                    r.days, r.mode
+                );
+            }
             println!("keep the passphrase safe: without it the backups cannot be read by anyone");
             Ok(EXIT_OK)
         }
@@ -645,6 +699,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 EXIT_OK
             })
         }
+        Command::Doctor { json } => doctor::run(g, json).await,
         Command::Forget {
             keep,
             tags,

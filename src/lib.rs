@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod config;
+pub mod doctor;
 pub mod evidence;
 pub mod journal;
 pub mod notify;
@@ -18,7 +19,7 @@ pub mod sys;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use repo::crypto::Secret;
 pub use repo::{InitOptions, LockMode, RepoError, Repository};
-pub use storage::{RepoUrl, S3Options, StorageError, Store};
+pub use storage::{RepoUrl, Retention, RetentionMode, S3Options, StorageError, Store};
 pub mod backup;
 pub use backup::{BackupError, BackupOptions, BackupProgress, BackupReport, backup};
 pub mod restore;

@@ -17,7 +17,9 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::repo::crypto::Kind;
 use crate::repo::format::BlobKind;
@@ -74,6 +76,11 @@ pub struct PruneReport {
     pub bytes_unused_kept: u64,
     /// Objects the storage refused to delete, with its reason (Object Lock retention).
     pub refused: Vec<(String, String)>,
+    /// Partly used packs left as they are because Object Lock still retains them (repacking
+    /// would store their data twice until they expire).
+    pub packs_retained_not_repacked: usize,
+    /// Objects still needed whose Object Lock retention was extended.
+    pub retention_extended: usize,
     pub packs_after: usize,
     pub bytes_after: u64,
 }
@@ -109,7 +116,12 @@ impl PackUse {
 
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport, RepoError> {
     let lock = repo.lock(LockMode::Exclusive, "prune").await?;
-    let result = prune_locked(repo, opts).await;
+    let mut result = prune_locked(repo.clone(), opts).await;
+    if let (Ok(report), false) = (&mut result, opts.dry_run) {
+        if let Err(e) = extend_retention(&repo, report).await {
+            result = Err(e);
+        }
+    }
     // The lock goes whatever happened; a prune that stopped half-way left a sound repository.
     let released = lock.release().await;
     let report = result?;
@@ -211,7 +223,10 @@ async fn prune_locked(
     report.used_bytes = packs.iter().map(|p| p.used_bytes).sum();
 
     // What storage holds.
-    let stored: HashMap<String, u64> = repo.store().list("data/").await?.into_iter().collect();
+    let listed = repo.store().list_modified("data/").await?;
+    let written: HashMap<String, OffsetDateTime> =
+        listed.iter().map(|(k, _, at)| (k.clone(), *at)).collect();
+    let stored: HashMap<String, u64> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
     report.packs_before = stored.len();
     report.bytes_before = stored.values().sum();
     let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
@@ -260,7 +275,13 @@ async fn prune_locked(
     let mut repack: Vec<usize> = Vec::new();
     for i in partial {
         let p = &packs[i];
-        if p.kind() == BlobKind::Tree || unused_left > allowed {
+        if (p.kind() == BlobKind::Tree || unused_left > allowed)
+            && retained(&repo, &pack_key(&p.index.id), &written).await?
+        {
+            // Its old copy could not be deleted yet: repacking would store it twice.
+            report.packs_retained_not_repacked += 1;
+            keep.push(i);
+        } else if p.kind() == BlobKind::Tree || unused_left > allowed {
             unused_left -= unused_of(p);
             repack.push(i);
         } else {
@@ -282,7 +303,13 @@ async fn prune_locked(
         .map(|i| stored_size(&packs[*i]))
         .sum::<u64>()
         + unindexed.iter().map(|k| stored[k]).sum::<u64>();
-    if remove.is_empty() && repack.is_empty() && unindexed.is_empty() {
+    let rewrite_index = !remove.is_empty() || !repack.is_empty();
+    let stale_index: Vec<IndexId> = files
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| superseded.contains(id))
+        .collect();
+    if !rewrite_index && unindexed.is_empty() && stale_index.is_empty() {
         // Nothing to free: leave the index files as they are.
         report.packs_after = report.packs_before;
         report.bytes_after = report.bytes_before;
@@ -294,6 +321,22 @@ async fn prune_locked(
         report.packs_after = report.packs_before - report.packs_removed;
         report.bytes_after = report.bytes_before - report.bytes_freed;
         return Ok(report);
+    }
+    if !rewrite_index {
+        // Only leftovers to clear (packs no index lists, index files already superseded,
+        // typically kept by Object Lock the last time): the index stays as it is.
+        checkpoint("delete-index");
+        for id in &stale_index {
+            let key = format!("index/{}", id.to_hex());
+            match repo.store().delete(&key).await {
+                Ok(()) => report.index_files_removed += 1,
+                Err(e) => refused(&mut report, key, e)?,
+            }
+        }
+        checkpoint("delete-packs");
+        let doomed: Vec<(String, u64)> = unindexed.iter().map(|k| (k.clone(), stored[k])).collect();
+        delete_packs(&repo, &doomed, &mut report).await?;
+        return finish(&repo, report).await;
     }
 
     // 1. Copy the used blobs of the packs to repack into new packs.
@@ -398,7 +441,7 @@ async fn prune_locked(
     for id in &old_files {
         match repo.store().delete(&format!("index/{}", id.to_hex())).await {
             Ok(()) => report.index_files_removed += 1,
-            Err(e) => refused(&mut report, format!("index/{}", id.to_hex()), e),
+            Err(e) => refused(&mut report, format!("index/{}", id.to_hex()), e)?,
         }
     }
 
@@ -414,6 +457,15 @@ async fn prune_locked(
         .filter(|(k, _)| stored.contains_key(k))
         .collect();
     doomed.extend(unindexed.iter().map(|k| (k.clone(), stored[k])));
+    delete_packs(&repo, &doomed, &mut report).await?;
+    finish(&repo, report).await
+}
+
+async fn delete_packs(
+    repo: &Repository,
+    doomed: &[(String, u64)],
+    report: &mut PruneReport,
+) -> Result<(), RepoError> {
     for (n, (key, size)) in doomed.iter().enumerate() {
         if n == 1 {
             checkpoint("delete-more-packs");
@@ -423,13 +475,98 @@ async fn prune_locked(
                 report.packs_removed += 1;
                 report.bytes_freed += size;
             }
-            Err(e) => refused(&mut report, key.clone(), e),
+            Err(e) => refused(report, key.clone(), e)?,
         }
     }
+    Ok(())
+}
+
+async fn finish(repo: &Repository, mut report: PruneReport) -> Result<PruneReport, RepoError> {
     let after: Vec<(String, u64)> = repo.store().list("data/").await?;
     report.packs_after = after.len();
     report.bytes_after = after.iter().map(|(_, s)| s).sum();
     Ok(report)
+}
+
+/// Whether Object Lock still retains the pack at `key` (never, without Object Lock). An object
+/// written less than the retention period ago certainly is; older ones are asked about.
+async fn retained(
+    repo: &Repository,
+    key: &str,
+    written: &HashMap<String, OffsetDateTime>,
+) -> Result<bool, RepoError> {
+    let Some(retention) = repo.store().retention() else {
+        return Ok(false);
+    };
+    let now = crate::storage::now_utc();
+    if written
+        .get(key)
+        .is_some_and(|at| *at + retention.period() > now)
+    {
+        return Ok(true);
+    }
+    let r = repo.store().object_retention(key).await?;
+    Ok(r.until.is_some_and(|until| until > now))
+}
+
+/// Object Lock: every object still needed whose retention ends within half the period is
+/// retained for the whole period again (as kopia does), so that nothing a kept snapshot needs
+/// can expire. The retention is read from the storage itself, never from a record of ours.
+/// Snapshots keep the retention they were written with: each is protected for the period
+/// after it was taken, and forget can remove it after that.
+async fn extend_retention(repo: &Repository, report: &mut PruneReport) -> Result<(), RepoError> {
+    let Some(retention) = repo.store().retention() else {
+        return Ok(());
+    };
+    // The live index files and the packs they list.
+    let (files, _) = repo
+        .load_all::<IndexFile, IndexId>(Kind::Index, "index/")
+        .await?;
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    for (id, file) in &files {
+        if !superseded.contains(id) {
+            live.insert(format!("index/{}", id.to_hex()));
+            live.extend(file.packs.iter().map(|p| pack_key(&p.id)));
+        }
+    }
+    let stored: HashSet<String> = repo
+        .store()
+        .list("data/")
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    live.retain(|k| !k.starts_with("data/") || stored.contains(k));
+    // The repository's identity, keys and records.
+    live.insert("config".into());
+    for dir in ["keys/", "holds/", "ledger/", "drills/", "journal/"] {
+        live.extend(repo.store().list(dir).await?.into_iter().map(|(k, _)| k));
+    }
+    let now = crate::storage::now_utc();
+    let horizon = now + retention.period() / 2;
+    let until = now + retention.period();
+    let results: Vec<Result<bool, RepoError>> = futures::stream::iter(live)
+        .map(|key| async move {
+            let current = repo.store().object_retention(&key).await?;
+            if current.until.is_some_and(|u| u >= horizon) {
+                return Ok(false);
+            }
+            repo.store().extend_retention(&key, until).await?;
+            Ok(true)
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    for r in results {
+        if r? {
+            report.retention_extended += 1;
+        }
+    }
+    Ok(())
 }
 
 async fn store_pack(
@@ -444,6 +581,24 @@ async fn store_pack(
     Ok(())
 }
 
-fn refused(report: &mut PruneReport, key: String, e: StorageError) {
-    report.refused.push((key, e.to_string()));
+/// A delete the storage refused (Object Lock retention, or credentials without delete) is
+/// reported and prune carries on; any other failure stops it.
+fn refused(report: &mut PruneReport, key: String, e: StorageError) -> Result<(), RepoError> {
+    match e {
+        StorageError::Retained { until, .. } => {
+            let why = format!(
+                "Object Lock retains it until {}",
+                crate::clock::human(until)
+            );
+            report.refused.push((key, why));
+            Ok(())
+        }
+        e if e.is_refused_delete() => {
+            report.refused.push((key, e.to_string()));
+            Ok(())
+        }
+        // Already gone (another prune got there first): nothing to free.
+        e if e.is_not_found() => Ok(()),
+        e => Err(e.into()),
+    }
 }

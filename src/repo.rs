@@ -210,6 +210,8 @@ enum Unlock<'a> {
 pub struct InitOptions {
     /// Pack size in bytes (default 8 MiB).
     pub pack_size: Option<u32>,
+    /// S3 Object Lock retention for every object (the bucket must have Object Lock enabled).
+    pub object_lock: Option<crate::storage::Retention>,
 }
 
 impl Repository {
@@ -267,7 +269,21 @@ impl Repository {
         if let Some(size) = opts.pack_size {
             config.pack_size = size;
         }
+        config.object_lock = opts.object_lock;
         config.validate().map_err(RepoError::Invalid)?;
+        let store = match opts.object_lock {
+            Some(retention) => {
+                let settings = store.bucket_lock_settings().await?;
+                if !settings.object_lock_enabled {
+                    return Err(RepoError::Invalid(format!(
+                        "the bucket of {} does not have S3 Object Lock enabled, so objects cannot be retained; Object Lock can only be chosen when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket, or the console's \"Object Lock\" setting): create a new bucket with it, or run init without --object-lock",
+                        store.url()
+                    )));
+                }
+                store.with_retention(retention)?
+            }
+            None => store,
+        };
         // The key first: a crash before the config is written leaves no repository, only a
         // key file that a second `init` ignores.
         let key_id = keyring::write_key(&store, &master, password, clock.now()).await?;
@@ -339,6 +355,18 @@ impl Repository {
         let config: RepoConfig =
             serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
         config.validate().map_err(RepoError::Unsupported)?;
+        let store = match config.object_lock {
+            Some(retention) if store.is_s3() => store.with_retention(retention)?,
+            Some(_) => {
+                // A copy of an S3 repository on a local disk: there is nothing to retain with.
+                tracing::warn!(
+                    url = store.url(),
+                    "the repository was created with S3 Object Lock but is opened from local storage; objects are written without retention"
+                );
+                store
+            }
+            None => store,
+        };
         Ok(Repository {
             store,
             keys,

@@ -460,6 +460,13 @@ async fn forget_locked(
                 .await
             {
                 Ok(()) => removed.push(d.id),
+                Err(crate::storage::StorageError::Retained { until, .. }) => refused.push((
+                    d.id,
+                    format!(
+                        "Object Lock retains it until {}; a later forget removes it",
+                        crate::clock::human(until)
+                    ),
+                )),
                 Err(e) => refused.push((d.id, e.to_string())),
             }
         }

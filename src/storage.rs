@@ -5,6 +5,7 @@
 //! `data/ab/ab12…`, values are bytes.
 
 mod fault;
+mod object_lock;
 mod url;
 
 use std::ops::Range;
@@ -20,6 +21,7 @@ use object_store::path::Path as ObjPath;
 use object_store::{ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
 pub use fault::{Fault, FaultyStore};
+pub use object_lock::{BucketLockSettings, ObjectRetention, Retention, RetentionMode};
 pub use url::{RepoUrl, UrlError};
 
 /// How a storage operation failed. Retry logic reads `is_retryable`, never the message.
@@ -55,6 +57,15 @@ pub enum StorageError {
     },
     #[error("cannot open {url}: {detail}")]
     Config { url: String, detail: String },
+    #[error(
+        "{key} in {url} is protected by S3 Object Lock until {}; it can be removed after then",
+        crate::clock::human(*until)
+    )]
+    Retained {
+        url: String,
+        key: String,
+        until: time::OffsetDateTime,
+    },
 }
 
 impl StorageError {
@@ -64,6 +75,13 @@ impl StorageError {
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+    /// Refused because Object Lock retains the object (or the storage denied the delete).
+    pub fn is_refused_delete(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Retained { .. } | StorageError::Denied { .. }
+        )
     }
 }
 
@@ -120,6 +138,10 @@ pub struct Store {
     local_root: Option<PathBuf>,
     display: String,
     retry: RetryPolicy,
+    /// Where an S3 store is, for the Object Lock client.
+    s3: Option<object_lock::S3Target>,
+    /// Set when the repository is configured with Object Lock retention.
+    lock: Option<(Arc<object_lock::ObjectLock>, Retention)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,6 +171,8 @@ impl Store {
                     local_root: Some(path.clone()),
                     display,
                     retry: RetryPolicy::default(),
+                    s3: None,
+                    lock: None,
                 })
             }
             RepoUrl::S3 { bucket, prefix } => {
@@ -165,7 +189,7 @@ impl Store {
                     .or_else(|| std::env::var("AWS_REGION").ok())
                     .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
                     .unwrap_or_else(|| "us-east-1".to_string());
-                builder = builder.with_region(region);
+                builder = builder.with_region(&region);
                 if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
                     builder = builder
                         .with_access_key_id(id)
@@ -181,6 +205,18 @@ impl Store {
                     }
                 }
                 let path_style = s3.path_style.unwrap_or(endpoint.is_some());
+                let target = object_lock::S3Target {
+                    bucket: bucket.clone(),
+                    prefix: if prefix.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{prefix}/")
+                    },
+                    endpoint: endpoint.clone(),
+                    region: region.clone(),
+                    path_style,
+                    credentials: s3.access_key_id.clone().zip(s3.secret_access_key.clone()),
+                };
                 builder = builder
                     .with_virtual_hosted_style_request(!path_style)
                     .with_client_options(client)
@@ -204,6 +240,8 @@ impl Store {
                     local_root: None,
                     display,
                     retry: RetryPolicy::default(),
+                    s3: Some(target),
+                    lock: None,
                 })
             }
         }
@@ -217,6 +255,8 @@ impl Store {
             local_root: None,
             display: display.into(),
             retry: RetryPolicy::default(),
+            s3: None,
+            lock: None,
         }
     }
 
@@ -258,6 +298,23 @@ impl Store {
     }
 
     async fn put_with(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        if let Some((lock, retention)) = &self.lock {
+            // Lock files are refreshed and removed all the time; they carry no retention.
+            if !key.starts_with("locks/") {
+                let create_only = matches!(mode, PutMode::Create);
+                return self
+                    .retry_loop(key, || {
+                        let until = now_utc() + retention.period();
+                        lock.put(
+                            key,
+                            bytes.clone(),
+                            Some((retention.mode, until)),
+                            create_only,
+                        )
+                    })
+                    .await;
+            }
+        }
         let path = self.path(key);
         self.retrying(key, || {
             let opts = PutOptions {
@@ -352,6 +409,38 @@ impl Store {
 
     /// Every object under `dir` (e.g. `"snapshots/"`), as (key relative to the store, size).
     pub async fn list(&self, dir: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        Ok(self
+            .list_modified(dir)
+            .await?
+            .into_iter()
+            .map(|(k, size, _)| (k, size))
+            .collect())
+    }
+
+    /// Remove `key`. With Object Lock retention configured, every version of it goes (a plain
+    /// delete on a versioned bucket frees nothing), and an object whose retention has not
+    /// expired is refused with `Retained` before anything is deleted.
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        if let Some((lock, _)) = &self.lock {
+            if !key.starts_with("locks/") {
+                return self
+                    .retry_loop(key, || lock.delete_all_versions(key, now_utc()))
+                    .await;
+            }
+        }
+        let path = self.path(key);
+        self.retrying(key, || {
+            let path = path.clone();
+            async move { self.inner.delete(&path).await }
+        })
+        .await
+    }
+
+    /// Every object under `dir` with its size and when it was last written.
+    pub async fn list_modified(
+        &self,
+        dir: &str,
+    ) -> Result<Vec<(String, u64, time::OffsetDateTime)>, StorageError> {
         let prefix = self.path(dir.trim_end_matches('/'));
         let strip = self.prefix.len();
         let result = self
@@ -360,7 +449,13 @@ impl Store {
                 async move {
                     self.inner
                         .list(Some(&prefix))
-                        .map_ok(|m| (m.location.as_ref()[strip..].to_string(), m.size))
+                        .map_ok(|m| {
+                            let at = time::OffsetDateTime::from_unix_timestamp(
+                                m.last_modified.timestamp(),
+                            )
+                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                            (m.location.as_ref()[strip..].to_string(), m.size, at)
+                        })
                         .try_collect::<Vec<_>>()
                         .await
                 }
@@ -375,13 +470,111 @@ impl Store {
         }
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let path = self.path(key);
-        self.retrying(key, || {
-            let path = path.clone();
-            async move { self.inner.delete(&path).await }
-        })
-        .await
+    /// Write every object from now on with this Object Lock retention (S3 only).
+    pub fn with_retention(mut self, retention: Retention) -> Result<Self, StorageError> {
+        let lock = self.lock_client()?;
+        self.lock = Some((lock, retention));
+        Ok(self)
+    }
+
+    /// The Object Lock retention objects are written with, if any.
+    pub fn retention(&self) -> Option<Retention> {
+        self.lock.as_ref().map(|(_, r)| *r)
+    }
+
+    pub fn is_s3(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    fn lock_client(&self) -> Result<Arc<object_lock::ObjectLock>, StorageError> {
+        if let Some((lock, _)) = &self.lock {
+            return Ok(lock.clone());
+        }
+        let target = self.s3.clone().ok_or_else(|| StorageError::Config {
+            url: self.display.clone(),
+            detail: "S3 Object Lock needs an s3:// repository".into(),
+        })?;
+        Ok(Arc::new(object_lock::ObjectLock::new(
+            target,
+            &self.display,
+        )?))
+    }
+
+    /// The Object Lock retention of `key` as the storage reports it.
+    pub async fn object_retention(&self, key: &str) -> Result<ObjectRetention, StorageError> {
+        let lock = self.lock_client()?;
+        self.retry_loop(key, || lock.retention(key)).await
+    }
+
+    /// Extend the retention of `key` to `until`, in the configured mode.
+    pub async fn extend_retention(
+        &self,
+        key: &str,
+        until: time::OffsetDateTime,
+    ) -> Result<(), StorageError> {
+        let Some((lock, retention)) = &self.lock else {
+            return Ok(());
+        };
+        self.retry_loop(key, || lock.extend(key, retention.mode, until))
+            .await
+    }
+
+    /// The bucket's versioning and Object Lock settings (S3 only).
+    pub async fn bucket_lock_settings(&self) -> Result<BucketLockSettings, StorageError> {
+        let lock = self.lock_client()?;
+        self.retry_loop("(bucket settings)", || lock.bucket_settings())
+            .await
+    }
+
+    /// Whether these credentials may delete: a small object without retention is written
+    /// under `doctor/` and deleted (every version of it, so nothing is left behind).
+    pub async fn probe_delete(&self) -> Result<bool, StorageError> {
+        let lock = self.lock_client()?;
+        let key = format!("doctor/delete-probe-{}", hex::encode(rand_suffix()));
+        lock.put(&key, Bytes::from_static(b"vouch doctor"), None, false)
+            .await?;
+        match lock.delete_all_versions(&key, now_utc()).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::Denied { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Prove that the storage enforces Object Lock: write a canary retained for a few minutes
+    /// in `mode`, then try to delete that version. Returns the refusal (good) or `None` when
+    /// the storage deleted it (retention is not enforced). Canaries whose retention has
+    /// passed are cleared first.
+    pub async fn prove_lock_enforced(
+        &self,
+        mode: RetentionMode,
+    ) -> Result<Option<String>, StorageError> {
+        let lock = self.lock_client()?;
+        let now = now_utc();
+        for (key, _) in self.list("doctor/").await? {
+            if key.starts_with("doctor/canary-") {
+                // Expired canaries go; those still retained stay for a later doctor.
+                let _ = lock.delete_all_versions(&key, now).await;
+            }
+        }
+        let key = format!("doctor/canary-{}", hex::encode(rand_suffix()));
+        let until = now + time::Duration::minutes(5);
+        lock.put(
+            &key,
+            Bytes::from_static(b"vouch doctor canary"),
+            Some((mode, until)),
+            false,
+        )
+        .await?;
+        let version = lock.current_version(&key).await?.unwrap_or_default();
+        if version.is_empty() {
+            let _ = lock.delete_current(&key).await;
+            return Ok(None);
+        }
+        match lock.delete_version(&key, &version).await {
+            Err(StorageError::Denied { detail, .. }) => Ok(Some(detail)),
+            Err(e) => Err(e),
+            Ok(()) => Ok(None),
+        }
     }
 
     async fn retrying<T, F, Fut>(&self, key: &str, mut op: F) -> Result<T, StorageError>
@@ -389,23 +582,47 @@ impl Store {
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = object_store::Result<T>>,
     {
+        self.retry_loop(key, || {
+            let fut = op();
+            async move { fut.await.map_err(|e| classify(&self.display, key, e)) }
+        })
+        .await
+    }
+
+    async fn retry_loop<T, F, Fut>(&self, key: &str, mut op: F) -> Result<T, StorageError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StorageError>>,
+    {
         let mut attempt = 1;
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) => {
-                    let err = classify(&self.display, key, e);
+                Err(err) => {
                     if !err.is_retryable() || attempt >= self.retry.attempts {
                         return Err(err);
                     }
                     let pause = self.retry.first_backoff * 2u32.pow(attempt - 1);
-                    tracing::warn!(%err, attempt, ?pause, "storage operation failed; retrying");
+                    tracing::warn!(%err, key, attempt, ?pause, "storage operation failed; retrying");
                     tokio::time::sleep(pause).await;
                     attempt += 1;
                 }
             }
         }
     }
+}
+
+/// Retention dates are compared by the storage with its own clock, so they come from the
+/// system clock, never from a test's manual one.
+pub(crate) fn now_utc() -> time::OffsetDateTime {
+    use crate::clock::Clock;
+    crate::clock::SystemClock.now()
+}
+
+fn rand_suffix() -> [u8; 8] {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("random bytes");
+    b
 }
 
 fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
@@ -496,7 +713,7 @@ fn is_local_error(e: &object_store::Error) -> bool {
     matches!(e, object_store::Error::Generic { store, .. } if *store == "LocalFileSystem")
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -18,6 +18,33 @@ use super::{
 const ENCRYPTION: &str = "AES-256-GCM, a key per object; keys wrapped with argon2id; object names are blake3 of their bytes";
 const IMMUTABILITY: &str = "not configured (S3 Object Lock is not in use)";
 
+/// What protects the repository's objects from deletion, read from its config and checked
+/// against what the storage reports for the config object itself.
+async fn immutability_of(repo: Option<&Repository>) -> String {
+    let Some(repo) = repo else {
+        return "unknown (the repository could not be opened)".into();
+    };
+    let Some(r) = repo.config().object_lock else {
+        return IMMUTABILITY.into();
+    };
+    let configured = format!(
+        "S3 Object Lock, {} mode: every object retained for {} days from when it is written, and extended by prune while a snapshot needs it",
+        r.mode, r.days
+    );
+    match repo.store().object_retention("config").await {
+        Ok(o) => match o.until {
+            Some(until) => format!(
+                "{configured}; the storage reports the repository's config object retained until {}",
+                crate::clock::human(until)
+            ),
+            None => format!(
+                "{configured}; but the storage reports no retention on the repository's config object"
+            ),
+        },
+        Err(e) => format!("{configured}; the retention could not be read back ({e})"),
+    }
+}
+
 fn entry_time(e: &Entry) -> time::OffsetDateTime {
     match &e.record {
         Record::Run(r) => r.started,
@@ -117,7 +144,7 @@ pub async fn from_service(service: &Service, period: Period) -> Result<Inputs, S
                 .unwrap_or_else(|_| rc.url.clone()),
             off_site,
             encryption: ENCRYPTION.into(),
-            immutability: IMMUTABILITY.into(),
+            immutability: immutability_of(repos.get(name).map(|r| &**r)).await,
         });
         if let Ok(repo) = service.repository(name).await {
             if let Some(cv) = coverage_of(name, &repo).await {
@@ -222,7 +249,7 @@ pub async fn from_repository(
             url: url.clone(),
             off_site,
             encryption: ENCRYPTION.into(),
-            immutability: IMMUTABILITY.into(),
+            immutability: immutability_of(Some(&repo)).await,
         }],
         schedules: schedules.into_values().collect(),
         journal: JournalSection {

@@ -11,6 +11,7 @@ mod evidence;
 mod faults;
 mod format;
 mod locks;
+mod object_lock;
 mod prune;
 mod ransomware;
 mod roundtrip;

@@ -2,52 +2,7 @@
 
 use std::sync::Arc;
 
-use vouch::{RepoUrl, S3Options, Store};
-
-use crate::support::{Env, Run, assert_same_tree, bucket_name, noise, s3, text, write};
-
-struct S3Repo {
-    env: Env,
-    url: String,
-    bucket: String,
-}
-
-impl S3Repo {
-    fn new(test: &str) -> Self {
-        let server = s3();
-        let bucket = bucket_name(test);
-        server.create_bucket(&bucket);
-        Self {
-            env: Env::new(),
-            url: format!("s3://{bucket}/school/nas1"),
-            bucket,
-        }
-    }
-
-    fn run(&self, args: &[&str]) -> Run {
-        let mut cmd = self.env.vouch();
-        s3().apply(&mut cmd);
-        cmd.args(args).args(["--repo", &self.url]);
-        Run::of(cmd.output().unwrap())
-    }
-
-    /// The repository's objects through the library, for damage.
-    fn store(&self) -> Store {
-        Store::open(
-            &RepoUrl::S3 {
-                bucket: self.bucket.clone(),
-                prefix: "school/nas1".into(),
-            },
-            &S3Options {
-                endpoint: Some(s3().endpoint.clone()),
-                access_key_id: Some("testing".into()),
-                secret_access_key: Some("testing".into()),
-                ..Default::default()
-            },
-        )
-        .unwrap()
-    }
-}
+use crate::support::{Env, Run, S3Repo, assert_same_tree, noise, text, write};
 
 fn share(env: &Env) -> std::path::PathBuf {
     let src = env.path("share");
@@ -60,7 +15,7 @@ fn share(env: &Env) -> std::path::PathBuf {
 
 #[test]
 fn round_trip_through_s3() {
-    let r = S3Repo::new("roundtrip");
+    let r = S3Repo::new("roundtrip", "school/nas1", false);
     r.run(&["init"]).expect(0);
     let src = share(&r.env);
     r.run(&["backup", src.to_str().unwrap(), "--label", "Off-site copy"])
@@ -84,7 +39,7 @@ fn round_trip_through_s3() {
 
 #[test]
 fn damage_in_s3_is_found_and_the_rest_restores() {
-    let r = S3Repo::new("damage");
+    let r = S3Repo::new("damage", "school/nas1", false);
     r.run(&["init"]).expect(0);
     let src = share(&r.env);
     r.run(&["backup", src.to_str().unwrap()]).expect(0);

@@ -248,11 +248,36 @@ pub fn s3() -> &'static S3Server {
 impl S3Server {
     /// Create a bucket with a plain HTTP request (moto does not check signatures).
     pub fn create_bucket(&self, name: &str) {
+        self.create_bucket_with(name, "");
+    }
+
+    /// A bucket created with S3 Object Lock enabled (which turns versioning on), as a school
+    /// creates it in the console or with `aws s3api create-bucket --object-lock-enabled-for-bucket`.
+    pub fn create_locked_bucket(&self, name: &str) {
+        self.create_bucket_with(name, "x-amz-bucket-object-lock-enabled: true\r\n");
+    }
+
+    /// The bucket's ListObjectVersions reply for `prefix` (versions and delete markers), raw.
+    pub fn list_versions(&self, bucket: &str, prefix: &str) -> String {
         let addr = self.endpoint.trim_start_matches("http://");
         let mut s = TcpStream::connect(addr).unwrap();
         write!(
             s,
-            "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "GET /{bucket}?versions&prefix={prefix} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        reply
+    }
+
+    fn create_bucket_with(&self, name: &str, headers: &str) {
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "PUT /{name} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
         )
         .unwrap();
         let mut reply = String::new();
@@ -270,6 +295,65 @@ impl S3Server {
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ALLOW_HTTP", "true");
+    }
+}
+
+/// A repository in its own bucket on the test S3 server, driven through the real binary.
+pub struct S3Repo {
+    pub env: Env,
+    pub url: String,
+    pub bucket: String,
+    pub prefix: String,
+}
+
+impl S3Repo {
+    /// `locked`: the bucket is created with Object Lock enabled.
+    pub fn new(test: &str, prefix: &str, locked: bool) -> Self {
+        let bucket = bucket_name(test);
+        if locked {
+            s3().create_locked_bucket(&bucket);
+        } else {
+            s3().create_bucket(&bucket);
+        }
+        Self {
+            env: Env::new(),
+            url: format!("s3://{bucket}/{prefix}"),
+            bucket,
+            prefix: prefix.to_string(),
+        }
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = self.env.vouch();
+        s3().apply(&mut cmd);
+        cmd.args(args).args(["--repo", &self.url]);
+        Run::of(cmd.output().unwrap())
+    }
+
+    /// The repository's objects as any S3 client sees them: plain requests, no retention.
+    pub fn store(&self) -> vouch::Store {
+        vouch::Store::open(
+            &vouch::RepoUrl::S3 {
+                bucket: self.bucket.clone(),
+                prefix: self.prefix.clone(),
+            },
+            &vouch::S3Options {
+                endpoint: Some(s3().endpoint.clone()),
+                access_key_id: Some("testing".into()),
+                secret_access_key: Some("testing".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    /// The keys under `dir` (relative to the repository).
+    pub fn keys(&self, rt: &tokio::runtime::Runtime, dir: &str) -> Vec<String> {
+        rt.block_on(self.store().list(dir))
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect()
     }
 }
 

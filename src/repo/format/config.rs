@@ -15,6 +15,10 @@ pub struct RepoConfig {
     pub compression: CompressionParams,
     /// Packs are closed once they reach this many bytes.
     pub pack_size: u32,
+    /// S3 Object Lock: every object but lock files is written retained for this long, in
+    /// this mode. Absent: no retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::storage::Retention>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +49,7 @@ impl RepoConfig {
                 level: 3,
             },
             pack_size: 8 * 1024 * 1024,
+            object_lock: None,
         }
     }
 
@@ -72,6 +77,14 @@ impl RepoConfig {
         }
         if !(1 << 20..=128 << 20).contains(&self.pack_size) {
             return Err(format!("unsupported pack size {}", self.pack_size));
+        }
+        if let Some(lock) = &self.object_lock {
+            if !(1..=crate::storage::Retention::MAX_DAYS).contains(&lock.days) {
+                return Err(format!(
+                    "unsupported Object Lock retention of {} days",
+                    lock.days
+                ));
+            }
         }
         Ok(())
     }

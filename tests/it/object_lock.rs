@@ -1,0 +1,290 @@
+//! S3 Object Lock against a real S3 server (moto) on loopback: every object is written with
+//! retention, a delete of a retained object is refused, forget and prune report what they
+//! could not remove and carry on, prune extends what is still needed, and `vouch doctor`
+//! reports the bucket's settings and proves enforcement with a canary.
+
+use time::OffsetDateTime;
+use vouch::{Retention, RetentionMode};
+
+use crate::support::{Env, S3Repo, assert_same_tree, noise, s3, text, write};
+
+const DAYS: u32 = 7;
+
+fn share(env: &Env) -> std::path::PathBuf {
+    let src = env.path("share");
+    write(&src.join("Staff/plan.txt"), &text(300_000, 1));
+    write(&src.join("Photos/trip.jpg"), &noise(3_000_000, 2));
+    src
+}
+
+/// The storage's clock: retention is judged by the S3 server against real time.
+fn wall_clock() -> OffsetDateTime {
+    use vouch::Clock;
+    vouch::SystemClock.now()
+}
+
+fn close_to(actual: OffsetDateTime, expected: OffsetDateTime) -> bool {
+    (actual - expected).abs() < time::Duration::minutes(5)
+}
+
+#[test]
+fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
+    let r = S3Repo::new("lock-retain", "nas1", true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // The mode must be chosen: COMPLIANCE cannot be undone by anyone.
+    let no_mode = r.run(&["init", "--object-lock", "7"]).expect(1);
+    assert!(
+        no_mode.stderr.contains("--object-lock-mode") && no_mode.stderr.contains("compliance"),
+        "{}",
+        no_mode.stderr
+    );
+    assert!(r.keys(&rt, "").is_empty(), "nothing written on a refusal");
+
+    let init = r
+        .run(&[
+            "init",
+            "--object-lock",
+            &DAYS.to_string(),
+            "--object-lock-mode",
+            "governance",
+        ])
+        .expect(0);
+    assert!(
+        init.stdout
+            .contains("retained for 7 days in GOVERNANCE mode"),
+        "{}",
+        init.stdout
+    );
+    let src = share(&r.env);
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+    write(&src.join("Photos/trip2.jpg"), &noise(2_000_000, 3));
+    std::fs::remove_file(src.join("Photos/trip.jpg")).unwrap();
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+
+    // Every object but lock files carries GOVERNANCE retention for DAYS from its writing.
+    let now = wall_clock();
+    let all = r.keys(&rt, "");
+    for dir in ["config", "keys/", "data/", "index/", "snapshots/"] {
+        assert!(
+            all.iter().any(|k| k.starts_with(dir)),
+            "no {dir} in {all:?}"
+        );
+    }
+    for key in &all {
+        let ret = rt.block_on(r.store().object_retention(key)).unwrap();
+        assert_eq!(ret.mode, Some(RetentionMode::Governance), "{key}");
+        let until = ret.until.unwrap();
+        assert!(
+            close_to(until, now + time::Duration::days(DAYS.into())),
+            "{key} retained until {until}"
+        );
+    }
+
+    // A delete of a retained object is refused before anything is removed.
+    let snaps = r.keys(&rt, "snapshots/");
+    assert_eq!(snaps.len(), 2);
+    let locked = r
+        .store()
+        .with_retention(Retention {
+            mode: RetentionMode::Governance,
+            days: DAYS,
+        })
+        .unwrap();
+    let err = rt.block_on(locked.delete(&snaps[0])).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("protected by S3 Object Lock until"),
+        "{err}"
+    );
+    assert_eq!(r.keys(&rt, "snapshots/").len(), 2);
+
+    // forget cannot remove a snapshot within its retention: it says so and removes nothing.
+    let forget = r.run(&["forget", "--keep-last", "1"]).expect(0);
+    assert!(
+        forget.stdout.contains("Object Lock retains it until"),
+        "{}",
+        forget.stdout
+    );
+    assert_eq!(r.keys(&rt, "snapshots/").len(), 2);
+
+    // An attacker with the NAS's credentials hides the first snapshot behind a delete marker
+    // (a plain DELETE, which versioned buckets allow). Its data is now unused, and prune
+    // tries to remove it: the storage refuses, prune reports each refusal and finishes.
+    let first = r.run(&["snapshots", "--json"]).expect(0);
+    let first: serde_json::Value = serde_json::from_str(&first.stdout).unwrap();
+    let first_id = first[0]["id"].as_str().unwrap().to_string();
+    rt.block_on(r.store().delete(&format!("snapshots/{first_id}")))
+        .unwrap();
+    assert_eq!(r.keys(&rt, "snapshots/").len(), 1);
+    let packs_before = r.keys(&rt, "data/");
+    let prune = r.run(&["prune"]).expect(0);
+    assert!(
+        prune.stdout.contains("kept data/")
+            && prune.stdout.contains("Object Lock retains it until"),
+        "{}",
+        prune.stdout
+    );
+    let packs_after = r.keys(&rt, "data/");
+    assert_eq!(packs_before, packs_after, "no retained pack was deleted");
+    r.run(&["check", "--read-data"]).expect(0);
+    let target = r.env.path("restored");
+    r.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&src, &target);
+
+    // A pack still needed whose retention is about to end is retained again by prune.
+    let json = r.run(&["prune", "--json"]).expect(0);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["retention_extended"], 0, "nothing was near its end");
+    // A pack the latest snapshot needs: not among those prune wanted gone, holding trip2.jpg.
+    let unwanted: Vec<&str> = report["refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r[0].as_str().unwrap())
+        .collect();
+    assert!(!unwanted.is_empty(), "{report}");
+    let kept_pack = packs_after
+        .iter()
+        .filter(|k| !unwanted.contains(&k.as_str()))
+        .find(|k| {
+            rt.block_on(r.store().get(k))
+                .is_ok_and(|b| b.len() > 1_000_000)
+        })
+        .unwrap()
+        .clone();
+    let soon = wall_clock() + time::Duration::hours(1);
+    rt.block_on(locked.extend_retention(&kept_pack, soon))
+        .unwrap();
+    let json = r.run(&["prune", "--json"]).expect(0);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert!(
+        report["retention_extended"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    let ret = rt.block_on(r.store().object_retention(&kept_pack)).unwrap();
+    assert!(
+        close_to(
+            ret.until.unwrap(),
+            wall_clock() + time::Duration::days(DAYS.into())
+        ),
+        "{kept_pack} retained until {:?}",
+        ret.until
+    );
+
+    // Once its retention has passed, an unused pack goes for good: every version of it, so
+    // the space is really freed (a plain delete would only hide it).
+    let unused_pack = unwanted
+        .iter()
+        .find(|k| k.starts_with("data/"))
+        .unwrap()
+        .to_string();
+    let moments = wall_clock() + time::Duration::seconds(2);
+    rt.block_on(locked.extend_retention(&unused_pack, moments))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let json = r.run(&["prune", "--json"]).expect(0);
+    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(report["packs_removed"], 1, "{report}");
+    assert!(!r.keys(&rt, "data/").contains(&unused_pack));
+    let versions = s3().list_versions(&r.bucket, &format!("nas1/{unused_pack}"));
+    assert!(
+        !versions.contains("<Key>") && versions.contains("</ListVersionsResult>"),
+        "{versions}"
+    );
+    // Still there, for comparison: the versions of a live pack.
+    let live = s3().list_versions(&r.bucket, &format!("nas1/{kept_pack}"));
+    assert!(
+        live.contains(&format!("<Key>nas1/{kept_pack}</Key>")),
+        "{live}"
+    );
+    r.run(&["check", "--read-data"]).expect(0);
+}
+
+#[test]
+fn doctor_reports_versioning_object_lock_and_proves_enforcement() {
+    let r = S3Repo::new("lock-doctor", "nas1", true);
+    r.run(&[
+        "init",
+        "--object-lock",
+        "30",
+        "--object-lock-mode",
+        "compliance",
+    ])
+    .expect(0);
+    let doctor = r.run(&["doctor"]).expect(0);
+    let out = &doctor.stdout;
+    for needle in [
+        "versioning Enabled",
+        "Object Lock enabled",
+        "retained for 30 days in COMPLIANCE mode",
+        "config object is retained (COMPLIANCE) until",
+        "Object Lock is enforced: deleting a retained canary was refused",
+        "these credentials can delete objects",
+    ] {
+        assert!(out.contains(needle), "{needle:?} missing from:\n{out}");
+    }
+    assert!(!out.contains("PROBLEM"), "{out}");
+    let json = r.run(&["doctor", "--json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let report = &v[0]["report"];
+    assert_eq!(report["bucket"]["object_lock_enabled"], true);
+    assert_eq!(report["enforced"], true);
+    assert_eq!(report["can_delete"], true);
+    assert_eq!(report["retention"]["mode"], "compliance");
+    assert_eq!(report["retention"]["days"], 30);
+
+    // A bucket without Object Lock: init with --object-lock is refused and writes nothing;
+    // a plain repository there is reported as deletable by anyone with the credentials.
+    let plain = S3Repo::new("lock-doctor-plain", "nas1", false);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let refused = plain
+        .run(&[
+            "init",
+            "--object-lock",
+            "30",
+            "--object-lock-mode",
+            "compliance",
+        ])
+        .expect(1);
+    assert!(
+        refused
+            .stderr
+            .contains("does not have S3 Object Lock enabled")
+            && refused.stderr.contains("--object-lock-enabled-for-bucket"),
+        "{}",
+        refused.stderr
+    );
+    assert!(plain.keys(&rt, "").is_empty());
+    plain.run(&["init"]).expect(0);
+    let doctor = plain.run(&["doctor"]).expect(0);
+    assert!(
+        doctor
+            .stdout
+            .contains("versioning not enabled, Object Lock not enabled")
+            && doctor.stdout.contains("no immutability"),
+        "{}",
+        doctor.stdout
+    );
+    // Only the repository's own objects: the delete probe left nothing behind.
+    assert!(
+        plain.keys(&rt, "doctor/").is_empty(),
+        "{:?}",
+        plain.keys(&rt, "doctor/")
+    );
+
+    // A local repository has no Object Lock at all.
+    let env = Env::new();
+    let local = env.path("repo");
+    env.run(&["init", "--repo", local.to_str().unwrap()])
+        .expect(0);
+    let doctor = env
+        .run(&["doctor", "--repo", local.to_str().unwrap()])
+        .expect(0);
+    assert!(
+        doctor.stdout.contains("local storage has no Object Lock"),
+        "{}",
+        doctor.stdout
+    );
+}
