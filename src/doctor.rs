@@ -191,7 +191,7 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
                 ),
                 (false, _) => r.say(
                     Level::Ok,
-                    "these credentials cannot delete objects: backups do not need to (lock files are left to go stale); forget and prune need credentials that can",
+                    "these credentials cannot delete objects: backups do not need to (a lock file they cannot remove counts until its process ends, or for 30 minutes), but forget and prune need credentials that can",
                 ),
             }
         }

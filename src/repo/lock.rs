@@ -13,7 +13,7 @@ use super::crypto::Kind;
 use super::format::lock::LockFile;
 use super::{RepoError, Repository};
 use crate::clock::Clock;
-use crate::storage::Store;
+use crate::storage::{StorageError, Store};
 
 /// How long a lock lives without a refresh.
 pub const STALE_AFTER: time::Duration = time::Duration::minutes(30);
@@ -39,8 +39,20 @@ impl LockGuard {
     pub async fn release(self) -> Result<(), RepoError> {
         self.refresher.abort();
         let key = self.key.lock().await.clone();
-        self.store.delete(&key).await?;
-        Ok(())
+        match self.store.delete(&key).await {
+            Ok(()) => Ok(()),
+            // Credentials that may write but not delete (a school's backup-only key): the
+            // work is done; the lock goes stale once this process has exited.
+            Err(StorageError::Denied { .. }) => {
+                released_in_place().insert(key.clone());
+                tracing::warn!(
+                    lock = key,
+                    "the storage refused to delete this lock file (the credentials cannot delete); it is stale once this process ends"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -71,11 +83,25 @@ pub fn is_stale(l: &LockFile, now: OffsetDateTime, this_host: &str) -> bool {
 }
 
 /// The locks in the repository that are not stale (key, lock).
+/// Lock files this process released but could not delete: they protect nothing, and a later
+/// job of the same long-running process (the daemon) must not wait for them to go stale.
+fn released_in_place() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
+    static RELEASED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<String>>> =
+        std::sync::OnceLock::new();
+    RELEASED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+}
+
 pub async fn live_locks(repo: &Repository) -> Result<Vec<(String, LockFile)>, RepoError> {
     let now = repo.clock().now();
     let host = crate::sys::hostname();
     let mut out = Vec::new();
     for (key, _) in repo.store().list("locks/").await? {
+        if released_in_place().contains(&key) {
+            continue;
+        }
         match repo.load_document::<LockFile>(Kind::Lock, &key).await {
             Ok(l) if !is_stale(&l, now, &host) => out.push((key, l)),
             Ok(_) => {}

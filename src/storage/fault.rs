@@ -25,6 +25,9 @@ pub enum Fault {
     /// Let `n` more writes through, then fail every write with "no space left on device"
     /// (reads and deletes still work, as on a full disk).
     DiskFullAfter(u32),
+    /// Refuse every delete with "access denied", as S3 does for credentials without
+    /// `s3:DeleteObject` (reads and writes still work).
+    DenyDeletes,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -77,6 +80,13 @@ impl FaultyStore {
                 return Ok(());
             }
             Fault::DiskFullAfter(_) => std::io::ErrorKind::StorageFull,
+            Fault::DenyDeletes if op != Op::Delete => return Ok(()),
+            Fault::DenyDeletes => {
+                return Err(object_store::Error::PermissionDenied {
+                    path: String::new(),
+                    source: "AccessDenied: injected fault".into(),
+                });
+            }
         };
         Err(object_store::Error::Generic {
             store: "faulty",

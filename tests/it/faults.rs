@@ -1,5 +1,6 @@
 //! Storage faults that a real server cannot be made to produce on demand, injected by a
-//! wrapper around the real local store: a full disk mid-backup loses nothing.
+//! wrapper around the real local store: a full disk mid-backup loses nothing; credentials
+//! that cannot delete still back up, and forget and prune report the refusals.
 
 use std::sync::Arc;
 
@@ -56,4 +57,101 @@ fn a_full_disk_stops_the_backup_with_a_clear_error_and_loses_nothing() {
     env.run(&["check", "--repo", r, "--read-data"]).expect(0);
     env.run(&["backup", "--repo", r, src.to_str().unwrap()])
         .expect(0);
+}
+
+/// Credentials that may write but not delete (a backup-only key, or a bucket policy that
+/// denies s3:DeleteObject): backups succeed, and forget and prune report what they could not
+/// remove instead of failing.
+#[test]
+fn credentials_that_cannot_delete_still_back_up_and_prune_reports_the_refusals() {
+    let env = Env::new();
+    let repo_dir = env.path("repo");
+    let r = repo_dir.to_str().unwrap();
+    env.run(&["init", "--repo", r]).expect(0);
+    let src = env.path("share");
+    write(&src.join("a.jpg"), &noise(3 << 20, 1));
+    env.run(&["backup", "--repo", r, src.to_str().unwrap()])
+        .expect(0);
+    std::fs::remove_file(src.join("a.jpg")).unwrap();
+    write(&src.join("b.jpg"), &noise(2 << 20, 2));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let faulty = FaultyStore::new(Arc::new(
+        LocalFileSystem::new_with_prefix(&repo_dir).unwrap(),
+    ));
+    faulty.inject(Fault::DenyDeletes);
+    let repo = rt.block_on(async {
+        let store = Store::from_object_store(Arc::new(faulty.clone()), r);
+        Arc::new(
+            Repository::open(store, &Secret::new(PASSWORD))
+                .await
+                .unwrap(),
+        )
+    });
+    let opts = BackupOptions {
+        paths: vec![src.clone()],
+        ..Default::default()
+    };
+    rt.block_on(vouch::backup(repo.clone(), opts, Default::default()))
+        .expect("a backup does not need to delete anything");
+    let policy = vouch::retention::Policy {
+        last: Some(vouch::retention::Count::N(1)),
+        ..Default::default()
+    };
+    let forget = rt
+        .block_on(vouch::retention::forget(
+            &repo,
+            &vouch::retention::ForgetOptions {
+                policy,
+                tags: Vec::new(),
+                schedule: None,
+                dry_run: false,
+            },
+            &jiff::tz::TimeZone::UTC,
+        ))
+        .unwrap();
+    assert!(forget.removed.is_empty());
+    assert_eq!(forget.refused.len(), 1, "{:?}", forget.refused);
+    assert!(
+        forget.refused[0].1.contains("access to snapshots/")
+            && forget.refused[0].1.contains("was refused"),
+        "{:?}",
+        forget.refused
+    );
+    let snaps = env.run(&["snapshots", "--repo", r]).expect(0);
+    assert!(snaps.stdout.contains("2 snapshot(s)"), "{}", snaps.stdout);
+
+    // With the first snapshot gone (removed by someone who may delete), its pack is unused:
+    // prune with these credentials writes the new index, reports each refused delete and
+    // finishes.
+    let first = &forget.groups[0]
+        .decisions
+        .iter()
+        .find(|d| !d.keep)
+        .unwrap()
+        .id;
+    std::fs::remove_file(repo_dir.join(format!("snapshots/{}", first.to_hex()))).unwrap();
+    let report = rt
+        .block_on(vouch::prune::prune(repo.clone(), &Default::default()))
+        .expect("prune carries on past refused deletes");
+    assert_eq!(report.packs_removed, 0);
+    assert!(
+        report
+            .refused
+            .iter()
+            .any(|(k, why)| k.starts_with("data/") && why.contains("was refused")),
+        "{:?}",
+        report.refused
+    );
+    // The lock files those runs could not delete protect nothing; another process sees them
+    // until this one ends (or 30 minutes pass), and `vouch unlock` clears them.
+    let unlock = env.run(&["unlock", "--all", "--repo", r]).expect(0);
+    assert!(
+        unlock.stdout.starts_with("removed ") && !unlock.stdout.starts_with("removed 0"),
+        "{}",
+        unlock.stdout
+    );
+    env.run(&["backup", "--repo", r, src.to_str().unwrap()])
+        .expect(0);
+    env.run(&["check", "--repo", r, "--read-data"]).expect(0);
 }

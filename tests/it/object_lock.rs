@@ -235,6 +235,35 @@ fn doctor_reports_versioning_object_lock_and_proves_enforcement() {
     assert_eq!(report["retention"]["mode"], "compliance");
     assert_eq!(report["retention"]["days"], 30);
 
+    // The evidence pack states the retention as the storage reports it.
+    let keys = r.env.path("keys");
+    r.env
+        .run(&["keygen", "--out", keys.to_str().unwrap(), "--unencrypted"])
+        .expect(0);
+    let pack = r.env.path("pack");
+    r.run(&[
+        "evidence",
+        "build",
+        "--school",
+        "Preston Primary Academy",
+        "--out",
+        pack.to_str().unwrap(),
+        "--signing-key",
+        keys.join("evidence.key").to_str().unwrap(),
+    ])
+    .expect(0);
+    let evidence: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pack.join("evidence.json")).unwrap()).unwrap();
+    let immutability = evidence["inputs"]["repositories"][0]["immutability"]
+        .as_str()
+        .unwrap();
+    assert!(
+        immutability.starts_with(
+            "S3 Object Lock, COMPLIANCE mode: every object retained for 30 days from when it is written"
+        ) && immutability.contains("config object retained until"),
+        "{immutability}"
+    );
+
     // A bucket without Object Lock: init with --object-lock is refused and writes nothing;
     // a plain repository there is reported as deletable by anyone with the credentials.
     let plain = S3Repo::new("lock-doctor-plain", "nas1", false);
