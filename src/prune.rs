@@ -346,9 +346,13 @@ async fn prune_locked(
     let mut writers = [PackWriter::new(pack_size), PackWriter::new(pack_size)];
     let mut decoder = BlobDecoder::new();
     let mut carried: HashSet<BlobId> = HashSet::new();
+    // One buffer for the packs read and one for a blob's payload, reused throughout: with
+    // glibc, freed multi-megabyte buffers stay in the heap and peak memory grows otherwise.
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut payload: Vec<u8> = Vec::new();
     for &i in &repack {
         let p = &packs[i];
-        let bytes = repo.store().get(&pack_key(&p.index.id)).await?;
+        bytes = read_pack(&repo, pack_key(&p.index.id), bytes).await?;
         if object_name(&bytes) != *p.index.id.as_bytes() {
             return Err(RepoError::Invalid(format!(
                 "pack {} does not match its name (damaged in storage); prune stopped before changing anything it needs: run `vouch check --read-data`",
@@ -378,15 +382,17 @@ async fn prune_locked(
                 .map_err(|e| {
                     RepoError::Invalid(format!("{e}; prune stopped: run `vouch check --read-data`"))
                 })?;
-            let payload = repo
-                .keys()
-                .open(blob.kind.seal_kind(), sealed)
+            repo.keys()
+                .open_into(blob.kind.seal_kind(), sealed, &mut payload)
                 .map_err(|e| RepoError::Invalid(e.to_string()))?;
             let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
             if !w.fits(payload.len()) {
                 let done = w.finish(repo.keys());
-                store_pack(&repo, &done.id, done.bytes, &mut report).await?;
+                let buf = store_pack(&repo, &done.id, done.bytes, &mut report).await?;
                 new_packs.push(done.index);
+                if let Some(buf) = buf {
+                    w.use_buffer(buf);
+                }
                 checkpoint("repack-more");
             }
             let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
@@ -569,16 +575,29 @@ async fn extend_retention(repo: &Repository, report: &mut PruneReport) -> Result
     Ok(())
 }
 
+/// Read a whole pack into `buf` (reused), off the runtime's threads.
+async fn read_pack(repo: &Repository, key: String, mut buf: Vec<u8>) -> Result<Vec<u8>, RepoError> {
+    let store = repo.store().clone();
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        store.read_into(&handle, &key, None, &mut buf)?;
+        Ok(buf)
+    })
+    .await
+    .expect("pack reader")
+}
+
+/// Store a new pack; its buffer comes back for the next one when nothing else holds it.
 async fn store_pack(
     repo: &Repository,
     id: &PackId,
     bytes: Bytes,
     report: &mut PruneReport,
-) -> Result<(), RepoError> {
+) -> Result<Option<Vec<u8>>, RepoError> {
     report.packs_written += 1;
     report.bytes_written += bytes.len() as u64;
-    repo.store().put(&pack_key(id), bytes).await?;
-    Ok(())
+    repo.store().put(&pack_key(id), bytes.clone()).await?;
+    Ok(bytes.try_into_mut().ok().map(Into::into))
 }
 
 /// A delete the storage refused (Object Lock retention, or credentials without delete) is

@@ -157,11 +157,13 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
     let soon = wall_clock() + time::Duration::hours(1);
     rt.block_on(locked.extend_retention(&kept_pack, soon))
         .unwrap();
-    let json = r.run(&["prune", "--json"]).expect(0);
-    let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    let prune = r.run(&["prune"]).expect(0);
     assert!(
-        report["retention_extended"].as_u64().unwrap() >= 1,
-        "{report}"
+        prune
+            .stdout
+            .contains("extended the Object Lock retention of 1 object(s) still needed"),
+        "{}",
+        prune.stdout
     );
     let ret = rt.block_on(r.store().object_retention(&kept_pack)).unwrap();
     assert!(

@@ -320,8 +320,14 @@ impl Service {
                 );
                 if !r.refused.is_empty() {
                     summary.push_str(&format!(
-                        "; {} object(s) still under retention, for a later prune",
+                        "; {} object(s) the storage would not delete yet, for a later prune",
                         r.refused.len()
+                    ));
+                }
+                if r.retention_extended > 0 {
+                    summary.push_str(&format!(
+                        "; Object Lock retention extended on {} object(s)",
+                        r.retention_extended
                     ));
                 }
                 (
