@@ -13,7 +13,9 @@ const DAYS: u32 = 7;
 fn share(env: &Env) -> std::path::PathBuf {
     let src = env.path("share");
     write(&src.join("Staff/plan.txt"), &text(300_000, 1));
-    write(&src.join("Photos/trip.jpg"), &noise(3_000_000, 2));
+    // Three packs' worth, so that whichever way the backup groups its blobs, at least one
+    // pack holds nothing else and falls unused once this file's snapshot is gone.
+    write(&src.join("Photos/trip.jpg"), &noise(24_000_000, 2));
     src
 }
 
