@@ -84,9 +84,13 @@ enum Command {
         #[arg(long, value_name = "MODE", requires = "object_lock")]
         object_lock_mode: Option<String>,
     },
-    /// Check that a repository is reachable and protected: S3 versioning, Object Lock (proven
-    /// with a canary), retention, whether the credentials can delete
+    /// Check that each repository is reachable and protected (S3 versioning, Object Lock
+    /// proven with a canary, retention, whether the credentials can delete) and that mail can
+    /// go out
     Doctor {
+        /// Also send a test email to vouch.toml's [alerts] recipients
+        #[arg(long)]
+        test_email: bool,
         /// Print the report as JSON
         #[arg(long)]
         json: bool,
@@ -699,7 +703,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 EXIT_OK
             })
         }
-        Command::Doctor { json } => doctor::run(g, json).await,
+        Command::Doctor { json, test_email } => doctor::run(g, json, test_email).await,
         Command::Forget {
             keep,
             tags,

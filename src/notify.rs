@@ -6,7 +6,7 @@ pub mod heartbeat;
 pub mod incident;
 pub mod mailer;
 pub mod outbox;
-mod render;
+pub(crate) mod render;
 
 pub use incident::{Incident, Monitor};
 pub use mailer::{Mailer, mailer_for};

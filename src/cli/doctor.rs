@@ -1,14 +1,33 @@
-//! `vouch doctor`: the repository given with --repo, or every repository in vouch.toml.
+//! `vouch doctor`: the repository given with --repo, or every repository in vouch.toml and the
+//! way mail goes out.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
 
 use super::{EXIT_DAMAGE, EXIT_OK, GlobalArgs};
 use crate::config::Config;
 use crate::doctor::{DoctorReport, Level};
 
-pub async fn run(g: &GlobalArgs, json: bool) -> Result<i32> {
+/// Whether alerts can leave the NAS.
+#[derive(Debug, Serialize)]
+struct MailReport {
+    /// "the SMTP server host:port" or "the mail folder …".
+    via: String,
+    reachable: bool,
+    detail: Option<String>,
+    /// With --test-email: who it was sent to.
+    test_email_to: Vec<String>,
+}
+
+pub async fn run(g: &GlobalArgs, json: bool, test_email: bool) -> Result<i32> {
     let mut reports: Vec<(String, DoctorReport)> = Vec::new();
+    let mut mail = None;
     if g.repo.is_some() {
+        if test_email {
+            bail!(
+                "--test-email uses vouch.toml's [smtp] and [alerts] to: run `vouch doctor --test-email` without --repo"
+            );
+        }
         let repo = g.open().await?;
         reports.push((repo.url().to_string(), crate::doctor::doctor(&repo).await?));
     } else {
@@ -25,29 +44,80 @@ pub async fn run(g: &GlobalArgs, json: bool) -> Result<i32> {
                 .map_err(|e| anyhow::anyhow!("repository {name:?}: {e}"))?;
             reports.push((name.clone(), crate::doctor::doctor(&repo).await?));
         }
+        mail = Some(check_mail(&config, test_email).await?);
     }
     if json {
         let all: Vec<_> = reports
             .iter()
             .map(|(name, r)| serde_json::json!({ "repository": name, "report": r }))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        let out = serde_json::json!({ "repositories": all, "mail": mail });
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (name, r) in &reports {
             println!("{name} ({})", r.url);
             for f in &r.findings {
-                let mark = match f.level {
-                    Level::Ok => "ok     ",
-                    Level::Warning => "warning",
-                    Level::Problem => "PROBLEM",
-                };
-                println!("  {mark} {}", f.text);
+                println!("  {} {}", mark(f.level), f.text);
+            }
+        }
+        if let Some(m) = &mail {
+            println!("mail");
+            match &m.detail {
+                None => println!(
+                    "  {} {} accepts a connection (TLS and login included)",
+                    mark(Level::Ok),
+                    m.via
+                ),
+                Some(e) => println!(
+                    "  {} {e}: alerts wait in the outbox until it works (`vouch outbox`)",
+                    mark(Level::Problem)
+                ),
+            }
+            if !m.test_email_to.is_empty() {
+                println!(
+                    "  {} a test email went to {}",
+                    mark(Level::Ok),
+                    m.test_email_to.join(", ")
+                );
             }
         }
     }
-    Ok(if reports.iter().any(|(_, r)| r.has_problems()) {
-        EXIT_DAMAGE
-    } else {
-        EXIT_OK
-    })
+    let problems = reports.iter().any(|(_, r)| r.has_problems())
+        || mail.as_ref().is_some_and(|m| !m.reachable);
+    Ok(if problems { EXIT_DAMAGE } else { EXIT_OK })
+}
+
+fn mark(level: Level) -> &'static str {
+    match level {
+        Level::Ok => "ok     ",
+        Level::Warning => "warning",
+        Level::Problem => "PROBLEM",
+    }
+}
+
+async fn check_mail(config: &Config, test_email: bool) -> Result<MailReport> {
+    let mailer = crate::notify::mailer::mailer_for(config).map_err(anyhow::Error::msg)?;
+    let mut report = MailReport {
+        via: mailer.describe(),
+        reachable: true,
+        detail: None,
+        test_email_to: Vec::new(),
+    };
+    if let Err(e) = mailer.probe().await {
+        report.reachable = false;
+        report.detail = Some(e);
+        return Ok(report);
+    }
+    if test_email {
+        if config.alerts_to.is_empty() {
+            bail!("--test-email: vouch.toml has no [alerts] to = [...] to send it to");
+        }
+        let message = crate::notify::render::test_email(config);
+        mailer
+            .send(&message)
+            .await
+            .map_err(|e| anyhow::anyhow!("the test email was not sent: {e}"))?;
+        report.test_email_to = message.to;
+    }
+    Ok(report)
 }

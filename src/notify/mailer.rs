@@ -19,6 +19,9 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, message: &Message) -> Result<(), String>;
     /// Where mail goes, for messages to people.
     fn describe(&self) -> String;
+    /// Whether mail could go out now, without sending any: the SMTP server accepts a
+    /// connection (TLS and login included), or the mail folder can be written.
+    async fn probe(&self) -> Result<(), String>;
 }
 
 /// Build the RFC 5322 message: plain text and HTML alternatives, and attachments.
@@ -77,6 +80,14 @@ impl Mailer for FileMailer {
 
     fn describe(&self) -> String {
         format!("the mail folder {}", self.folder.display())
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        let fail = |e: std::io::Error| format!("mail folder {}: {e}", self.folder.display());
+        std::fs::create_dir_all(&self.folder).map_err(fail)?;
+        let probe = self.folder.join(".vouch-doctor-probe");
+        std::fs::write(&probe, b"vouch doctor").map_err(fail)?;
+        std::fs::remove_file(&probe).map_err(fail)
     }
 }
 
@@ -142,6 +153,17 @@ impl Mailer for SmtpMailer {
 
     fn describe(&self) -> String {
         format!("the SMTP server {}", self.server)
+    }
+
+    async fn probe(&self) -> Result<(), String> {
+        match self.transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "SMTP server {}: connected, but it did not answer NOOP",
+                self.server
+            )),
+            Err(e) => Err(format!("SMTP server {}: {e}", self.server)),
+        }
     }
 }
 

@@ -82,6 +82,23 @@ fn message(config: &Config, subject: String, lines: Vec<String>, steps: Vec<Stri
     }
 }
 
+/// `vouch doctor --test-email`: proof that alerts reach the people who should get them.
+pub fn test_email(config: &Config) -> Message {
+    message(
+        config,
+        format!("[vouch] {}: test email", config.school),
+        vec![
+            format!(
+                "This is a test email from vouch on {}. Alerts about {}'s backups and test restores come to this address the same way.",
+                crate::sys::hostname(),
+                config.school
+            ),
+            "Nothing needs doing.".into(),
+        ],
+        Vec::new(),
+    )
+}
+
 pub fn opened(config: &Config, i: &Incident) -> Message {
     message(
         config,

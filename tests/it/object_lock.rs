@@ -1,12 +1,13 @@
 //! S3 Object Lock against a real S3 server (moto) on loopback: every object is written with
 //! retention, a delete of a retained object is refused, forget and prune report what they
 //! could not remove and carry on, prune extends what is still needed, and `vouch doctor`
-//! reports the bucket's settings and proves enforcement with a canary.
+//! reports the bucket's settings and proves enforcement with a canary, and whether mail can
+//! go out.
 
 use time::OffsetDateTime;
 use vouch::{Retention, RetentionMode};
 
-use crate::support::{Env, S3Repo, assert_same_tree, noise, s3, text, write};
+use crate::support::{Env, Run, S3Repo, Smtp, assert_same_tree, noise, s3, text, write};
 
 const DAYS: u32 = 7;
 
@@ -232,7 +233,7 @@ fn doctor_reports_versioning_object_lock_and_proves_enforcement() {
     assert!(!out.contains("PROBLEM"), "{out}");
     let json = r.run(&["doctor", "--json"]).expect(0);
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    let report = &v[0]["report"];
+    let report = &v["repositories"][0]["report"];
     assert_eq!(report["bucket"]["object_lock_enabled"], true);
     assert_eq!(report["enforced"], true);
     assert_eq!(report["can_delete"], true);
@@ -319,5 +320,94 @@ fn doctor_reports_versioning_object_lock_and_proves_enforcement() {
         doctor.stdout.contains("local storage has no Object Lock"),
         "{}",
         doctor.stdout
+    );
+}
+
+/// The first hour on a NAS: `vouch doctor` with vouch.toml checks every repository there and
+/// that alerts can leave (the SMTP server accepts a connection), and `--test-email` proves
+/// they arrive.
+#[test]
+fn doctor_with_vouch_toml_checks_each_repository_and_the_mail_server() {
+    let r = S3Repo::new("doctor-config", "nas1", true);
+    r.run(&[
+        "init",
+        "--object-lock",
+        "14",
+        "--object-lock-mode",
+        "governance",
+    ])
+    .expect(0);
+    let env = &r.env;
+    let mut smtp = Smtp::start(env.dir.path());
+    std::fs::write(env.path("s3.secret"), "testing\n").unwrap();
+    let config = env.path("vouch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "school = \"Preston Primary Academy\"\nstate_dir = \"{}\"\n\
+             [repositories.offsite]\nurl = \"{}\"\npassword_file = \"{}\"\n\
+             s3_endpoint = \"{}\"\naccess_key_id = \"testing\"\nsecret_access_key_file = \"s3.secret\"\n\
+             [smtp]\nhost = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"vouch <vouch@school.example>\"\n\
+             [alerts]\nto = [\"network.manager@school.example\"]\n",
+            env.path("state").display(),
+            r.url,
+            env.pass_file.display(),
+            s3().endpoint,
+            smtp.port
+        ),
+    )
+    .unwrap();
+    let doctor = |args: &[&str]| {
+        Run::of(
+            env.vouch()
+                .env("VOUCH_CONFIG", &config)
+                .env("AWS_ALLOW_HTTP", "true")
+                .arg("doctor")
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let ok = doctor(&["--test-email"]).expect(0);
+    for needle in [
+        "offsite (s3://",
+        "retained for 14 days in GOVERNANCE mode",
+        "GOVERNANCE mode: credentials with s3:BypassGovernanceRetention can still delete",
+        "Object Lock is enforced",
+        &format!(
+            "the SMTP server 127.0.0.1:{} accepts a connection",
+            smtp.port
+        ),
+        "a test email went to network.manager@school.example",
+    ] {
+        assert!(
+            ok.stdout.contains(needle),
+            "{needle:?} missing from:\n{}",
+            ok.stdout
+        );
+    }
+    let mail = smtp.messages();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(
+        mail[0].contains("Subject: [vouch] Preston Primary Academy: test email")
+            && mail[0].contains("To: network.manager@school.example"),
+        "{}",
+        mail[0]
+    );
+
+    // The mail server down: named, exit 4, and nothing else fails.
+    smtp.stop();
+    let down = doctor(&[]).expect(4);
+    assert!(
+        down.stdout
+            .contains(&format!("PROBLEM SMTP server 127.0.0.1:{}", smtp.port))
+            && down.stdout.contains("alerts wait in the outbox"),
+        "{}",
+        down.stdout
+    );
+    assert!(
+        down.stdout.contains("Object Lock is enforced"),
+        "{}",
+        down.stdout
     );
 }
