@@ -92,6 +92,14 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
             bucket.default_retention.as_deref().unwrap_or("none")
         ),
     );
+    if let Some(rule) = &bucket.default_retention {
+        r.say(
+            Level::Warning,
+            format!(
+                "the bucket's default retention ({rule}) also applies to lock files: vouch removes them with delete markers, so add a lifecycle rule that expires noncurrent versions after a day or two"
+            ),
+        );
+    }
     r.bucket = Some(bucket);
 
     match r.retention {
@@ -178,7 +186,11 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
     }
 
     match store.probe_delete().await {
-        Ok(can) => {
+        Ok(None) => r.say(
+            Level::Warning,
+            "whether these credentials can delete is unknown: the bucket's default retention kept the test object",
+        ),
+        Ok(Some(can)) => {
             r.can_delete = Some(can);
             match (can, r.retention.is_some() && r.enforced == Some(true)) {
                 (true, true) => r.say(

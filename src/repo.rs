@@ -282,6 +282,20 @@ impl Repository {
                 }
                 store.with_retention(retention)?
             }
+            // A bucket that retains every object by default needs writes that carry a
+            // checksum, and retention that vouch extends: both come with --object-lock.
+            None if store.is_s3() => match store.bucket_lock_settings().await {
+                Ok(settings) if settings.default_retention.is_some() => {
+                    return Err(RepoError::Invalid(format!(
+                        "the bucket of {} retains every object by default ({}): create the repository with --object-lock DAYS --object-lock-mode MODE, so that vouch writes and extends the retention itself",
+                        store.url(),
+                        settings.default_retention.unwrap_or_default()
+                    )));
+                }
+                // Settings that cannot be read (no access key for them, a server without the
+                // API) do not stop an ordinary repository.
+                _ => store,
+            },
             None => store,
         };
         // The key first: a crash before the config is written leaves no repository, only a

@@ -299,21 +299,18 @@ impl Store {
 
     async fn put_with(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
         if let Some((lock, retention)) = &self.lock {
-            // Lock files are refreshed and removed all the time; they carry no retention.
-            if !key.starts_with("locks/") {
-                let create_only = matches!(mode, PutMode::Create);
-                return self
-                    .retry_loop(key, || {
-                        let until = now_utc() + retention.period();
-                        lock.put(
-                            key,
-                            bytes.clone(),
-                            Some((retention.mode, until)),
-                            create_only,
-                        )
-                    })
-                    .await;
-            }
+            // Lock files are refreshed and removed all the time; they carry no retention of
+            // ours. They go through the same client all the same: it sends the checksum that
+            // S3 demands of every write to a bucket with a default retention rule.
+            let create_only = matches!(mode, PutMode::Create);
+            let locked = !key.starts_with("locks/");
+            return self
+                .retry_loop(key, || {
+                    let until = now_utc() + retention.period();
+                    let retain = locked.then_some((retention.mode, until));
+                    lock.put(key, bytes.clone(), retain, create_only)
+                })
+                .await;
         }
         let path = self.path(key);
         self.retrying(key, || {
@@ -528,14 +525,16 @@ impl Store {
 
     /// Whether these credentials may delete: a small object without retention is written
     /// under `doctor/` and deleted (every version of it, so nothing is left behind).
-    pub async fn probe_delete(&self) -> Result<bool, StorageError> {
+    /// `None`: the bucket's default retention kept the probe, so it cannot tell.
+    pub async fn probe_delete(&self) -> Result<Option<bool>, StorageError> {
         let lock = self.lock_client()?;
         let key = format!("doctor/delete-probe-{}", hex::encode(rand_suffix()));
         lock.put(&key, Bytes::from_static(b"vouch doctor"), None, false)
             .await?;
         match lock.delete_all_versions(&key, now_utc()).await {
-            Ok(()) => Ok(true),
-            Err(StorageError::Denied { .. }) => Ok(false),
+            Ok(()) => Ok(Some(true)),
+            Err(StorageError::Denied { .. }) => Ok(Some(false)),
+            Err(StorageError::Retained { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }

@@ -411,3 +411,46 @@ fn doctor_with_vouch_toml_checks_each_repository_and_the_mail_server() {
         down.stdout
     );
 }
+
+/// A bucket whose Object Lock has a default retention rule retains every object and refuses
+/// writes without a checksum: a repository there must be created with --object-lock (vouch
+/// says so), and then backups, lock files included, work.
+#[test]
+fn a_bucket_with_default_retention_needs_object_lock_and_then_works() {
+    let r = S3Repo::new("lock-default", "nas1", true);
+    s3().set_default_retention(&r.bucket, "GOVERNANCE", 1);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let plain = r.run(&["init"]).expect(1);
+    assert!(
+        plain
+            .stderr
+            .contains("retains every object by default (GOVERNANCE for 1 days)")
+            && plain
+                .stderr
+                .contains("--object-lock DAYS --object-lock-mode MODE"),
+        "{}",
+        plain.stderr
+    );
+    assert!(r.keys(&rt, "").is_empty(), "nothing written on a refusal");
+    r.run(&[
+        "init",
+        "--object-lock",
+        "3",
+        "--object-lock-mode",
+        "governance",
+    ])
+    .expect(0);
+    let src = share(&r.env);
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+    r.run(&["check", "--read-data"]).expect(0);
+    assert!(r.keys(&rt, "locks/").is_empty(), "lock files are released");
+    let doctor = r.run(&["doctor"]).expect(0);
+    assert!(
+        doctor
+            .stdout
+            .contains("default retention GOVERNANCE for 1 days")
+            && doctor.stdout.contains("also applies to lock files"),
+        "{}",
+        doctor.stdout
+    );
+}

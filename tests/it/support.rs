@@ -257,6 +257,25 @@ impl S3Server {
         self.create_bucket_with(name, "x-amz-bucket-object-lock-enabled: true\r\n");
     }
 
+    /// Give a bucket with Object Lock a default retention rule, which S3 applies to every
+    /// object written without its own (and which makes it demand a checksum on every write).
+    pub fn set_default_retention(&self, bucket: &str, mode: &str, days: u32) {
+        let body = format!(
+            "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention><Mode>{mode}</Mode><Days>{days}</Days></DefaultRetention></Rule></ObjectLockConfiguration>"
+        );
+        let addr = self.endpoint.trim_start_matches("http://");
+        let mut s = TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "PUT /{bucket}?object-lock HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+
     /// The bucket's ListObjectVersions reply for `prefix` (versions and delete markers), raw.
     pub fn list_versions(&self, bucket: &str, prefix: &str) -> String {
         let addr = self.endpoint.trim_start_matches("http://");
