@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::repo::{RepoError, Repository};
-use crate::storage::{BucketLockSettings, Retention, RetentionMode};
+use crate::storage::{BucketLockSettings, Enforcement, Retention, RetentionMode};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -125,6 +125,26 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
             }
             match store.object_retention("config").await {
                 Ok(o) => match o.until {
+                    Some(until) if until <= crate::storage::now_utc() => {
+                        r.config_retained_until = Some(crate::clock::human(until));
+                        r.say(
+                            Level::Problem,
+                            format!(
+                                "the repository's config object was retained only until {}: it can be deleted now; run `vouch prune`, which extends what is still needed, and make sure it runs on a schedule",
+                                crate::clock::human(until)
+                            ),
+                        );
+                    }
+                    Some(until) if until < crate::storage::now_utc() + ret.period() / 2 => {
+                        r.config_retained_until = Some(crate::clock::human(until));
+                        r.say(
+                            Level::Warning,
+                            format!(
+                                "the repository's config object is retained only until {}, less than half the period: prune extends it; is it running on a schedule?",
+                                crate::clock::human(until)
+                            ),
+                        );
+                    }
                     Some(until) => {
                         r.config_retained_until = Some(crate::clock::human(until));
                         r.say(
@@ -157,12 +177,27 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
         ),
     }
 
+    // Delete rights first: a refused canary delete proves enforcement only from credentials
+    // that may delete at all.
+    let can_delete = match store.probe_delete().await {
+        Ok(can) => can,
+        Err(e) => {
+            r.say(Level::Problem, format!("cannot write a test object: {e}"));
+            None
+        }
+    };
+    r.can_delete = can_delete;
+
     if lock_on {
         let mode = r
             .retention
             .map_or(RetentionMode::Governance, |ret| ret.mode);
         match store.prove_lock_enforced(mode).await {
-            Ok(Some(refusal)) => {
+            Ok(Enforcement::Refused(_)) if can_delete == Some(false) => r.say(
+                Level::Warning,
+                "Object Lock enforcement is unproven: these credentials cannot delete anything, so the refused delete of a retained canary shows nothing; run doctor with the credentials forget and prune use",
+            ),
+            Ok(Enforcement::Refused(refusal)) => {
                 r.enforced = Some(true);
                 r.say(
                     Level::Ok,
@@ -171,13 +206,24 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
                     ),
                 );
             }
-            Ok(None) => {
+            Ok(Enforcement::Deleted) => {
                 r.enforced = Some(false);
                 r.say(
                     Level::Problem,
                     "Object Lock is NOT enforced: the storage deleted a retained canary object; this server only pretends to support Object Lock",
                 );
             }
+            Ok(Enforcement::NotRecorded) => {
+                r.enforced = Some(false);
+                r.say(
+                    Level::Problem,
+                    "Object Lock is NOT enforced: the storage accepted a canary written with retention but reports none on it",
+                );
+            }
+            Ok(Enforcement::Untestable(why)) => r.say(
+                Level::Warning,
+                format!("Object Lock enforcement could not be tested: {why}"),
+            ),
             Err(e) => r.say(
                 Level::Problem,
                 format!("could not test Object Lock with a canary: {e}"),
@@ -185,29 +231,23 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
         }
     }
 
-    match store.probe_delete().await {
-        Ok(None) => r.say(
+    match can_delete {
+        None => r.say(
             Level::Warning,
             "whether these credentials can delete is unknown: the bucket's default retention kept the test object",
         ),
-        Ok(Some(can)) => {
-            r.can_delete = Some(can);
-            match (can, r.retention.is_some() && r.enforced == Some(true)) {
-                (true, true) => r.say(
-                    Level::Ok,
-                    "these credentials can delete objects (forget and prune need it); objects under retention stay protected",
-                ),
-                (true, false) => r.say(
-                    Level::Warning,
-                    "these credentials can delete objects, and nothing retains them: ransomware on this machine could delete the backups",
-                ),
-                (false, _) => r.say(
-                    Level::Ok,
-                    "these credentials cannot delete objects: backups do not need to (a lock file they cannot remove counts until its process ends, or for 30 minutes), but forget and prune need credentials that can",
-                ),
-            }
-        }
-        Err(e) => r.say(Level::Problem, format!("cannot write a test object: {e}")),
+        Some(true) if r.retention.is_some() && r.enforced == Some(true) => r.say(
+            Level::Ok,
+            "these credentials can delete objects (forget and prune need it); objects under retention stay protected",
+        ),
+        Some(true) => r.say(
+            Level::Warning,
+            "these credentials can delete objects, and nothing retains them: ransomware on this machine could delete the backups",
+        ),
+        Some(false) => r.say(
+            Level::Ok,
+            "these credentials cannot delete objects: backups do not need to (a lock file they cannot remove counts until its process ends, or for 30 minutes), but forget and prune need credentials that can",
+        ),
     }
     Ok(r)
 }

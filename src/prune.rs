@@ -19,7 +19,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::repo::crypto::Kind;
 use crate::repo::format::BlobKind;
@@ -76,9 +75,6 @@ pub struct PruneReport {
     pub bytes_unused_kept: u64,
     /// Objects the storage refused to delete, with its reason (Object Lock retention).
     pub refused: Vec<(String, String)>,
-    /// Partly used packs left as they are because Object Lock still retains them (repacking
-    /// would store their data twice until they expire).
-    pub packs_retained_not_repacked: usize,
     /// Objects still needed whose Object Lock retention was extended.
     pub retention_extended: usize,
     pub packs_after: usize,
@@ -117,9 +113,20 @@ impl PackUse {
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport, RepoError> {
     let lock = repo.lock(LockMode::Exclusive, "prune").await?;
     let mut result = prune_locked(repo.clone(), opts).await;
-    if let (Ok(report), false) = (&mut result, opts.dry_run) {
-        if let Err(e) = extend_retention(&repo, report).await {
-            result = Err(e);
+    if !opts.dry_run {
+        // Extension runs even when prune could not: an unreadable object planted in the
+        // repository must not be able to stop retention and let everything expire.
+        let mut extended = 0;
+        let ext = extend_retention(&repo, &mut extended).await;
+        match (&mut result, ext) {
+            (Ok(report), Ok(())) => report.retention_extended = extended,
+            (Ok(_), Err(e)) => result = Err(e),
+            (Err(_), Ok(())) => {}
+            (Err(prune_error), Err(e)) => {
+                *prune_error = RepoError::Invalid(format!(
+                    "{prune_error}; and Object Lock retention could not be extended: {e}"
+                ));
+            }
         }
     }
     // The lock goes whatever happened; a prune that stopped half-way left a sound repository.
@@ -223,10 +230,7 @@ async fn prune_locked(
     report.used_bytes = packs.iter().map(|p| p.used_bytes).sum();
 
     // What storage holds.
-    let listed = repo.store().list_modified("data/").await?;
-    let written: HashMap<String, OffsetDateTime> =
-        listed.iter().map(|(k, _, at)| (k.clone(), *at)).collect();
-    let stored: HashMap<String, u64> = listed.into_iter().map(|(k, s, _)| (k, s)).collect();
+    let stored: HashMap<String, u64> = repo.store().list("data/").await?.into_iter().collect();
     report.packs_before = stored.len();
     report.bytes_before = stored.values().sum();
     let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
@@ -275,13 +279,9 @@ async fn prune_locked(
     let mut repack: Vec<usize> = Vec::new();
     for i in partial {
         let p = &packs[i];
-        if (p.kind() == BlobKind::Tree || unused_left > allowed)
-            && retained(&repo, &pack_key(&p.index.id), &written).await?
-        {
-            // Its old copy could not be deleted yet: repacking would store it twice.
-            report.packs_retained_not_repacked += 1;
-            keep.push(i);
-        } else if p.kind() == BlobKind::Tree || unused_left > allowed {
+        // Under Object Lock the old copy stays until its retention ends (it is no longer
+        // extended once no index lists it): the space comes back then.
+        if p.kind() == BlobKind::Tree || unused_left > allowed {
             unused_left -= unused_of(p);
             repack.push(i);
         } else {
@@ -494,38 +494,18 @@ async fn finish(repo: &Repository, mut report: PruneReport) -> Result<PruneRepor
     Ok(report)
 }
 
-/// Whether Object Lock still retains the pack at `key` (never, without Object Lock). An object
-/// written less than the retention period ago certainly is; older ones are asked about.
-async fn retained(
-    repo: &Repository,
-    key: &str,
-    written: &HashMap<String, OffsetDateTime>,
-) -> Result<bool, RepoError> {
-    let Some(retention) = repo.store().retention() else {
-        return Ok(false);
-    };
-    let now = crate::storage::now_utc();
-    if written
-        .get(key)
-        .is_some_and(|at| *at + retention.period() > now)
-    {
-        return Ok(true);
-    }
-    let r = repo.store().object_retention(key).await?;
-    Ok(r.until.is_some_and(|until| until > now))
-}
-
 /// Object Lock: every object still needed whose retention ends within half the period is
 /// retained for the whole period again (as kopia does), so that nothing a kept snapshot needs
 /// can expire. The retention is read from the storage itself, never from a record of ours.
-/// Snapshots keep the retention they were written with: each is protected for the period
-/// after it was taken, and forget can remove it after that.
-async fn extend_retention(repo: &Repository, report: &mut PruneReport) -> Result<(), RepoError> {
+/// Snapshots keep the retention they were written with (each is protected for the period
+/// after it was taken, and forget can remove it after that), except those under a hold.
+async fn extend_retention(repo: &Repository, extended: &mut usize) -> Result<(), RepoError> {
     let Some(retention) = repo.store().retention() else {
         return Ok(());
     };
-    // The live index files and the packs they list.
-    let (files, _) = repo
+    // The live index files and the packs they list. One that cannot be read is extended as
+    // it is (it may be live) and then reported: its packs could not be.
+    let (files, bad) = repo
         .load_all::<IndexFile, IndexId>(Kind::Index, "index/")
         .await?;
     let superseded: HashSet<IndexId> = files
@@ -547,11 +527,24 @@ async fn extend_retention(repo: &Repository, report: &mut PruneReport) -> Result
         .map(|(k, _)| k)
         .collect();
     live.retain(|k| !k.starts_with("data/") || stored.contains(k));
-    // The repository's identity, keys and records.
+    live.extend(bad.iter().map(|(key, _)| key.clone()));
+    // The repository's identity, keys and records, and the snapshots under a hold (a
+    // snapshot kept because of a ransomware alert stays protected until acknowledged).
     live.insert("config".into());
     for dir in ["keys/", "holds/", "ledger/", "drills/", "journal/"] {
         live.extend(repo.store().list(dir).await?.into_iter().map(|(k, _)| k));
     }
+    if let Ok(holds) = crate::retention::holds(repo).await {
+        live.extend(holds.keys().map(|id| format!("snapshots/{}", id.to_hex())));
+    }
+    let stored_snapshots: HashSet<String> = repo
+        .store()
+        .list("snapshots/")
+        .await?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    live.retain(|k| !k.starts_with("snapshots/") || stored_snapshots.contains(k));
     let now = crate::storage::now_utc();
     let horizon = now + retention.period() / 2;
     let until = now + retention.period();
@@ -569,8 +562,13 @@ async fn extend_retention(repo: &Repository, report: &mut PruneReport) -> Result
         .await;
     for r in results {
         if r? {
-            report.retention_extended += 1;
+            *extended += 1;
         }
+    }
+    if let Some((key, e)) = bad.into_iter().next() {
+        return Err(RepoError::Invalid(format!(
+            "index file {key} cannot be read ({e}), so the retention of the packs it lists could not be extended; run `vouch repair index`, then prune"
+        )));
     }
     Ok(())
 }

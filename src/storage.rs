@@ -22,6 +22,7 @@ use object_store::{ClientOptions, ObjectStore, PutMode, PutOptions, PutPayload, 
 
 pub use fault::{Fault, FaultyStore};
 pub use object_lock::{BucketLockSettings, ObjectRetention, Retention, RetentionMode};
+
 pub use url::{RepoUrl, UrlError};
 
 /// How a storage operation failed. Retry logic reads `is_retryable`, never the message.
@@ -540,20 +541,17 @@ impl Store {
     }
 
     /// Prove that the storage enforces Object Lock: write a canary retained for a few minutes
-    /// in `mode`, then try to delete that version. Returns the refusal (good) or `None` when
-    /// the storage deleted it (retention is not enforced). Canaries whose retention has
-    /// passed are cleared first.
+    /// in `mode`, check that the storage recorded its retention, then try to delete that
+    /// version. Leftover test objects whose retention has passed are cleared first.
     pub async fn prove_lock_enforced(
         &self,
         mode: RetentionMode,
-    ) -> Result<Option<String>, StorageError> {
+    ) -> Result<Enforcement, StorageError> {
         let lock = self.lock_client()?;
         let now = now_utc();
         for (key, _) in self.list("doctor/").await? {
-            if key.starts_with("doctor/canary-") {
-                // Expired canaries go; those still retained stay for a later doctor.
-                let _ = lock.delete_all_versions(&key, now).await;
-            }
+            // Expired leftovers go; those still retained stay for a later doctor.
+            let _ = lock.delete_all_versions(&key, now).await;
         }
         let key = format!("doctor/canary-{}", hex::encode(rand_suffix()));
         let until = now + time::Duration::minutes(5);
@@ -564,15 +562,20 @@ impl Store {
             false,
         )
         .await?;
+        if lock.retention(&key).await?.until.is_none() {
+            let _ = lock.delete_all_versions(&key, now).await;
+            return Ok(Enforcement::NotRecorded);
+        }
         let version = lock.current_version(&key).await?.unwrap_or_default();
-        if version.is_empty() {
-            let _ = lock.delete_current(&key).await;
-            return Ok(None);
+        if version.is_empty() || version == "null" {
+            return Ok(Enforcement::Untestable(
+                "the canary got no version id".into(),
+            ));
         }
         match lock.delete_version(&key, &version).await {
-            Err(StorageError::Denied { detail, .. }) => Ok(Some(detail)),
+            Err(StorageError::Denied { detail, .. }) => Ok(Enforcement::Refused(detail)),
             Err(e) => Err(e),
-            Ok(()) => Ok(None),
+            Ok(()) => Ok(Enforcement::Deleted),
         }
     }
 
@@ -609,6 +612,19 @@ impl Store {
             }
         }
     }
+}
+
+/// What happened to `vouch doctor`'s retained canary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Enforcement {
+    /// The delete of the retained version was refused: retention is enforced.
+    Refused(String),
+    /// The retained version was deleted: the storage ignores Object Lock.
+    Deleted,
+    /// The storage accepted the write but reports no retention on it.
+    NotRecorded,
+    /// The test could not be made.
+    Untestable(String),
 }
 
 /// Retention dates are compared by the storage with its own clock, so they come from the

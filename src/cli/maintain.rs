@@ -209,12 +209,6 @@ fn show_prune(r: &PruneReport) {
             "  kept {key}: the storage refused to delete it ({why}); a later prune will try again"
         );
     }
-    if r.packs_retained_not_repacked > 0 {
-        println!(
-            "  left {} partly used pack(s) as they are: Object Lock still retains them, so repacking would store their data twice",
-            r.packs_retained_not_repacked
-        );
-    }
     if r.retention_extended > 0 {
         println!(
             "  extended the Object Lock retention of {} object(s) still needed",

@@ -132,6 +132,12 @@ pub(super) async fn remove(repo: &super::Repository, id: &KeyId) -> Result<(), R
     if keys.len() < 2 {
         return Err(RepoError::Invalid("the last key cannot be removed".into()));
     }
-    repo.store().delete(&format!("keys/{id}")).await?;
-    Ok(())
+    match repo.store().delete(&format!("keys/{id}")).await {
+        Ok(()) => Ok(()),
+        // Prune keeps extending key files, or a repository could lose every key to expiry.
+        Err(crate::storage::StorageError::Retained { .. }) => Err(RepoError::Invalid(format!(
+            "key {id} cannot be removed: this repository keeps every object, key files included, under S3 Object Lock, and prune extends them for as long as the repository lives; a passphrase given out stays usable (add a new key and keep the old passphrase safe, or move to a new repository)"
+        ))),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -250,26 +250,41 @@ impl ObjectLock {
         now: OffsetDateTime,
     ) -> Result<(), StorageError> {
         let full = self.full_key(key);
-        let listed = self
-            .client
-            .list_object_versions()
-            .bucket(&self.target.bucket)
-            .prefix(&full)
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        let versions: Vec<String> = listed
-            .versions()
-            .iter()
-            .filter(|v| v.key() == Some(full.as_str()))
-            .filter_map(|v| v.version_id().map(str::to_string))
-            .collect();
-        let markers: Vec<String> = listed
-            .delete_markers()
-            .iter()
-            .filter(|m| m.key() == Some(full.as_str()))
-            .filter_map(|m| m.version_id().map(str::to_string))
-            .collect();
+        // Every version and delete marker of exactly this key, page by page.
+        let (mut versions, mut markers) = (Vec::new(), Vec::new());
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .client
+                .list_object_versions()
+                .bucket(&self.target.bucket)
+                .prefix(&full)
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error(key, e))?;
+            versions.extend(
+                page.versions()
+                    .iter()
+                    .filter(|v| v.key() == Some(full.as_str()))
+                    .filter_map(|v| v.version_id().map(str::to_string)),
+            );
+            markers.extend(
+                page.delete_markers()
+                    .iter()
+                    .filter(|m| m.key() == Some(full.as_str()))
+                    .filter_map(|m| m.version_id().map(str::to_string)),
+            );
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_string);
+            version_marker = page.next_version_id_marker().map(str::to_string);
+            if key_marker.is_none() && version_marker.is_none() {
+                break;
+            }
+        }
         for version in &versions {
             let mut req = self
                 .client
@@ -302,19 +317,6 @@ impl ObjectLock {
             }
             req.send().await.map_err(|e| self.error(key, e))?;
         }
-        Ok(())
-    }
-
-    /// A plain delete: on a versioned bucket it leaves a delete marker (used for lock files,
-    /// which carry no retention, and by `doctor` to learn whether the credentials may delete).
-    pub async fn delete_current(&self, key: &str) -> Result<(), StorageError> {
-        self.client
-            .delete_object()
-            .bucket(&self.target.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
         Ok(())
     }
 

@@ -129,7 +129,9 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
         prune.stdout
     );
     let packs_after = r.keys(&rt, "data/");
-    assert_eq!(packs_before, packs_after, "no retained pack was deleted");
+    for pack in &packs_before {
+        assert!(packs_after.contains(pack), "retained {pack} was deleted");
+    }
     r.run(&["check", "--read-data"]).expect(0);
     let target = r.env.path("restored");
     r.run(&["restore", "latest", "--target", target.to_str().unwrap()])
@@ -452,5 +454,72 @@ fn a_bucket_with_default_retention_needs_object_lock_and_then_works() {
             && doctor.stdout.contains("also applies to lock files"),
         "{}",
         doctor.stdout
+    );
+}
+
+/// An attacker who holds the NAS's credentials but not the passphrase plants an unreadable
+/// snapshot, so that every prune stops: retention is still extended, or everything would
+/// expire.
+#[test]
+fn a_planted_unreadable_snapshot_stops_prune_but_not_the_extension_of_retention() {
+    let r = S3Repo::new("lock-planted", "nas1", true);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    r.run(&[
+        "init",
+        "--object-lock",
+        &DAYS.to_string(),
+        "--object-lock-mode",
+        "compliance",
+    ])
+    .expect(0);
+    let src = share(&r.env);
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+    let locked = r
+        .store()
+        .with_retention(Retention {
+            mode: RetentionMode::Compliance,
+            days: DAYS,
+        })
+        .unwrap();
+    let pack = r.keys(&rt, "data/")[0].clone();
+    rt.block_on(locked.extend_retention(&pack, wall_clock() + time::Duration::hours(1)))
+        .unwrap();
+    let junk = format!("snapshots/{}", "ab".repeat(32));
+    rt.block_on(
+        r.store()
+            .put(&junk, bytes::Bytes::from_static(b"not a snapshot")),
+    )
+    .unwrap();
+
+    let prune = r.run(&["prune"]).expect(1);
+    assert!(prune.stderr.contains(&junk), "{}", prune.stderr);
+
+    // Key files are kept (and extended) for as long as the repository: removal says so.
+    std::fs::write(r.env.path("bursar.pass"), "another passphrase\n").unwrap();
+    let added = r
+        .run(&[
+            "key",
+            "add",
+            "--new-password-file",
+            r.env.path("bursar.pass").to_str().unwrap(),
+        ])
+        .expect(0);
+    let id = added.stdout.trim().rsplit(' ').next().unwrap().to_string();
+    let removed = r.run(&["key", "remove", &id]).expect(1);
+    assert!(
+        removed.stderr.contains("cannot be removed")
+            && removed.stderr.contains("prune extends them"),
+        "{}",
+        removed.stderr
+    );
+    assert_eq!(r.keys(&rt, "keys/").len(), 2);
+    let ret = rt.block_on(r.store().object_retention(&pack)).unwrap();
+    assert!(
+        close_to(
+            ret.until.unwrap(),
+            wall_clock() + time::Duration::days(DAYS.into())
+        ),
+        "{pack} retained until {:?}",
+        ret.until
     );
 }
