@@ -704,13 +704,16 @@ fn alerts_go_through_starttls_with_authentication_and_through_implicit_tls() {
         std::fs::write(site.config(), toml).unwrap();
         site.unmount();
         let out = site.vouch(&["run", "staff-nightly"]).expect(1);
+        let outbox = site.vouch(&["outbox", "--all"]);
         let _ = server.kill();
         let _ = server.wait();
         assert!(
             out.stdout.contains("1 sent"),
-            "{security}: {}{}",
+            "{security}: {}{}\noutbox: {}{}",
             out.stdout,
-            out.stderr
+            out.stderr,
+            outbox.stdout,
+            outbox.stderr
         );
         assert_eq!(maildir_count(&maildir), 1, "{security}");
         assert!(

@@ -32,6 +32,7 @@ if a.implicit:
         Mailbox(a.maildir),
         hostname="127.0.0.1",
         port=a.port,
+        ready_timeout=60,  # the start-up self-test waits this long on a busy machine
         ssl_context=context,
         authenticator=authenticator,
         auth_required=True,
@@ -42,6 +43,7 @@ else:
         Mailbox(a.maildir),
         hostname="127.0.0.1",
         port=a.port,
+        ready_timeout=60,
         tls_context=context,
         require_starttls=True,
         authenticator=authenticator,
