@@ -81,7 +81,16 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
         return Ok(r);
     }
     r.storage = "s3".into();
-    let bucket = store.bucket_lock_settings().await?;
+    let bucket = match store.bucket_lock_settings().await {
+        Ok(b) => b,
+        Err(e) => {
+            r.say(
+                Level::Problem,
+                format!("cannot read the bucket's versioning and Object Lock settings: {e}"),
+            );
+            return Ok(r);
+        }
+    };
     let lock_on = bucket.object_lock_enabled;
     r.say(
         if lock_on { Level::Ok } else { Level::Warning },

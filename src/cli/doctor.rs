@@ -38,11 +38,15 @@ pub async fn run(g: &GlobalArgs, json: bool, test_email: bool) -> Result<i32> {
                 path.display()
             )
         })?;
+        // One repository that cannot be checked does not hide the others.
         for (name, rc) in &config.repositories {
-            let repo = crate::schedule::service::open_repository(rc)
-                .await
-                .map_err(|e| anyhow::anyhow!("repository {name:?}: {e}"))?;
-            reports.push((name.clone(), crate::doctor::doctor(&repo).await?));
+            let report = match crate::schedule::service::open_repository(rc).await {
+                Ok(repo) => crate::doctor::doctor(&repo)
+                    .await
+                    .unwrap_or_else(|e| unchecked(&rc.url, e.to_string())),
+                Err(e) => unchecked(&rc.url, format!("cannot open the repository: {e}")),
+            };
+            reports.push((name.clone(), report));
         }
         mail = Some(check_mail(&config, test_email).await?);
     }
@@ -85,6 +89,17 @@ pub async fn run(g: &GlobalArgs, json: bool, test_email: bool) -> Result<i32> {
     let problems = reports.iter().any(|(_, r)| r.has_problems())
         || mail.as_ref().is_some_and(|m| !m.reachable);
     Ok(if problems { EXIT_DAMAGE } else { EXIT_OK })
+}
+
+fn unchecked(url: &str, why: String) -> DoctorReport {
+    DoctorReport {
+        url: url.to_string(),
+        findings: vec![crate::doctor::Finding {
+            level: Level::Problem,
+            text: why,
+        }],
+        ..Default::default()
+    }
 }
 
 fn mark(level: Level) -> &'static str {

@@ -412,6 +412,26 @@ fn doctor_with_vouch_toml_checks_each_repository_and_the_mail_server() {
         "{}",
         down.stdout
     );
+
+    // A second repository that cannot be opened is named; the first is still checked.
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml = toml.replace(
+        "[smtp]",
+        &format!(
+            "[repositories.usb]\nurl = \"{}\"\npassword_file = \"{}\"\n\n[smtp]",
+            env.path("no-repository-here").display(),
+            env.pass_file.display()
+        ),
+    );
+    std::fs::write(&config, toml).unwrap();
+    let broken = doctor(&[]).expect(4);
+    assert!(
+        broken.stdout.contains("usb (")
+            && broken.stdout.contains("PROBLEM cannot open the repository")
+            && broken.stdout.contains("Object Lock is enforced"),
+        "{}",
+        broken.stdout
+    );
 }
 
 /// A bucket whose Object Lock has a default retention rule retains every object and refuses
