@@ -163,24 +163,42 @@ impl Journal {
         std::fs::create_dir_all(state_dir)
             .map_err(|e| err(&format!("cannot create the state directory: {e}")))?;
         let conn = Connection::open(&path).map_err(|e| err(&e))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA busy_timeout = 10000;
-             CREATE TABLE IF NOT EXISTS journal (
-                 seq INTEGER PRIMARY KEY,
-                 record TEXT NOT NULL,
-                 prev_hash TEXT NOT NULL,
-                 hash TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS mirror_pending (
-                 seq INTEGER NOT NULL,
-                 repository TEXT NOT NULL,
-                 PRIMARY KEY (seq, repository));
-             CREATE TABLE IF NOT EXISTS job_state (
-                 job TEXT PRIMARY KEY,
-                 considered TEXT NOT NULL);",
-        )
-        .map_err(|e| err(&e))?;
+        // The wait comes first: a daemon and a `vouch run` from cron may open (and create) the
+        // journal at the same moment, and switching it to WAL takes a lock too.
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| err(&e))?;
+        // Switching a new journal to WAL can answer "locked" at once, without waiting, while
+        // another process does the same: try again for a while.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 CREATE TABLE IF NOT EXISTS journal (
+                     seq INTEGER PRIMARY KEY,
+                     record TEXT NOT NULL,
+                     prev_hash TEXT NOT NULL,
+                     hash TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS mirror_pending (
+                     seq INTEGER NOT NULL,
+                     repository TEXT NOT NULL,
+                     PRIMARY KEY (seq, repository));
+                 CREATE TABLE IF NOT EXISTS job_state (
+                     job TEXT PRIMARY KEY,
+                     considered TEXT NOT NULL);",
+            ) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(f, _))
+                    if matches!(
+                        f.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(err(&e)),
+            }
+        }
         Ok(Journal { conn, path })
     }
 
@@ -202,10 +220,16 @@ impl Journal {
     /// Append a record, chained to the last row; returns the new row.
     pub fn append(&mut self, record: Record) -> Result<Entry, JournalError> {
         let json = serde_json::to_string(&record).expect("records serialize");
-        let tx = self.conn.transaction().map_err(|e| JournalError::Db {
-            path: self.path.display().to_string(),
-            detail: e.to_string(),
-        })?;
+        // Immediate: the write lock is taken (waiting for it if need be) before the last row
+        // is read, so two processes cannot both chain to the same row, and a reader's lock is
+        // never upgraded (which SQLite refuses at once instead of waiting).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| JournalError::Db {
+                path: self.path.display().to_string(),
+                detail: e.to_string(),
+            })?;
         let prev: String = tx
             .query_row(
                 "SELECT hash FROM journal ORDER BY seq DESC LIMIT 1",
@@ -398,6 +422,41 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A daemon and `vouch run` processes from cron open and write the same journal at once,
+    /// from its creation on: every row lands, chained in one line.
+    #[test]
+    fn writers_that_start_together_all_land_in_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let dir = dir.path().to_path_buf();
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    let mut j = Journal::open(&dir).expect("opens beside the others");
+                    for _ in 0..5 {
+                        j.append(run(&format!("job-{i}"), Outcome::Success))
+                            .expect("appends beside the others");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        let j = Journal::open(dir.path()).unwrap();
+        let rows = j.entries().unwrap();
+        assert_eq!(rows.len(), 40);
+        for pair in rows.windows(2) {
+            assert_eq!(
+                pair[1].prev_hash, pair[0].hash,
+                "row {} chains to its predecessor",
+                pair[1].seq
+            );
+        }
+    }
 
     fn run(job: &str, outcome: Outcome) -> Record {
         let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
