@@ -143,6 +143,8 @@ pub struct Store {
     s3: Option<object_lock::S3Target>,
     /// Set when the repository is configured with Object Lock retention.
     lock: Option<(Arc<object_lock::ObjectLock>, Retention)>,
+    /// The S3 control client, built on first use and shared by clones of this store.
+    control: Arc<std::sync::OnceLock<Arc<object_lock::ObjectLock>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -174,6 +176,7 @@ impl Store {
                     retry: RetryPolicy::default(),
                     s3: None,
                     lock: None,
+                    control: Default::default(),
                 })
             }
             RepoUrl::S3 { bucket, prefix } => {
@@ -243,6 +246,7 @@ impl Store {
                     retry: RetryPolicy::default(),
                     s3: Some(target),
                     lock: None,
+                    control: Default::default(),
                 })
             }
         }
@@ -258,6 +262,7 @@ impl Store {
             retry: RetryPolicy::default(),
             s3: None,
             lock: None,
+            control: Default::default(),
         }
     }
 
@@ -485,17 +490,15 @@ impl Store {
     }
 
     fn lock_client(&self) -> Result<Arc<object_lock::ObjectLock>, StorageError> {
-        if let Some((lock, _)) = &self.lock {
-            return Ok(lock.clone());
+        if let Some(client) = self.control.get() {
+            return Ok(client.clone());
         }
         let target = self.s3.clone().ok_or_else(|| StorageError::Config {
             url: self.display.clone(),
             detail: "S3 Object Lock needs an s3:// repository".into(),
         })?;
-        Ok(Arc::new(object_lock::ObjectLock::new(
-            target,
-            &self.display,
-        )?))
+        let client = Arc::new(object_lock::ObjectLock::new(target, &self.display)?);
+        Ok(self.control.get_or_init(|| client).clone())
     }
 
     /// The Object Lock retention of `key` as the storage reports it.
@@ -562,11 +565,12 @@ impl Store {
             false,
         )
         .await?;
-        if lock.retention(&key).await?.until.is_none() {
+        let written = lock.retention(&key).await?;
+        if written.until.is_none() {
             let _ = lock.delete_all_versions(&key, now).await;
             return Ok(Enforcement::NotRecorded);
         }
-        let version = lock.current_version(&key).await?.unwrap_or_default();
+        let version = written.version.unwrap_or_default();
         if version.is_empty() || version == "null" {
             return Ok(Enforcement::Untestable(
                 "the canary got no version id".into(),

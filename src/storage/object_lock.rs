@@ -101,6 +101,8 @@ pub(super) struct S3Target {
 pub struct ObjectRetention {
     pub mode: Option<RetentionMode>,
     pub until: Option<OffsetDateTime>,
+    /// The current version's id ("null" or none without versioning).
+    pub version: Option<String>,
 }
 
 /// A bucket's Object Lock settings, as `vouch doctor` reports them.
@@ -201,7 +203,7 @@ impl ObjectLock {
         Ok(())
     }
 
-    /// The retention of the current version of `key`.
+    /// The retention and version id of the current version of `key`.
     pub async fn retention(&self, key: &str) -> Result<ObjectRetention, StorageError> {
         let head = self
             .client
@@ -216,6 +218,7 @@ impl ObjectLock {
                 .object_lock_mode()
                 .and_then(|m| RetentionMode::from_sdk(m.as_str())),
             until: head.object_lock_retain_until_date().and_then(from_sdk),
+            version: head.version_id().map(str::to_string),
         })
     }
 
@@ -333,19 +336,6 @@ impl ObjectLock {
         Ok(())
     }
 
-    /// The version id of the current version of `key`.
-    pub async fn current_version(&self, key: &str) -> Result<Option<String>, StorageError> {
-        let head = self
-            .client
-            .head_object()
-            .bucket(&self.target.bucket)
-            .key(self.full_key(key))
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        Ok(head.version_id().map(str::to_string))
-    }
-
     /// The bucket's versioning and Object Lock settings.
     pub async fn bucket_settings(&self) -> Result<BucketLockSettings, StorageError> {
         let mut settings = BucketLockSettings::default();
@@ -397,7 +387,7 @@ impl ObjectLock {
                 );
                 self.put(&probe, Bytes::from_static(b"vouch doctor"), None, false)
                     .await?;
-                let version = self.current_version(&probe).await;
+                let version = self.retention(&probe).await.map(|r| r.version);
                 self.delete_all_versions(&probe, super::now_utc()).await?;
                 match version? {
                     Some(v) if v != "null" => "Enabled".into(),

@@ -10,39 +10,68 @@ use vouch::{BackupError, BackupOptions, Repository, Secret, StorageError, Store}
 
 use crate::support::{Env, PASSWORD, noise, write};
 
-#[test]
-fn a_full_disk_stops_the_backup_with_a_clear_error_and_loses_nothing() {
-    let env = Env::new();
-    let repo_dir = env.path("repo");
-    let r = repo_dir.to_str().unwrap();
-    env.run(&["init", "--repo", r]).expect(0);
-    let src = env.path("share");
-    write(&src.join("a.jpg"), &noise(3 << 20, 1));
-    env.run(&["backup", "--repo", r, src.to_str().unwrap()])
-        .expect(0);
-    write(&src.join("b.jpg"), &noise(20 << 20, 2));
+/// A local repository with one backup of `share/a.jpg`, and the same repository opened
+/// through a fault-injecting wrapper around the real store.
+struct Faulty {
+    env: Env,
+    repo_dir: std::path::PathBuf,
+    src: std::path::PathBuf,
+    faulty: FaultyStore,
+    repo: Arc<Repository>,
+    rt: tokio::runtime::Runtime,
+}
 
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let err = rt.block_on(async {
+impl Faulty {
+    fn new() -> Faulty {
+        let env = Env::new();
+        let repo_dir = env.path("repo");
+        let r = repo_dir.to_str().unwrap();
+        env.run(&["init", "--repo", r]).expect(0);
+        let src = env.path("share");
+        write(&src.join("a.jpg"), &noise(3 << 20, 1));
+        env.run(&["backup", "--repo", r, src.to_str().unwrap()])
+            .expect(0);
+        let rt = tokio::runtime::Runtime::new().unwrap();
         let faulty = FaultyStore::new(Arc::new(
             LocalFileSystem::new_with_prefix(&repo_dir).unwrap(),
         ));
         let store = Store::from_object_store(Arc::new(faulty.clone()), r);
         let repo = Arc::new(
-            Repository::open(store, &Secret::new(PASSWORD))
-                .await
+            rt.block_on(Repository::open(store, &Secret::new(PASSWORD)))
                 .unwrap(),
         );
-        // The lock and the first pack are written; the disk fills up on the second pack.
-        faulty.inject(Fault::DiskFullAfter(2));
+        Faulty {
+            env,
+            repo_dir,
+            src,
+            faulty,
+            repo,
+            rt,
+        }
+    }
+
+    fn r(&self) -> &str {
+        self.repo_dir.to_str().unwrap()
+    }
+
+    fn backup(&self) -> Result<vouch::BackupReport, BackupError> {
         let opts = BackupOptions {
-            paths: vec![src.clone()],
+            paths: vec![self.src.clone()],
             ..Default::default()
         };
-        vouch::backup(repo, opts, Default::default())
-            .await
-            .unwrap_err()
-    });
+        self.rt
+            .block_on(vouch::backup(self.repo.clone(), opts, Default::default()))
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_backup_with_a_clear_error_and_loses_nothing() {
+    let f = Faulty::new();
+    let (env, r, src) = (&f.env, f.r(), &f.src);
+    write(&src.join("b.jpg"), &noise(20 << 20, 2));
+    // The lock and the first pack are written; the disk fills up on the second pack.
+    f.faulty.inject(Fault::DiskFullAfter(2));
+    let err = f.backup().unwrap_err();
     assert!(
         matches!(err, BackupError::Storage(StorageError::Full { .. })),
         "{err}"
@@ -64,35 +93,12 @@ fn a_full_disk_stops_the_backup_with_a_clear_error_and_loses_nothing() {
 /// remove instead of failing.
 #[test]
 fn credentials_that_cannot_delete_still_back_up_and_prune_reports_the_refusals() {
-    let env = Env::new();
-    let repo_dir = env.path("repo");
-    let r = repo_dir.to_str().unwrap();
-    env.run(&["init", "--repo", r]).expect(0);
-    let src = env.path("share");
-    write(&src.join("a.jpg"), &noise(3 << 20, 1));
-    env.run(&["backup", "--repo", r, src.to_str().unwrap()])
-        .expect(0);
+    let f = Faulty::new();
+    let (env, r, src, rt, repo_dir, repo) = (&f.env, f.r(), &f.src, &f.rt, &f.repo_dir, &f.repo);
     std::fs::remove_file(src.join("a.jpg")).unwrap();
     write(&src.join("b.jpg"), &noise(2 << 20, 2));
-
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let faulty = FaultyStore::new(Arc::new(
-        LocalFileSystem::new_with_prefix(&repo_dir).unwrap(),
-    ));
-    faulty.inject(Fault::DenyDeletes);
-    let repo = rt.block_on(async {
-        let store = Store::from_object_store(Arc::new(faulty.clone()), r);
-        Arc::new(
-            Repository::open(store, &Secret::new(PASSWORD))
-                .await
-                .unwrap(),
-        )
-    });
-    let opts = BackupOptions {
-        paths: vec![src.clone()],
-        ..Default::default()
-    };
-    rt.block_on(vouch::backup(repo.clone(), opts, Default::default()))
+    f.faulty.inject(Fault::DenyDeletes);
+    f.backup()
         .expect("a backup does not need to delete anything");
     let policy = vouch::retention::Policy {
         last: Some(vouch::retention::Count::N(1)),
@@ -100,7 +106,7 @@ fn credentials_that_cannot_delete_still_back_up_and_prune_reports_the_refusals()
     };
     let forget = rt
         .block_on(vouch::retention::forget(
-            &repo,
+            repo,
             &vouch::retention::ForgetOptions {
                 policy,
                 tags: Vec::new(),
