@@ -156,29 +156,36 @@ pub async fn backup(
         .map(|p| p.to_string_lossy().into_owned())
         .collect();
 
+    // The lock covers everything up to and including the stored snapshot: until the snapshot
+    // exists, nothing else says that its new packs, and the old blobs it reuses, are in use.
     let lock = repo.lock(LockMode::Shared, "backup").await?;
-    let result = run(
-        &repo,
-        &opts,
-        &paths,
-        &path_strings,
-        &host,
-        excludes,
-        time,
-        progress,
-    )
+    let result = async {
+        let (mut snapshot, parent_id) = run(
+            &repo,
+            &opts,
+            &paths,
+            &path_strings,
+            &host,
+            excludes,
+            time,
+            progress,
+        )
+        .await?;
+        snapshot.summary.duration_ms = started.elapsed().as_millis() as u64;
+        snapshot.parent = parent_id;
+        crate::sys::test_pause("VOUCH_TEST_BACKUP_PAUSE", "snapshot");
+        lock.check()?;
+        let snapshot_id = repo.save_snapshot(&snapshot).await?;
+        Ok::<_, BackupError>(BackupReport {
+            snapshot_id,
+            snapshot,
+        })
+    }
     .await;
     let released = lock.release().await;
-    let (mut snapshot, parent_id) = result?;
+    let report = result?;
     released?;
-
-    snapshot.summary.duration_ms = started.elapsed().as_millis() as u64;
-    snapshot.parent = parent_id;
-    let snapshot_id = repo.save_snapshot(&snapshot).await?;
-    Ok(BackupReport {
-        snapshot_id,
-        snapshot,
-    })
+    Ok(report)
 }
 
 /// A local repository inside one of the sources is left out of its own backup.
@@ -279,6 +286,7 @@ async fn run(
         detail: "the walk produced no tree".into(),
     })?;
     let packs = std::mem::take(&mut *shared.written.lock().expect("written"));
+    crate::sys::test_pause("VOUCH_TEST_BACKUP_PAUSE", "index");
     let mut summary = summary;
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|shared| (*shared).clone());
     if !packs.is_empty() {

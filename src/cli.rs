@@ -69,6 +69,10 @@ struct GlobalArgs {
     /// No progress bars
     #[arg(long, short = 'q', global = true)]
     quiet: bool,
+    /// Read without taking a lock (restore, check): for a write-protected disk or read-only
+    /// credentials (vouch does this by itself when the storage refuses the lock, and says so)
+    #[arg(long, global = true)]
+    no_lock: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,6 +87,10 @@ enum Command {
         /// compliance (nobody can, not even the account's root user)
         #[arg(long, value_name = "MODE", requires = "object_lock")]
         object_lock_mode: Option<String>,
+        /// Create the repository's folder even inside an empty folder that is not a mounted
+        /// disk (by default refused: that is what an unmounted disk's mount point looks like)
+        #[arg(long)]
+        create_parents: bool,
     },
     /// Check that each repository is reachable and protected (S3 versioning, Object Lock
     /// proven with a canary, retention, whether the credentials can delete) and that mail can
@@ -143,7 +151,7 @@ enum Command {
         target: PathBuf,
         /// Restore only this path of the snapshot (repeatable)
         #[arg(long = "include")]
-        include: Vec<String>,
+        include: Vec<std::ffi::OsString>,
         /// Replace files that exist in the target
         #[arg(long)]
         overwrite: bool,
@@ -444,14 +452,14 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("vouch: error: cannot start: {e}");
+            errln!("vouch: error: cannot start: {e}");
             return EXIT_FAILED;
         }
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("vouch: error: {}", show::error_text(&e));
+            errln!("vouch: error: {}", show::error_text(&e));
             EXIT_FAILED
         }
     }
@@ -476,14 +484,17 @@ impl GlobalArgs {
         Ok(RepoUrl::parse(text)?)
     }
 
-    fn store(&self) -> Result<Store> {
-        let s3 = S3Options {
+    fn s3(&self) -> S3Options {
+        S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             path_style: self.s3_path_style,
             ..Default::default()
-        };
-        Ok(Store::open(&self.url()?, &s3)?)
+        }
+    }
+
+    fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.url()?, &self.s3())?)
     }
 
     /// The passphrase: --password-file / VOUCH_PASSWORD_FILE, then VOUCH_PASSWORD, then a
@@ -504,7 +515,12 @@ impl GlobalArgs {
     async fn open(&self) -> Result<Arc<Repository>> {
         let store = self.store()?;
         let password = self.password(false)?;
-        Ok(Arc::new(Repository::open(store, &password).await?))
+        let repo = Repository::open(store, &password).await?;
+        Ok(Arc::new(if self.no_lock {
+            repo.without_locks()
+        } else {
+            repo
+        }))
     }
 }
 
@@ -576,30 +592,32 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Init {
             object_lock,
             object_lock_mode,
+            create_parents,
         } => {
             let object_lock = match object_lock {
                 None => None,
                 Some(days) => Some(object_lock_retention(days, object_lock_mode.as_deref())?),
             };
-            let store = g.store()?;
+            let store = Store::create(&g.url()?, &g.s3(), create_parents)?;
             let password = g.password(true)?;
             let opts = InitOptions {
                 object_lock,
                 ..Default::default()
             };
             let repo = Repository::init(store, &password, &opts).await?;
-            println!(
+            outln!(
                 "created repository {} at {}",
                 repo.config().id.short(),
                 repo.url()
             );
             if let Some(r) = object_lock {
-                println!(
+                outln!(
                     "every object is retained for {} days in {} mode (S3 Object Lock); run `vouch doctor` to prove the bucket enforces it",
-                    r.days, r.mode
+                    r.days,
+                    r.mode
                 );
             }
-            println!("keep the passphrase safe: without it the backups cannot be read by anyone");
+            outln!("keep the passphrase safe: without it the backups cannot be read by anyone");
             Ok(EXIT_OK)
         }
         Command::Backup {
@@ -669,10 +687,12 @@ async fn run(cli: Cli) -> Result<i32> {
             bar.finish();
             let report = result?;
             show::restore(id, &opts, &report, json);
-            Ok(if report.is_clean() {
-                EXIT_OK
-            } else {
+            Ok(if !report.is_clean() {
                 EXIT_DAMAGE
+            } else if !report.is_complete() {
+                EXIT_PARTIAL
+            } else {
+                EXIT_OK
             })
         }
         Command::Check {
@@ -726,14 +746,43 @@ async fn run(cli: Cli) -> Result<i32> {
                         None => prompt_password("New passphrase: ", true)?,
                     };
                     let id = repo.add_key(&new).await?;
-                    println!("added key {}", id.short());
+                    outln!("added key {}", id.short());
                 }
                 KeyAction::List { json } => {
-                    let keys = repo.list_keys().await?;
+                    let (keys, bad) = repo.list_keys().await?;
                     show::keys(&keys, repo.key_id(), json);
+                    for (key, why) in &bad {
+                        errln!(
+                            "vouch: DAMAGE: {key} cannot be read ({why}); its passphrase no longer opens the repository: remove it with `vouch key remove`, and add a new key if that passphrase is still needed"
+                        );
+                    }
+                    if !bad.is_empty() {
+                        return Ok(EXIT_DAMAGE);
+                    }
                 }
                 KeyAction::Remove { id } => {
-                    let keys = repo.list_keys().await?;
+                    let (keys, bad) = repo.list_keys().await?;
+                    let damaged: Vec<&String> = bad
+                        .iter()
+                        .map(|(k, _)| k)
+                        .filter(|k| {
+                            k.trim_start_matches("keys/")
+                                .starts_with(&id.to_ascii_lowercase())
+                        })
+                        .collect();
+                    if let ([], [one]) = (
+                        keys.iter()
+                            .filter(|(k, _)| k.to_hex().starts_with(&id.to_ascii_lowercase()))
+                            .collect::<Vec<_>>()
+                            .as_slice(),
+                        damaged.as_slice(),
+                    ) {
+                        if !id.is_empty() {
+                            repo.remove_damaged_key(one).await?;
+                            outln!("removed damaged key file {one}");
+                            return Ok(EXIT_OK);
+                        }
+                    }
                     let matches: Vec<KeyId> = keys
                         .iter()
                         .map(|(k, _)| *k)
@@ -745,7 +794,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         _ => bail!("{id:?} matches several keys; give more digits"),
                     };
                     repo.remove_key(&key).await?;
-                    println!("removed key {}", key.short());
+                    outln!("removed key {}", key.short());
                 }
             }
             Ok(EXIT_OK)
@@ -755,15 +804,16 @@ async fn run(cli: Cli) -> Result<i32> {
         } => {
             let repo = g.open().await?;
             let r = crate::repo::repair_index(&repo).await?;
-            println!(
+            outln!(
                 "indexed {} pack(s) holding {} blob(s) that no index listed",
-                r.packs_indexed, r.blobs_indexed
+                r.packs_indexed,
+                r.blobs_indexed
             );
             for key in &r.indexes_removed {
-                println!("removed unreadable index file {key}");
+                outln!("removed unreadable index file {key}");
             }
             for (key, err) in &r.packs_unreadable {
-                eprintln!("vouch: DAMAGE: {key}: {err}");
+                errln!("vouch: DAMAGE: {key}: {err}");
             }
             Ok(if r.packs_unreadable.is_empty() {
                 EXIT_OK
@@ -774,7 +824,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Unlock { all } => {
             let repo = g.open().await?;
             let n = crate::repo::remove_locks(&repo, all).await?;
-            println!("removed {n} lock(s)");
+            outln!("removed {n} lock(s)");
             Ok(EXIT_OK)
         }
         Command::Demo { dir } => crate::demo::run(&dir).await,
@@ -842,12 +892,19 @@ async fn run(cli: Cli) -> Result<i32> {
                 .map_err(|e| anyhow::anyhow!("--window: {e}"))?;
             let repo = g.open().await?;
             let (index, _) = repo.load_index().await?;
-            let (ledger, _) = crate::verify::ledger::Ledger::load(&repo).await?;
+            let (ledger, bad) = crate::verify::ledger::Ledger::load(&repo).await?;
             let window = time::Duration::try_from(window).unwrap_or(time::Duration::weeks(13));
             let report =
                 crate::verify::ledger::coverage(&index, &ledger, repo.clock().now(), window);
             show_drill::coverage(repo.url(), &report, json);
-            Ok(EXIT_OK)
+            // What a damaged record proved is lost: coverage may be understated, and the
+            // damage itself needs looking at.
+            for (key, e) in &bad {
+                errln!(
+                    "vouch: DAMAGE: the verification ledger record {key} cannot be read ({e}); what it recorded is not counted above (`vouch check` reports it)"
+                );
+            }
+            Ok(if bad.is_empty() { EXIT_OK } else { EXIT_DAMAGE })
         }
     }
 }

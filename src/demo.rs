@@ -250,10 +250,10 @@ pub async fn run(dir: &Path) -> Result<i32> {
     let dir = prepare(dir)?;
     let data = dir.join("data");
     let repo_dir = dir.join("repository");
-    println!("vouch demo in {}\n", dir.display());
+    outln!("vouch demo in {}\n", dir.display());
 
     let files = make_share(&data)?;
-    println!(
+    outln!(
         "1. made a sample school share: {} ({files} files: lesson plans, an MIS export, pupils' work, photos)",
         data.display()
     );
@@ -263,9 +263,13 @@ pub async fn run(dir: &Path) -> Result<i32> {
     std::fs::write(&pass_file, format!("{pass}\n"))?;
     std::fs::set_permissions(&pass_file, std::fs::Permissions::from_mode(0o600))?;
     let password = Secret::new(pass);
-    let store = Store::open(&RepoUrl::Local(repo_dir.clone()), &S3Options::default())?;
+    let store = Store::create(
+        &RepoUrl::Local(repo_dir.clone()),
+        &S3Options::default(),
+        true,
+    )?;
     let repo = Arc::new(Repository::init(store, &password, &InitOptions::default()).await?);
-    println!(
+    outln!(
         "2. created an encrypted repository: {} (passphrase in {})",
         repo_dir.display(),
         pass_file.display()
@@ -280,7 +284,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
     };
     let first = crate::backup(repo.clone(), opts.clone(), Default::default()).await?;
     let s = &first.snapshot.summary;
-    println!(
+    outln!(
         "3. first backup: snapshot {}: {} files, {} read, {} stored after dedup, compression and encryption",
         first.snapshot_id.short(),
         s.total_files,
@@ -291,7 +295,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
     change_share(&data)?;
     let second = crate::backup(repo.clone(), opts, Default::default()).await?;
     let s = &second.snapshot.summary;
-    println!(
+    outln!(
         "4. a school day later (a report edited, the MIS export rewritten, a photo added, a plan deleted):\n   snapshot {}: {} new, {} changed, {} unchanged (not re-read); {} read, {} added",
         second.snapshot_id.short(),
         s.files_new,
@@ -319,7 +323,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
             report.damaged
         );
     }
-    println!(
+    outln!(
         "5. restored snapshot {} into {}: {} files, each checked against its blake3 hash from backup time",
         second.snapshot_id.short(),
         target.display(),
@@ -327,9 +331,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
     );
     let restored_root = target.join(data.strip_prefix("/").unwrap_or(&data));
     let compared = compare_trees(&data, &restored_root)?;
-    println!(
-        "6. compared the restore with the live share byte by byte: {compared} files identical"
-    );
+    outln!("6. compared the restore with the live share byte by byte: {compared} files identical");
 
     let check = crate::check(
         repo.clone(),
@@ -343,7 +345,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
     if check.is_damaged() {
         bail!("the check found damage: {:?}", check.findings);
     }
-    println!(
+    outln!(
         "7. re-read the whole repository: {} packs ({}), {} blobs verified, no damage",
         check.packs_read,
         size(check.bytes_read),
@@ -353,17 +355,17 @@ pub async fn run(dir: &Path) -> Result<i32> {
     let config_file = service_steps(&dir, &data, &repo_dir, &pass_file).await?;
 
     let url = repo_dir.display();
-    println!("\nTry it yourself:");
-    println!(
+    outln!("\nTry it yourself:");
+    outln!(
         "  export VOUCH_PASSWORD_FILE={} VOUCH_CONFIG={}",
         pass_file.display(),
         config_file.display()
     );
-    println!("  vouch status");
-    println!("  vouch journal list && vouch journal verify");
-    println!("  vouch snapshots --repo {url}");
-    println!("  vouch ls --repo {url} latest {}/Admin", data.display());
-    println!("  vouch drill monthly-sample");
+    outln!("  vouch status");
+    outln!("  vouch journal list && vouch journal verify");
+    outln!("  vouch snapshots --repo {url}");
+    outln!("  vouch ls --repo {url} latest {}/Admin", data.display());
+    outln!("  vouch drill monthly-sample");
     Ok(crate::cli::EXIT_OK)
 }
 
@@ -406,7 +408,7 @@ async fn service_steps(
         "repository = \"demo\"\nschedule = \"staff-nightly\"\ncron = \"0 3 1 * *\"\n\n[select]\npercent = 20\nmust_include = [\"Admin/MIS-Export/\"]\n\n[verify]\ncompare_with_source = true\nrestore_time_objective = \"8h\"\n",
     )?;
     let config = crate::config::Config::load(&config_file)?;
-    println!(
+    outln!(
         "\n8. wrote a service configuration: {} (a nightly schedule and a monthly test restore; mail to {})",
         config_file.display(),
         dir.join("mail").display()
@@ -459,9 +461,11 @@ async fn service_steps(
         let at = to_jiff(o.record.started)
             .to_zoned(tz.clone())
             .strftime("%H:%M %Z");
-        println!(
+        outln!(
             "9. at {at} the schedule {job} fired: run #{} {}: {}",
-            o.seq, o.record.outcome, o.record.summary
+            o.seq,
+            o.record.outcome,
+            o.record.summary
         );
     }
 
@@ -473,13 +477,15 @@ async fn service_steps(
         let o = service
             .run_job(&job, Trigger::Schedule, "vouch daemon (demo)")
             .await?;
-        println!(
+        outln!(
             "10. the next night, with the share unmounted: run #{} {}: {}",
             o.seq,
             o.record.outcome,
             o.record.error.unwrap_or_default()
         );
     }
+    // As the daemon does, from a task of its own: mail never holds up a job.
+    service.flush_outbox().await?;
     let mail_dir = dir.join("mail");
     let subject = |path: &Path| -> String {
         std::fs::read_to_string(path)
@@ -501,7 +507,7 @@ async fn service_steps(
         v.pop()
     };
     if let Some(alert) = newest() {
-        println!(
+        outln!(
             "    an alert email landed in the mail folder: {}\n      Subject: {}",
             alert.display(),
             subject(&alert)
@@ -513,19 +519,23 @@ async fn service_steps(
     let o = service
         .run_job("staff-nightly", Trigger::Manual, "network manager (demo)")
         .await?;
-    println!(
+    service.flush_outbox().await?;
+    outln!(
         "11. share remounted, `vouch run staff-nightly`: run #{} {}",
-        o.seq, o.record.outcome
+        o.seq,
+        o.record.outcome
     );
     if let Some(resolved) = newest() {
-        println!("    and one more email: {}", subject(&resolved));
+        outln!("    and one more email: {}", subject(&resolved));
     }
     let o = service
         .run_job("monthly-sample", Trigger::Manual, "network manager (demo)")
         .await?;
-    println!(
+    outln!(
         "12. `vouch run monthly-sample`, the monthly test restore: run #{} {}: {}",
-        o.seq, o.record.outcome, o.record.summary
+        o.seq,
+        o.record.outcome,
+        o.record.summary
     );
 
     // What `vouch status` and the journal show.
@@ -535,7 +545,7 @@ async fn service_steps(
         crate::notify::Monitor::new(j.connection(), &service.config)
             .and_then(|m| m.incidents(false))
     })?;
-    println!(
+    outln!(
         "13. the journal: {} runs, chain {} ({} rows, head {}), mirrored into the repository; open incidents: {}",
         runs.len(),
         if verify.broken.is_empty() {
@@ -548,7 +558,7 @@ async fn service_steps(
         open.len()
     );
     drop(service);
-    println!("14. `vouch status`:");
+    outln!("14. `vouch status`:");
     crate::cli::service::status(Some(&config_file), false).await?;
     evidence_step(dir, &config_file, yesterday.yesterday()?, today).await?;
     Ok(config_file)
@@ -588,20 +598,20 @@ async fn evidence_step(
         .await
         .map_err(anyhow::Error::msg)?;
     drop(service);
-    println!(
+    outln!(
         "15. made an evidence signing key (key id {key_id}; {} stays on the NAS, {} goes to the auditor)\n    and the signed evidence pack for {}: {}",
         secret.display(),
         public.display(),
         e.inputs.period.name(),
         pack.display()
     );
-    println!("    the pack says: {}", e.derived.verdict);
+    outln!("    the pack says: {}", e.derived.verdict);
     if e.derived
         .clauses
         .iter()
         .any(|c| c.id == "off-site" && !c.met)
     {
-        println!(
+        outln!(
             "    (the demo's repository is a local folder, so the pack does not claim an off-site copy; with s3:// it would)"
         );
     }
@@ -613,16 +623,16 @@ async fn evidence_step(
             outcome.checks
         );
     }
-    println!(
+    outln!(
         "16. verified it as an auditor would: {} checks passed (signatures, report against data, journal chain, figures recomputed)",
         outcome.checks.len()
     );
-    println!(
+    outln!(
         "    vouch evidence verify {} --pubkey {}",
         pack.display(),
         public.display()
     );
-    println!(
+    outln!(
         "    minisign -Vm {}/evidence.html -p {}",
         pack.display(),
         public.display()

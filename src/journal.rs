@@ -8,7 +8,8 @@ mod mirror;
 mod store;
 
 pub use mirror::{
-    MirrorCheck, load_mirror, mirror_entry, mirror_pending, repository_of, verify_mirror,
+    MirrorCheck, decode_mirror, load_mirror, mirror_entry, mirror_pending, repository_of,
+    verify_mirror,
 };
 pub use store::{
     Annotation, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunRecord, Trigger,

@@ -3,6 +3,24 @@
 //! The library holds every capability; `main.rs` only parses the command line. The public
 //! surface is the list of re-exports below.
 
+/// `println!` that never panics: a closed standard output (`vouch … | head`, a cron job whose
+/// mail pipe is gone) must not turn finished work into a crash, so write errors are ignored
+/// and the exit code says what the work did.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see `outln!`).
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 pub mod clock;
 pub mod config;
 pub mod doctor;

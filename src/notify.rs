@@ -10,4 +10,4 @@ pub(crate) mod render;
 
 pub use incident::{Incident, Monitor};
 pub use mailer::{Mailer, mailer_for};
-pub use outbox::{Message, Outbox};
+pub use outbox::{Message, OUTBOX_ALARM, Outbox, Stuck};

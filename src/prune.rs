@@ -26,11 +26,18 @@ use crate::repo::format::index::{IndexFile, IndexPack};
 use crate::repo::format::tree::NodeKind;
 use crate::repo::ids::{BlobId, IndexId, PackId, object_name};
 use crate::repo::packer::{PackWriter, pack_key};
-use crate::repo::{BlobDecoder, LockMode, RepoError, Repository, TreeLoader};
+use crate::repo::{BlobDecoder, LockGuard, LockMode, RepoError, Repository, TreeLoader};
 use crate::storage::StorageError;
 
 /// Index files are written with at most this many packs each.
 const PACKS_PER_INDEX: usize = 5_000;
+
+/// Packs that no index lists yet are left alone until they are this old: they may belong to
+/// a backup still running (its index and snapshot come at the end) or one that will resume.
+/// Locks already keep prune from running beside a backup; this is the second line, for a
+/// backup whose lock was judged stale while it was still writing (kopia keeps a similar
+/// margin).
+pub const UNINDEXED_MARGIN: time::Duration = time::Duration::hours(1);
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -62,6 +69,10 @@ pub struct PruneReport {
     pub packs_unused: usize,
     /// Packs in storage that no index lists (left by an interrupted backup or prune).
     pub packs_unindexed: usize,
+    /// Of those, packs younger than the margin, left for a backup that may still need them.
+    pub packs_recent: usize,
+    /// Partial uploads left on a local disk by a process that was killed mid-write.
+    pub partial_files_removed: usize,
     /// Partly used packs whose used blobs were copied into new packs.
     pub packs_repacked: usize,
     pub packs_written: usize,
@@ -84,12 +95,7 @@ pub struct PruneReport {
 /// Where a test may stop a prune to kill it: prune prints `prune: paused before PHASE` to
 /// standard error and waits when `VOUCH_TEST_PRUNE_PAUSE` names the phase.
 fn checkpoint(phase: &str) {
-    if std::env::var("VOUCH_TEST_PRUNE_PAUSE").is_ok_and(|p| p == phase) {
-        eprintln!("prune: paused before {phase}");
-        loop {
-            std::thread::sleep(std::time::Duration::from_secs(3600));
-        }
-    }
+    crate::sys::test_pause("VOUCH_TEST_PRUNE_PAUSE", phase);
 }
 
 /// One pack as the index files list it, with how much of it the snapshots use.
@@ -112,7 +118,7 @@ impl PackUse {
 
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport, RepoError> {
     let lock = repo.lock(LockMode::Exclusive, "prune").await?;
-    let mut result = prune_locked(repo.clone(), opts).await;
+    let mut result = prune_locked(repo.clone(), opts, &lock).await;
     if !opts.dry_run {
         // Extension runs even when prune could not: an unreadable object planted in the
         // repository must not be able to stop retention and let everything expire.
@@ -139,6 +145,7 @@ pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneRe
 async fn prune_locked(
     repo: Arc<Repository>,
     opts: &PruneOptions,
+    lock: &LockGuard,
 ) -> Result<PruneReport, RepoError> {
     let mut report = PruneReport {
         dry_run: opts.dry_run,
@@ -230,16 +237,25 @@ async fn prune_locked(
     report.used_bytes = packs.iter().map(|p| p.used_bytes).sum();
 
     // What storage holds.
-    let stored: HashMap<String, u64> = repo.store().list("data/").await?.into_iter().collect();
+    let listed = repo.store().list_modified("data/").await?;
+    let stored: HashMap<String, u64> = listed.iter().map(|(k, n, _)| (k.clone(), *n)).collect();
     report.packs_before = stored.len();
     report.bytes_before = stored.values().sum();
     let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
-    let unindexed: Vec<String> = stored
-        .keys()
-        .filter(|k| !indexed.contains(*k))
-        .cloned()
-        .collect();
-    report.packs_unindexed = unindexed.len();
+    let recent_after = crate::storage::now_utc() - UNINDEXED_MARGIN;
+    let mut unindexed: Vec<String> = Vec::new();
+    for (key, _, modified) in &listed {
+        if indexed.contains(key) {
+            continue;
+        }
+        report.packs_unindexed += 1;
+        if *modified > recent_after {
+            report.packs_recent += 1;
+        } else {
+            unindexed.push(key.clone());
+        }
+    }
+    let partial_files = repo.store().partial_uploads(UNINDEXED_MARGIN)?;
     if let Some(p) = packs
         .iter()
         .find(|p| p.used_bytes > 0 && !stored.contains_key(&pack_key(&p.index.id)))
@@ -309,7 +325,8 @@ async fn prune_locked(
         .map(|(id, _)| *id)
         .filter(|id| superseded.contains(id))
         .collect();
-    if !rewrite_index && unindexed.is_empty() && stale_index.is_empty() {
+    if !rewrite_index && unindexed.is_empty() && stale_index.is_empty() && partial_files.is_empty()
+    {
         // Nothing to free: leave the index files as they are.
         report.packs_after = report.packs_before;
         report.bytes_after = report.bytes_before;
@@ -326,6 +343,7 @@ async fn prune_locked(
         // Only leftovers to clear (packs no index lists, index files already superseded,
         // typically kept by Object Lock the last time): the index stays as it is.
         checkpoint("delete-index");
+        lock.check()?;
         for id in &stale_index {
             let key = format!("index/{}", id.to_hex());
             match repo.store().delete(&key).await {
@@ -336,6 +354,7 @@ async fn prune_locked(
         checkpoint("delete-packs");
         let doomed: Vec<(String, u64)> = unindexed.iter().map(|k| (k.clone(), stored[k])).collect();
         delete_packs(&repo, &doomed, &mut report).await?;
+        report.partial_files_removed = repo.store().remove_partial(&partial_files)?;
         return finish(&repo, report).await;
     }
 
@@ -417,6 +436,7 @@ async fn prune_locked(
     // listed now (those already superseded too, so that they stay so once deleted files are
     // gone).
     checkpoint("index");
+    lock.check()?;
     let mut staying: Vec<IndexPack> = keep.iter().map(|i| packs[*i].index.clone()).collect();
     staying.extend(new_packs);
     // Unused blobs of kept packs stay listed: the pack holds them, and a later prune may
@@ -444,6 +464,7 @@ async fn prune_locked(
 
     // 3. The old index files.
     checkpoint("delete-index");
+    lock.check()?;
     for id in &old_files {
         match repo.store().delete(&format!("index/{}", id.to_hex())).await {
             Ok(()) => report.index_files_removed += 1,
@@ -453,6 +474,7 @@ async fn prune_locked(
 
     // 4. The packs nothing needs.
     checkpoint("delete-packs");
+    lock.check()?;
     let mut doomed: Vec<(String, u64)> = remove
         .iter()
         .chain(&repack)
@@ -464,6 +486,7 @@ async fn prune_locked(
         .collect();
     doomed.extend(unindexed.iter().map(|k| (k.clone(), stored[k])));
     delete_packs(&repo, &doomed, &mut report).await?;
+    report.partial_files_removed = repo.store().remove_partial(&partial_files)?;
     finish(&repo, report).await
 }
 

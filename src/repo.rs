@@ -45,9 +45,14 @@ pub enum RepoError {
     #[error("{url} already holds a vouch repository; nothing was changed")]
     AlreadyExists { url: String },
     #[error(
-        "the passphrase does not open the repository at {url} (tried {keys} key(s)); check --password-file / VOUCH_PASSWORD_FILE"
+        "the passphrase does not open the repository at {url} (tried {keys} key(s){}); check --password-file / VOUCH_PASSWORD_FILE",
+        if *damaged > 0 { format!("; {damaged} damaged key file(s) could not be tried: `vouch check` names them") } else { String::new() }
     )]
-    WrongPassword { url: String, keys: usize },
+    WrongPassword {
+        url: String,
+        keys: usize,
+        damaged: usize,
+    },
     #[error(
         "{object} in {url} is damaged: {detail} (run `vouch check --repo {url}` for a full report)"
     )]
@@ -60,6 +65,10 @@ pub enum RepoError {
         "the repository at {url} is locked by {by}; wait for it to finish, or remove the lock with `vouch unlock` if that process is gone"
     )]
     Locked { url: String, by: String },
+    #[error(
+        "the lock on {url} could not be refreshed for {minutes} minutes (was the storage unreachable, or the machine suspended?), so another process may have changed the repository meanwhile; nothing more was stored: run the job again"
+    )]
+    LockLost { url: String, minutes: i64 },
     #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
@@ -101,6 +110,10 @@ impl BlobError {
         }
     }
 }
+
+/// The largest plaintext of one blob: data blobs are chunks of at most a few MiB, and a tree
+/// blob of a directory with millions of entries stays well under this.
+pub const MAX_BLOB_LEN: usize = 1 << 30;
 
 /// Decodes blobs with buffers and a zstd context that are reused from blob to blob: restore
 /// and check decode every stored byte, and allocating per blob fragments the heap.
@@ -155,6 +168,12 @@ impl BlobDecoder {
         keys.open_into(loc.kind.seal_kind(), sealed, &mut self.payload)
             .map_err(|e| damaged(e.to_string()))?;
         let raw = loc.raw_length as usize;
+        // The buffer is sized from the index: bounded, whatever an index file says.
+        if raw > MAX_BLOB_LEN {
+            return Err(damaged(format!(
+                "the index gives it {raw} bytes, more than any blob vouch writes"
+            )));
+        }
         let plain: &[u8] = match self.payload.split_first() {
             Some((&crypto::CODEC_RAW, body)) => body,
             Some((&crypto::CODEC_ZSTD, body)) => {
@@ -192,6 +211,8 @@ pub struct Repository {
     key_id: KeyId,
     master: Arc<crypto::MasterSecret>,
     clock: Arc<dyn Clock>,
+    /// Read without taking locks (`--no-lock`).
+    no_lock: bool,
 }
 
 impl std::fmt::Debug for Repository {
@@ -235,6 +256,12 @@ impl Repository {
     }
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
+        self
+    }
+    /// Read without taking locks (`--no-lock`, for read-only media); work that writes still
+    /// locks.
+    pub fn without_locks(mut self) -> Self {
+        self.no_lock = true;
         self
     }
 
@@ -316,6 +343,7 @@ impl Repository {
             key_id,
             master: Arc::new(master),
             clock,
+            no_lock: false,
         })
     }
 
@@ -354,7 +382,15 @@ impl Repository {
             Err(e) => return Err(e.into()),
         };
         let (key_id, master) = match unlock {
-            Unlock::Password(password) => keyring::unlock(&store, password).await?,
+            Unlock::Password(password) => {
+                let config = sealed_config.clone();
+                keyring::unlock(&store, password, move |master| {
+                    Keys::derive(master)
+                        .open_document(Kind::Config, &config)
+                        .is_ok()
+                })
+                .await?
+            }
             Unlock::Master(master, key_id) => (key_id, master),
         };
         let keys = Arc::new(Keys::derive(&master));
@@ -388,6 +424,7 @@ impl Repository {
             key_id,
             master: Arc::new(master),
             clock: Arc::new(SystemClock),
+            no_lock: false,
         })
     }
 
@@ -415,6 +452,16 @@ impl Repository {
     ) -> Result<T, RepoError> {
         let bytes = self.store.get(key).await?;
         self.decode_document(kind, key, &bytes)
+    }
+
+    /// Check and open a document already read from `key`.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        key: &str,
+        bytes: &[u8],
+    ) -> Result<T, RepoError> {
+        self.decode_document(kind, key, bytes)
     }
 
     fn decode_document<T: DeserializeOwned>(
@@ -589,13 +636,53 @@ impl Repository {
         lock::acquire(self, mode, operation).await
     }
 
+    /// A shared lock for work that only reads the repository (restore, check). A repository
+    /// that refuses writes (a write-protected disk, read-only credentials) is read without a
+    /// lock, as with `--no-lock`; the note says so, for the person to see.
+    pub async fn lock_for_reading(
+        &self,
+        operation: &str,
+    ) -> Result<(LockGuard, Option<String>), RepoError> {
+        if self.no_lock {
+            return Ok((
+                LockGuard::none(),
+                Some("read without a lock (--no-lock): a prune run meanwhile could remove what this reads".into()),
+            ));
+        }
+        match lock::acquire(self, LockMode::Shared, operation).await {
+            Ok(guard) => Ok((guard, None)),
+            Err(RepoError::Storage(e)) if e.is_read_only() => Ok((
+                LockGuard::none(),
+                Some(format!(
+                    "the repository refuses writes, so it is read without a lock (as with --no-lock): {e}"
+                )),
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Add a passphrase that opens this repository.
     pub async fn add_key(&self, new_password: &crypto::Secret) -> Result<KeyId, RepoError> {
         keyring::write_key(&self.store, &self.master, new_password, self.clock.now()).await
     }
 
-    pub async fn list_keys(&self) -> Result<Vec<(KeyId, format::key::KeyFile)>, RepoError> {
+    /// The key files, and those that cannot be read (key, why).
+    pub async fn list_keys(
+        &self,
+    ) -> Result<(Vec<(KeyId, format::key::KeyFile)>, Vec<(String, String)>), RepoError> {
         keyring::list(&self.store).await
+    }
+
+    /// Remove a key file that cannot be read (it opens nothing).
+    pub async fn remove_damaged_key(&self, key: &str) -> Result<(), RepoError> {
+        let (_, bad) = keyring::list(&self.store).await?;
+        if !bad.iter().any(|(k, _)| k == key) {
+            return Err(RepoError::Invalid(format!(
+                "{key} is not a damaged key file of {}",
+                self.url()
+            )));
+        }
+        Ok(self.store.delete(key).await?)
     }
 
     /// Remove a key; refuses the key in use and the last key.

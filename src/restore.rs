@@ -4,6 +4,7 @@
 //! is removed and reported by path; the others are restored regardless.
 
 mod reader;
+mod target;
 mod write;
 
 use std::ffi::OsStr;
@@ -18,7 +19,7 @@ use serde::Serialize;
 use crate::repo::format::snapshot::Snapshot;
 use crate::repo::format::tree::{Node, NodeKind};
 use crate::repo::ids::{BlobId, FileHash};
-use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
+use crate::repo::{RepoError, Repository, TreeLoader};
 
 pub use crate::repo::PackVerifier;
 pub use reader::BlobReader;
@@ -28,7 +29,8 @@ pub use write::{Verification, write_plan};
 pub struct RestoreOptions {
     pub target: PathBuf,
     /// Paths inside the snapshot to restore (everything when empty), e.g. `/srv/staff/Reports`.
-    pub include: Vec<String>,
+    /// Bytes, as names are: a folder whose name is not UTF-8 can be chosen.
+    pub include: Vec<std::ffi::OsString>,
     /// Replace files that already exist in the target.
     pub overwrite: bool,
     pub threads: Option<usize>,
@@ -63,6 +65,14 @@ pub struct DamagedFile {
     pub actual: Option<FileHash>,
 }
 
+/// A file the target would not take (a name too long for its filesystem, no space, a
+/// directory in the way): nothing stored is damaged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Unwritable {
+    pub path: String,
+    pub error: String,
+}
+
 #[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
 pub struct RestoreReport {
     pub files: u64,
@@ -73,14 +83,24 @@ pub struct RestoreReport {
     pub files_verified: u64,
     pub mismatches: Vec<Mismatch>,
     pub damaged: Vec<DamagedFile>,
+    /// Files the target refused (restore exits 3).
+    #[serde(default)]
+    pub unwritable: Vec<Unwritable>,
     /// Metadata that could not be applied (ownership without root, say).
     pub warnings: Vec<String>,
+    /// How the restore ran, for the person to know (read without a lock, say).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     pub duration_ms: u64,
 }
 
 impl RestoreReport {
     pub fn is_clean(&self) -> bool {
         self.mismatches.is_empty() && self.damaged.is_empty()
+    }
+    /// Everything was written (damage aside).
+    pub fn is_complete(&self) -> bool {
+        self.unwritable.is_empty()
     }
 }
 
@@ -115,10 +135,11 @@ pub struct Plan {
     pub damaged: Vec<DamagedFile>,
 }
 
-fn components(p: &str) -> Vec<Vec<u8>> {
-    p.split('/')
-        .filter(|c| !c.is_empty() && *c != ".")
-        .map(|c| c.as_bytes().to_vec())
+fn components(p: &OsStr) -> Vec<Vec<u8>> {
+    p.as_bytes()
+        .split(|b| *b == b'/')
+        .filter(|c| !c.is_empty() && *c != b".")
+        .map(<[u8]>::to_vec)
         .collect()
 }
 
@@ -126,7 +147,7 @@ fn components(p: &str) -> Vec<Vec<u8>> {
 pub async fn plan(
     trees: &TreeLoader,
     root: &BlobId,
-    include: &[String],
+    include: &[std::ffi::OsString],
 ) -> Result<Plan, RestoreError> {
     let includes: Vec<Vec<Vec<u8>>> = include.iter().map(|p| components(p)).collect();
     let mut matched = vec![false; includes.len()];
@@ -183,7 +204,7 @@ pub async fn plan(
     }
     if let Some(i) = matched.iter().position(|m| !m) {
         return Err(RestoreError::IncludeNotFound {
-            path: include[i].clone(),
+            path: include[i].to_string_lossy().into_owned(),
         });
     }
     Ok(plan)
@@ -196,10 +217,12 @@ pub async fn restore(
     opts: &RestoreOptions,
     progress: Arc<RestoreProgress>,
 ) -> Result<RestoreReport, RestoreError> {
-    let lock = repo.lock(LockMode::Shared, "restore").await?;
+    let (lock, note) = repo.lock_for_reading("restore").await?;
     let result = restore_locked(&repo, snapshot, opts, progress).await;
     lock.release().await?;
-    result
+    let mut report = result?;
+    report.notes.extend(note);
+    Ok(report)
 }
 
 async fn restore_locked(
@@ -214,25 +237,12 @@ async fn restore_locked(
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let plan = plan(&trees, &snapshot.tree, &opts.include).await?;
     let target = opts.target.clone();
-    std::fs::create_dir_all(&target).map_err(|e| target_error(&target, e))?;
-    let empty_target = std::fs::read_dir(&target)
-        .map_err(|e| target_error(&target, e))?
-        .next()
-        .is_none();
-    if !opts.overwrite && !empty_target {
-        let existing: Vec<&PathBuf> = plan
-            .files
-            .iter()
-            .map(|f| &f.rel)
-            .chain(plan.symlinks.iter().map(|(p, _)| p))
-            .filter(|p| std::fs::symlink_metadata(target.join(p)).is_ok())
-            .collect();
-        if let Some(first) = existing.first() {
-            return Err(RestoreError::TargetExists {
-                count: existing.len(),
-                first: target.join(first).display().to_string(),
-            });
-        }
+    let conflicts = conflicts(&target, &plan, opts.overwrite)?;
+    if let Some(first) = conflicts.first() {
+        return Err(RestoreError::TargetExists {
+            count: conflicts.len(),
+            first: target.join(first).display().to_string(),
+        });
     }
     let threads = opts.threads.unwrap_or_else(|| default_threads(repo));
     let handle = tokio::runtime::Handle::current();
@@ -255,6 +265,50 @@ async fn restore_locked(
     .expect("restore threads")?;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// What in the target is in the way of the plan, found without following any symlink: without
+/// `overwrite`, any file or symlink where the plan puts a file or symlink, and anything but a
+/// directory where it puts a directory; with `overwrite` (which replaces what is in the way),
+/// only a directory where a file goes.
+fn conflicts(target: &Path, plan: &Plan, overwrite: bool) -> Result<Vec<PathBuf>, RestoreError> {
+    use target::Existing;
+    let t = target::Target::open(target).map_err(|e| target_error(target, e))?;
+    let empty = std::fs::read_dir(target)
+        .map_err(|e| target_error(target, e))?
+        .next()
+        .is_none();
+    if empty {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    let mut look = |rel: &PathBuf, dir: bool| -> Result<(), RestoreError> {
+        let found = t
+            .existing(rel)
+            .map_err(|e| target_error(&target.join(rel), e))?;
+        let clash = match (found, dir, overwrite) {
+            (Existing::Nothing, _, _) => false,
+            // Something on the way is a symlink or a file: its parent is reported instead.
+            (Existing::Blocked, _, _) => false,
+            (Existing::Dir, true, _) => false,
+            (Existing::Dir, false, _) => true,
+            (Existing::Other, _, overwrite) => !overwrite,
+        };
+        if clash {
+            out.push(rel.clone());
+        }
+        Ok(())
+    };
+    for (rel, _) in &plan.dirs {
+        look(rel, true)?;
+    }
+    for f in &plan.files {
+        look(&f.rel, false)?;
+    }
+    for (rel, _) in &plan.symlinks {
+        look(rel, false)?;
+    }
+    Ok(out)
 }
 
 /// Threads for restoring: writes are mostly kernel time, so twice the cores on a local disk;

@@ -59,6 +59,10 @@ pub enum StorageError {
     #[error("cannot open {url}: {detail}")]
     Config { url: String, detail: String },
     #[error(
+        "there is no vouch repository at {url}: the directory does not exist (check the path; is the disk or share mounted?); `vouch init --repo {url}` creates a new one"
+    )]
+    Missing { url: String },
+    #[error(
         "{key} in {url} is protected by S3 Object Lock until {}; it can be removed after then",
         crate::clock::human(*until)
     )]
@@ -76,6 +80,14 @@ impl StorageError {
     }
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+    /// The storage refuses writes (a read-only disk or mount, read-only credentials).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            StorageError::Denied { .. } => true,
+            StorageError::Other { detail, .. } => detail.contains("Read-only file system"),
+            _ => false,
+        }
     }
     /// Refused because Object Lock retains the object (or the storage denied the delete).
     pub fn is_refused_delete(&self) -> bool {
@@ -159,10 +171,26 @@ impl Store {
         let display = url.to_string();
         match url {
             RepoUrl::Local(path) => {
-                std::fs::create_dir_all(path).map_err(|e| StorageError::Config {
-                    url: display.clone(),
-                    detail: format!("cannot create the directory: {e}"),
-                })?;
+                // Only `init` creates a repository's directory (`Store::create`): a mistyped
+                // path, or a disk that is not mounted, is an error, not a new empty folder.
+                match std::fs::metadata(path) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        return Err(StorageError::Config {
+                            url: display,
+                            detail: "it is a file, not a repository directory".into(),
+                        });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(StorageError::Missing { url: display });
+                    }
+                    Err(e) => {
+                        return Err(StorageError::Config {
+                            url: display,
+                            detail: e.to_string(),
+                        });
+                    }
+                }
                 let fs =
                     LocalFileSystem::new_with_prefix(path).map_err(|e| StorageError::Config {
                         url: display.clone(),
@@ -252,6 +280,87 @@ impl Store {
         }
     }
 
+    /// Open the store behind `url` for `vouch init`, creating a local repository's directory.
+    /// A directory that has to be made inside an empty one that is not a mounted filesystem
+    /// is refused unless `create_parents`: that is what a disk that is not mounted looks like
+    /// (its mount point is an empty folder on the system disk), and the backups would fill
+    /// the system disk instead.
+    pub fn create(
+        url: &RepoUrl,
+        s3: &S3Options,
+        create_parents: bool,
+    ) -> Result<Self, StorageError> {
+        if let RepoUrl::Local(path) = url {
+            let display = url.to_string();
+            let fail = |detail: String| StorageError::Config {
+                url: display.clone(),
+                detail,
+            };
+            let abs = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
+            if !abs.exists() {
+                if !create_parents {
+                    if let Some(why) = suspicious_parent(&abs) {
+                        return Err(fail(why));
+                    }
+                }
+                crate::sys::create_private_dir(&abs)
+                    .map_err(|e| fail(format!("cannot create the directory: {e}")))?;
+            }
+        }
+        Self::open(url, s3)
+    }
+
+    /// Files left on a local disk by writes that were killed before they finished (the
+    /// local store writes `name#N` and renames it into place), older than `older_than`.
+    pub fn partial_uploads(
+        &self,
+        older_than: time::Duration,
+    ) -> Result<Vec<PathBuf>, StorageError> {
+        let Some(root) = &self.local_root else {
+            return Ok(Vec::new());
+        };
+        let cutoff: std::time::SystemTime = (now_utc() - older_than).into();
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(classify_io(&self.display, &dir.display().to_string(), &e)),
+            };
+            for entry in entries.flatten() {
+                let Ok(ft) = entry.file_type() else { continue };
+                let path = entry.path();
+                if ft.is_dir() {
+                    stack.push(path);
+                } else if ft.is_file() && is_partial_name(&entry.file_name()) {
+                    let old = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t <= cutoff);
+                    if old {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Remove partial uploads found by `partial_uploads`; returns how many went.
+    pub fn remove_partial(&self, files: &[PathBuf]) -> Result<usize, StorageError> {
+        let mut removed = 0;
+        for f in files {
+            match std::fs::remove_file(f) {
+                Ok(()) => removed += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(classify_io(&self.display, &f.display().to_string(), &e)),
+            }
+        }
+        Ok(removed)
+    }
+
     /// A store over any `ObjectStore` (tests wrap a real store with fault injection).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, display: impl Into<String>) -> Self {
         Self {
@@ -304,6 +413,23 @@ impl Store {
     }
 
     async fn put_with(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
+        let create_only = matches!(mode, PutMode::Create);
+        match self.put_once(key, bytes.clone(), mode).await {
+            // A create-only write that finds the object already holding exactly these bytes
+            // succeeded: typically its first try was stored and only the reply was lost, and
+            // the retry was refused. Object names are hashes, or hold random ids, so no other
+            // writer produces the same bytes.
+            Err(StorageError::AlreadyExists { url, key: k }) if create_only => {
+                match self.get(key).await {
+                    Ok(stored) if stored == bytes => Ok(()),
+                    _ => Err(StorageError::AlreadyExists { url, key: k }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn put_once(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
         if let Some((lock, retention)) = &self.lock {
             // Lock files are refreshed and removed all the time; they carry no retention of
             // ours. They go through the same client all the same: it sends the checksum that
@@ -432,11 +558,17 @@ impl Store {
             }
         }
         let path = self.path(key);
-        self.retrying(key, || {
-            let path = path.clone();
-            async move { self.inner.delete(&path).await }
-        })
-        .await
+        // Deleting what is not there is done (a local disk says NotFound, S3 says nothing).
+        match self
+            .retrying(key, || {
+                let path = path.clone();
+                async move { self.inner.delete(&path).await }
+            })
+            .await
+        {
+            Err(e) if e.is_not_found() => Ok(()),
+            other => other,
+        }
     }
 
     /// Every object under `dir` with its size and when it was last written.
@@ -638,6 +770,35 @@ pub(crate) fn now_utc() -> time::OffsetDateTime {
     crate::clock::SystemClock.now()
 }
 
+/// `name#123`: a local write that never reached its rename.
+fn is_partial_name(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.rsplit_once('#').is_some_and(|(base, n)| {
+        !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
+/// Why creating the directories of `path` looks like filling an unmounted disk's mount point:
+/// the deepest directory that exists is empty and is not the root of a mounted filesystem.
+fn suspicious_parent(path: &std::path::Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let existing = path.ancestors().skip(1).find(|a| a.exists())?;
+    let parent = existing.parent()?;
+    let empty = std::fs::read_dir(existing).ok()?.next().is_none();
+    let (here, above) = (
+        std::fs::metadata(existing).ok()?,
+        std::fs::metadata(parent).ok()?,
+    );
+    if !empty || here.dev() != above.dev() {
+        return None;
+    }
+    Some(format!(
+        "{} is an empty folder on the same disk as {}, which is what a mount point looks like when its disk is not mounted; nothing was created. Mount the disk (or share) there and run init again, or, if the repository should live on this disk, pass --create-parents",
+        existing.display(),
+        parent.display()
+    ))
+}
+
 fn rand_suffix() -> [u8; 8] {
     let mut b = [0u8; 8];
     getrandom::fill(&mut b).expect("random bytes");
@@ -645,7 +806,12 @@ fn rand_suffix() -> [u8; 8] {
 }
 
 fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
-    std::fs::File::open(file)?.sync_all()?;
+    use std::os::unix::fs::PermissionsExt;
+    let f = std::fs::File::open(file)?;
+    // Owner only: key files are plaintext JSON (their secret is wrapped, but offline guessing
+    // of the passphrase starts from them), and nothing of a repository is for other users.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.sync_all()?;
     if let Some(dir) = file.parent() {
         std::fs::File::open(dir)?.sync_all()?;
     }
@@ -753,9 +919,10 @@ mod tests {
     #[tokio::test]
     async fn a_local_store_writes_reads_lists_and_deletes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(
+        let store = Store::create(
             &RepoUrl::Local(dir.path().join("repo")),
             &S3Options::default(),
+            true,
         )
         .unwrap();
         store

@@ -36,3 +36,50 @@ pub fn euid() -> u32 {
         .map(|m| m.uid())
         .unwrap_or(u32::MAX)
 }
+
+/// Where a test may stop a long job to kill it or to run another beside it: when the
+/// environment variable `var` names `phase`, this prints `WHAT: paused before PHASE` to
+/// standard error and waits, for ever, or until the file named by `VOUCH_TEST_RESUME` exists.
+/// Nothing else reads these variables.
+pub(crate) fn test_pause(var: &str, phase: &str) {
+    if std::env::var(var).is_ok_and(|p| p == phase) {
+        let what = var
+            .trim_start_matches("VOUCH_TEST_")
+            .trim_end_matches("_PAUSE")
+            .to_lowercase();
+        errln!("{what}: paused before {phase}");
+        let resume = std::env::var_os("VOUCH_TEST_RESUME").map(std::path::PathBuf::from);
+        loop {
+            if resume.as_ref().is_some_and(|f| f.exists()) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+/// A folder only its owner can enter.
+pub fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Write a new file readable by its owner only.
+pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}

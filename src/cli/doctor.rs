@@ -56,29 +56,29 @@ pub async fn run(g: &GlobalArgs, json: bool, test_email: bool) -> Result<i32> {
             .map(|(name, r)| serde_json::json!({ "repository": name, "report": r }))
             .collect();
         let out = serde_json::json!({ "repositories": all, "mail": mail });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         for (name, r) in &reports {
-            println!("{name} ({})", r.url);
+            outln!("{name} ({})", r.url);
             for f in &r.findings {
-                println!("  {} {}", mark(f.level), f.text);
+                outln!("  {} {}", mark(f.level), f.text);
             }
         }
         if let Some(m) = &mail {
-            println!("mail");
+            outln!("mail");
             match &m.detail {
-                None => println!(
+                None => outln!(
                     "  {} {} accepts a connection (TLS and login included)",
                     mark(Level::Ok),
                     m.via
                 ),
-                Some(e) => println!(
+                Some(e) => outln!(
                     "  {} {e}: alerts wait in the outbox until it works (`vouch outbox`)",
                     mark(Level::Problem)
                 ),
             }
             if !m.test_email_to.is_empty() {
-                println!(
+                outln!(
                     "  {} a test email went to {}",
                     mark(Level::Ok),
                     m.test_email_to.join(", ")

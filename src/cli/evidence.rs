@@ -26,12 +26,12 @@ pub fn keygen(out: &Path, password_file: Option<PathBuf>, unencrypted: bool) -> 
     };
     let comment = format!("vouch evidence key, made on {}", crate::sys::hostname());
     let (sk, pk, id) = sign::keygen(out, password, &comment)?;
-    println!("made an evidence signing key, key id {id}");
-    println!(
+    outln!("made an evidence signing key, key id {id}");
+    outln!(
         "  secret: {} (keep it on the NAS; set [evidence] signing_key in vouch.toml)",
         sk.display()
     );
-    println!(
+    outln!(
         "  public: {} (give this to the auditor, by a channel other than the evidence email)",
         pk.display()
     );
@@ -84,16 +84,16 @@ fn key(signing: SigningArgs, config: Option<&Config>) -> SigningKey {
 }
 
 fn print_summary(e: &Evidence, dir: &Path) {
-    println!("{}", e.derived.verdict);
+    outln!("{}", e.derived.verdict);
     for c in &e.derived.clauses {
-        println!(
+        outln!(
             "  {} {}: {}",
             if c.met { "met    " } else { "NOT MET" },
             c.id,
             c.evidence
         );
     }
-    println!(
+    outln!(
         "signed pack in {}: evidence.html, evidence.json and their .minisig signatures (key id {})",
         dir.display(),
         e.signing_key_id
@@ -111,7 +111,7 @@ pub async fn build(
     let period = period(from, to, today())?;
     if let Some(url) = &g.repo {
         // From the repository's own records: the NAS and its journal may be gone.
-        eprintln!(
+        errln!(
             "vouch: building from the records in {url} alone (--repo or VOUCH_REPOSITORY is set); \
              without it the pack is built from vouch.toml and the local journal"
         );
@@ -150,10 +150,10 @@ pub async fn verify(g: &GlobalArgs, dir: &Path, pubkey: &Path, json: bool) -> Re
         crate::evidence::verify_pack(dir, &pk, repo.as_deref()).await
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        outln!("{}", serde_json::to_string_pretty(&outcome)?);
     } else {
         if let (Some(school), Some(verdict)) = (&outcome.school, &outcome.verdict) {
-            println!(
+            outln!(
                 "{school}{}",
                 outcome
                     .period
@@ -161,17 +161,17 @@ pub async fn verify(g: &GlobalArgs, dir: &Path, pubkey: &Path, json: bool) -> Re
                     .map(|p| format!(", {p}"))
                     .unwrap_or_default()
             );
-            println!("  the pack says: {verdict}");
+            outln!("  the pack says: {verdict}");
         }
         for c in &outcome.checks {
-            println!(
+            outln!(
                 "  {} {}: {}",
                 if c.ok { "ok  " } else { "FAIL" },
                 c.what,
                 c.detail
             );
         }
-        println!(
+        outln!(
             "{}",
             if outcome.ok() {
                 "VERIFIED: signed with this key, unchanged, and consistent"
@@ -198,12 +198,13 @@ pub async fn send(
             .await?;
     let seq = outcome.seq;
     if let Some(error) = &outcome.record.error {
-        eprintln!("vouch: {}: {error}", outcome.record.summary);
+        errln!("vouch: {}: {error}", outcome.record.summary);
         return Ok(outcome.exit_code);
     }
     let (sent, pending) = service.deliver(true).await?;
-    let sent = sent + service.mail_sent.load(std::sync::atomic::Ordering::Relaxed);
-    println!(
+    let _ = sent;
+    let sent = service.mail_sent.load(std::sync::atomic::Ordering::Relaxed);
+    outln!(
         "evidence pack in {} (journal run #{seq}); email to {}: {sent} sent, {pending} waiting",
         dir.display(),
         service.config.evidence_to.join(", ")
@@ -217,7 +218,7 @@ pub async fn proof(g: &GlobalArgs, run: i64, out: &Path, signing: SigningArgs) -
     let p = crate::evidence::send::proof(&service, run, out, &key)
         .await
         .map_err(anyhow::Error::msg)?;
-    println!(
+    outln!(
         "signed proof of run #{run} (test restore {} on {}: {}) in {}: proof.html, proof.json and their signatures",
         p.report.plan,
         crate::clock::human(p.report.started),

@@ -94,14 +94,14 @@ pub async fn forget(
     let tz = time_zone(g);
     let report = crate::retention::forget(&repo, &opts, &tz).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         show_forget(&report, &tz);
     }
     if prune && !dry_run {
         let r = crate::prune::prune(repo, &PruneOptions::default()).await?;
         if json {
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            outln!("{}", serde_json::to_string_pretty(&r)?);
         } else {
             show_prune(&r);
         }
@@ -111,7 +111,7 @@ pub async fn forget(
 
 fn show_forget(r: &ForgetReport, tz: &jiff::tz::TimeZone) {
     for g in &r.groups {
-        println!(
+        outln!(
             "{} {}: keeping {} of {} snapshot(s)",
             g.host,
             g.paths.join(", "),
@@ -123,7 +123,7 @@ fn show_forget(r: &ForgetReport, tz: &jiff::tz::TimeZone) {
                 .to_zoned(tz.clone())
                 .strftime("%Y-%m-%d %H:%M %Z")
                 .to_string();
-            println!(
+            outln!(
                 "  {} {}  {}  {}",
                 if d.keep { "keep  " } else { "remove" },
                 d.id.short(),
@@ -134,15 +134,15 @@ fn show_forget(r: &ForgetReport, tz: &jiff::tz::TimeZone) {
     }
     let to_remove: usize = r.groups.iter().map(|g| g.decisions.len() - g.kept()).sum();
     if r.dry_run {
-        println!("dry run: {to_remove} snapshot(s) would be removed; nothing was changed");
+        outln!("dry run: {to_remove} snapshot(s) would be removed; nothing was changed");
     } else {
-        println!(
+        outln!(
             "removed {} snapshot(s); `vouch prune` frees the data only they used",
             r.removed.len()
         );
     }
     for (id, why) in &r.refused {
-        println!(
+        outln!(
             "  kept {} because the storage refused to delete it: {why}",
             id.short()
         );
@@ -168,7 +168,7 @@ pub async fn prune(g: &GlobalArgs, max_unused: &str, dry_run: bool, json: bool) 
     )
     .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        outln!("{}", serde_json::to_string_pretty(&r)?);
     } else {
         show_prune(&r);
     }
@@ -176,7 +176,7 @@ pub async fn prune(g: &GlobalArgs, max_unused: &str, dry_run: bool, json: bool) 
 }
 
 fn show_prune(r: &PruneReport) {
-    println!(
+    outln!(
         "{} snapshot(s) use {} blob(s), {}; {} pack(s), {} in storage",
         r.snapshots,
         r.used_blobs,
@@ -184,19 +184,21 @@ fn show_prune(r: &PruneReport) {
         r.packs_before,
         size(r.bytes_before)
     );
-    println!(
+    outln!(
         "  {} pack(s) unused, {} partly used to repack, {} not in any index",
-        r.packs_unused, r.packs_repacked, r.packs_unindexed
+        r.packs_unused,
+        r.packs_repacked,
+        r.packs_unindexed
     );
     if r.dry_run {
-        println!(
+        outln!(
             "dry run: would remove {} pack(s) and free {}; nothing was changed",
             r.packs_removed,
             size(r.bytes_freed)
         );
         return;
     }
-    println!(
+    outln!(
         "  wrote {} pack(s) ({}) and {} index file(s); removed {} index file(s) and {} pack(s)",
         r.packs_written,
         size(r.bytes_written),
@@ -205,17 +207,17 @@ fn show_prune(r: &PruneReport) {
         r.packs_removed
     );
     for (key, why) in &r.refused {
-        println!(
+        outln!(
             "  kept {key}: the storage refused to delete it ({why}); a later prune will try again"
         );
     }
     if r.retention_extended > 0 {
-        println!(
+        outln!(
             "  extended the Object Lock retention of {} object(s) still needed",
             r.retention_extended
         );
     }
-    println!(
+    outln!(
         "freed {}: {} pack(s), {} in storage now ({} unused kept, under the threshold)",
         size(r.bytes_freed.saturating_sub(r.bytes_written)),
         r.packs_after,

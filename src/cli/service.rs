@@ -29,20 +29,20 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
     let (config, errors) = Config::check_all(&path);
     if !errors.is_empty() {
         for e in &errors {
-            println!("{e}");
+            outln!("{e}");
         }
-        println!("{} mistake(s) in the configuration", errors.len());
+        outln!("{} mistake(s) in the configuration", errors.len());
         return Ok(EXIT_FAILED);
     }
     let c = config.expect("no errors");
     let now = to_jiff(SystemClock.now());
-    println!(
+    outln!(
         "{}: ok — {}, time zone {}",
         path.display(),
         c.school,
         c.time_zone_name
     );
-    println!(
+    outln!(
         "  {} repositor{}: {}",
         c.repositories.len(),
         if c.repositories.len() == 1 {
@@ -62,7 +62,7 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
                 .strftime("%Y-%m-%d %H:%M %Z")
                 .to_string()
         });
-        println!(
+        outln!(
             "  schedule {}: {} → {}, cron {:?} (next {}), rpo {}",
             s.name,
             s.paths
@@ -77,7 +77,7 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
         );
     }
     for p in &c.plans {
-        println!(
+        outln!(
             "  restore test {}: {}",
             p.name,
             p.cron
@@ -86,16 +86,16 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
         );
     }
     match &c.smtp {
-        Some(s) => println!(
+        Some(s) => outln!(
             "  mail: SMTP {}:{} to {}",
             s.host,
             s.port,
             c.alerts_to.join(", ")
         ),
-        None => println!("  mail: written to {} (no [smtp])", c.mail_folder.display()),
+        None => outln!("  mail: written to {} (no [smtp])", c.mail_folder.display()),
     }
     if c.alerts_to.is_empty() {
-        println!("  warning: [alerts] to is empty: nobody would hear about a failed backup");
+        outln!("  warning: [alerts] to is empty: nobody would hear about a failed backup");
     }
     Ok(EXIT_OK)
 }
@@ -104,16 +104,17 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
     let service = service(explicit)?;
     if job == "check-freshness" {
         service.housekeeping().await?;
+        service.flush_outbox().await?;
         let stale = service.with_journal(|j| {
             crate::notify::Monitor::new(j.connection(), &service.config)
                 .and_then(|m| m.incidents(false))
         })?;
         let stale: Vec<_> = stale.into_iter().filter(|i| i.kind == "stale").collect();
         for i in &stale {
-            println!("STALE: {}", i.detail);
+            outln!("STALE: {}", i.detail);
         }
         if stale.is_empty() {
-            println!("every schedule has a good backup within its RPO");
+            outln!("every schedule has a good backup within its RPO");
         }
         return Ok(if stale.is_empty() {
             EXIT_OK
@@ -123,17 +124,21 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
     }
     let operator = operator.unwrap_or_else(crate::sys::username);
     let o = service.run_job(job, Trigger::Manual, &operator).await?;
-    println!(
+    outln!(
         "run #{}: {} {} {}: {}",
-        o.seq, o.record.kind, o.record.job, o.record.outcome, o.record.summary
+        o.seq,
+        o.record.kind,
+        o.record.job,
+        o.record.outcome,
+        o.record.summary
     );
     if let Some(e) = &o.record.error {
-        eprintln!("{e}");
+        errln!("{e}");
     }
     let (_, pending) = service.flush_outbox().await?;
     let sent = service.mail_sent.load(std::sync::atomic::Ordering::Relaxed);
     if sent + pending > 0 {
-        println!(
+        outln!(
             "mail: {sent} sent to {}, {pending} waiting",
             service.mailer().describe()
         );
@@ -230,6 +235,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
     })?;
     let pending = service
         .with_journal(|j| crate::notify::Outbox::new(j.connection()).and_then(|o| o.pending()))?;
+    let stuck = service.outbox_stuck()?;
     if json {
         #[derive(Serialize)]
         struct Status<'a> {
@@ -237,19 +243,21 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             jobs: &'a [JobStatus],
             incidents: &'a [crate::notify::Incident],
             outbox_pending: usize,
+            mail_stuck: Option<&'a crate::notify::Stuck>,
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&Status {
                 school: &c.school,
                 jobs: &jobs,
                 incidents: &incidents,
-                outbox_pending: pending
+                outbox_pending: pending,
+                mail_stuck: stuck.as_ref(),
             })?
         );
         return Ok(EXIT_OK);
     }
-    println!(
+    outln!(
         "{} — vouch on {}, {} ({})",
         c.school,
         crate::sys::hostname(),
@@ -276,7 +284,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             (_, _, Some(g)) => format!("last passed {}", local(g)),
             _ => "never passed".to_string(),
         };
-        println!(
+        outln!(
             "  {:<8} {:<22} → {:<10} next {:<22} {last}; {health}",
             j.kind,
             j.name,
@@ -290,17 +298,17 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
         .map(|(_, r)| r.ended)
         .max();
     match last_drill {
-        Some(t) => println!(
+        Some(t) => outln!(
             "  last passed test restore: {} (the policy asks for one at least every year)",
             human(t)
         ),
         None if !c.plans.is_empty() => {
-            println!("  no test restore has passed yet: run `vouch drill <plan>`")
+            outln!("  no test restore has passed yet: run `vouch drill <plan>`")
         }
         None => {}
     }
     for i in &incidents {
-        println!(
+        outln!(
             "  OPEN since {}: {} — {}",
             local(i.opened),
             i.title,
@@ -308,12 +316,20 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
         );
     }
     if incidents.is_empty() {
-        println!("  no open incidents");
+        outln!("  no open incidents");
     }
     if pending > 0 {
-        println!("  {pending} email(s) waiting in the outbox (`vouch outbox`)");
+        outln!("  {pending} email(s) waiting in the outbox (`vouch outbox`)");
     }
-    Ok(if incidents.is_empty() {
+    if let Some(st) = &stuck {
+        outln!(
+            "  MAIL NOT GOING OUT: {} email(s) waiting since {}; last error: {} (`vouch doctor --test-email` tests the mail settings)",
+            st.waiting,
+            local(st.since),
+            st.last_error
+        );
+    }
+    Ok(if incidents.is_empty() && stuck.is_none() {
         EXIT_OK
     } else {
         EXIT_DAMAGE
@@ -329,12 +345,12 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
     let j = journal(explicit)?;
     let entries = j.entries()?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(EXIT_OK);
     }
     for e in &entries {
         match &e.record {
-            Record::Run(r) => println!(
+            Record::Run(r) => outln!(
                 "#{:<5} {}  {:<8} {:<22} {:<12} {:<11} {}",
                 e.seq,
                 human(r.started),
@@ -344,7 +360,7 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
                 r.outcome,
                 r.summary
             ),
-            Record::Annotation(a) => println!(
+            Record::Annotation(a) => outln!(
                 "#{:<5} {}  note on #{} by {}: {}",
                 e.seq,
                 human(a.time),
@@ -355,7 +371,7 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
         }
     }
     if entries.is_empty() {
-        println!("the journal is empty");
+        outln!("the journal is empty");
     }
     Ok(EXIT_OK)
 }
@@ -363,9 +379,9 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
 pub fn journal_show(explicit: Option<&Path>, run: i64) -> Result<i32> {
     let j = journal(explicit)?;
     let e = j.entry(run)?;
-    println!("{}", serde_json::to_string_pretty(&e)?);
+    outln!("{}", serde_json::to_string_pretty(&e)?);
     for a in j.annotations(run)? {
-        println!("note {} by {}: {}", human(a.time), a.operator, a.text);
+        outln!("note {} by {}: {}", human(a.time), a.operator, a.text);
     }
     Ok(EXIT_OK)
 }
@@ -374,14 +390,26 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
     let service = service(explicit)?;
     let report = service.with_journal(|j| j.verify())?;
     let entries = service.with_journal(|j| j.entries())?;
+    let pending = service.with_journal(|j| j.pending_mirrors())?;
     let mut mirrors = Vec::new();
     for name in service.config.repositories.keys() {
+        let waiting: std::collections::HashSet<i64> = pending
+            .iter()
+            .filter(|(_, r)| r == name)
+            .map(|(seq, _)| *seq)
+            .collect();
         match service.repository(name).await {
             Ok(repo) => mirrors.push(
-                crate::journal::verify_mirror(&entries, name, &repo, &crate::sys::hostname())
-                    .await?,
+                crate::journal::verify_mirror(
+                    &entries,
+                    &waiting,
+                    name,
+                    &repo,
+                    &crate::sys::hostname(),
+                )
+                .await?,
             ),
-            Err(e) => eprintln!(
+            Err(e) => errln!(
                 "vouch: warning: repository {name} cannot be opened to compare its copy: {e}"
             ),
         }
@@ -394,7 +422,7 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
             chain: &'a crate::journal::VerifyReport,
             mirrors: &'a [crate::journal::MirrorCheck],
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&V {
                 ok,
@@ -403,41 +431,53 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
             })?
         );
     } else {
-        println!(
+        outln!(
             "journal {}: {} row(s), chain head {}",
             service.with_journal(|j| j.path().display().to_string()),
             report.rows,
             report.head
         );
         for (seq, why) in &report.broken {
-            println!("BROKEN: row {seq}: {why}");
+            outln!("BROKEN: row {seq}: {why}");
         }
         for m in &mirrors {
-            println!(
+            outln!(
                 "copy in repository {}: {} of {} row(s) mirrored{}",
                 m.repository,
-                m.local_rows - m.missing_in_mirror.len(),
+                m.local_rows - m.not_yet.len() - m.missing_in_mirror.len() - m.damaged.len(),
                 m.local_rows,
-                if m.missing_in_mirror.is_empty() {
+                if m.not_yet.is_empty() {
                     String::new()
                 } else {
-                    format!(" ({} not yet)", m.missing_in_mirror.len())
+                    format!(" ({} waiting to be mirrored)", m.not_yet.len())
                 }
             );
+            for (key, why) in &m.unreadable {
+                outln!(
+                    "DAMAGED: {key} in repository {} cannot be read: {why}",
+                    m.repository
+                );
+            }
+            for seq in &m.missing_in_mirror {
+                outln!(
+                    "BROKEN: row {seq} was mirrored to repository {} and is gone from it",
+                    m.repository
+                );
+            }
             for seq in &m.differing {
-                println!(
+                outln!(
                     "BROKEN: row {seq} differs from the copy in repository {}",
                     m.repository
                 );
             }
             for seq in &m.missing_locally {
-                println!(
+                outln!(
                     "BROKEN: row {seq} is in repository {} but gone from the local journal",
                     m.repository
                 );
             }
         }
-        println!(
+        outln!(
             "{}",
             if ok {
                 "the journal verifies"
@@ -464,7 +504,7 @@ pub async fn journal_annotate(
     let seq = service
         .annotate(run, text, &operator.unwrap_or_else(crate::sys::username))
         .await?;
-    println!("noted as row #{seq} on run #{run}");
+    outln!("noted as row #{seq} on run #{run}");
     Ok(EXIT_OK)
 }
 
@@ -472,7 +512,7 @@ pub async fn outbox(explicit: Option<&Path>, all: bool, flush: bool, json: bool)
     let service = service(explicit)?;
     if flush {
         let (sent, pending) = service.deliver(true).await?;
-        println!(
+        outln!(
             "{sent} sent to {}, {pending} waiting",
             service.mailer().describe()
         );
@@ -480,11 +520,11 @@ pub async fn outbox(explicit: Option<&Path>, all: bool, flush: bool, json: bool)
     let list = service
         .with_journal(|j| crate::notify::Outbox::new(j.connection()).and_then(|o| o.list(all)))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list)?);
+        outln!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(EXIT_OK);
     }
     for q in &list {
-        println!(
+        outln!(
             "#{} {} to {}: {}{}",
             q.id,
             q.sent.as_deref().map_or(
@@ -500,7 +540,7 @@ pub async fn outbox(explicit: Option<&Path>, all: bool, flush: bool, json: bool)
         );
     }
     if list.is_empty() {
-        println!("nothing waiting");
+        outln!("nothing waiting");
     }
     Ok(EXIT_OK)
 }
@@ -533,6 +573,8 @@ pub async fn acknowledge(
     let service = service(explicit)?;
     let operator = operator.unwrap_or_else(crate::sys::username);
     let said = service.acknowledge(run, note, &operator).await?;
-    println!("{said}");
+    outln!("{said}");
+    // The "resolved" email goes out now if the server answers; otherwise it waits.
+    service.flush_outbox().await?;
     Ok(EXIT_OK)
 }

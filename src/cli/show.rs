@@ -47,7 +47,7 @@ pub fn error_text(e: &anyhow::Error) -> String {
 }
 
 fn json<T: Serialize>(v: &T) {
-    println!("{}", serde_json::to_string_pretty(v).expect("json"));
+    outln!("{}", serde_json::to_string_pretty(v).expect("json"));
 }
 
 #[derive(Serialize)]
@@ -68,7 +68,7 @@ pub fn backup(r: &BackupReport, as_json: bool) {
         return;
     }
     let s = &r.snapshot.summary;
-    println!(
+    outln!(
         "snapshot {} saved{}",
         r.snapshot_id.short(),
         r.snapshot
@@ -77,7 +77,7 @@ pub fn backup(r: &BackupReport, as_json: bool) {
             .map(|l| format!(" ({l})"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "  files: {} ({} new, {} changed, {} unchanged), {} directories, {}",
         s.total_files,
         s.files_new,
@@ -86,7 +86,7 @@ pub fn backup(r: &BackupReport, as_json: bool) {
         s.dirs,
         size(s.total_bytes)
     );
-    println!(
+    outln!(
         "  read {}, added {} of new data ({} stored) in {}",
         size(s.bytes_read),
         size(s.bytes_added_raw),
@@ -94,34 +94,43 @@ pub fn backup(r: &BackupReport, as_json: bool) {
         seconds(s.duration_ms)
     );
     if !s.changed_during_read.is_empty() {
-        println!(
+        outln!(
             "  warning: {} file(s) changed while being read (backed up as read; the next backup takes them again):",
             s.changed_during_read.len()
         );
         for p in s.changed_during_read.iter().take(20) {
-            println!("    {p}");
+            outln!("    {p}");
         }
     }
     if !s.skipped_special.is_empty() {
-        println!(
-            "  skipped {} special file(s) (sockets, devices, FIFOs)",
+        outln!(
+            "  skipped {} special file(s) (sockets, devices, FIFOs): they are not backed up",
             s.skipped_special.len()
         );
+        for p in s.skipped_special.iter().take(20) {
+            outln!("    {p}");
+        }
+        if s.skipped_special.len() > 20 {
+            outln!(
+                "    … and {} more (`vouch snapshots --json` lists them all)",
+                s.skipped_special.len() - 20
+            );
+        }
     }
     if !s.unreadable.is_empty() {
-        eprintln!(
+        errln!(
             "vouch: warning: {} path(s) could not be read; the snapshot is partial (exit code 3):",
             s.unreadable.len()
         );
         for p in &s.unreadable {
-            eprintln!("    {}: {}", p.path, p.error);
+            errln!("    {}: {}", p.path, p.error);
         }
     }
 }
 
 pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], as_json: bool) {
     for (key, err) in bad {
-        eprintln!("vouch: warning: {key} cannot be read: {err}");
+        errln!("vouch: warning: {key} cannot be read: {err}");
     }
     if as_json {
         let v: Vec<_> = list
@@ -136,12 +145,16 @@ pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], a
         return;
     }
     if list.is_empty() {
-        println!("no snapshots");
+        outln!("no snapshots");
         return;
     }
-    println!(
+    outln!(
         "{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  label / paths",
-        "id", "time", "host", "files", "size"
+        "id",
+        "time",
+        "host",
+        "files",
+        "size"
     );
     for (id, s) in list {
         let label = s.label.clone().unwrap_or_else(|| s.paths.join(", "));
@@ -155,7 +168,7 @@ pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], a
         } else {
             format!("  [{}]", s.tags.join(", "))
         };
-        println!(
+        outln!(
             "{:<8}  {:<23}  {:<12}  {:>7}  {:>9}  {label}{tags}{partial}",
             id.short(),
             human(s.time),
@@ -164,7 +177,7 @@ pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], a
             size(s.summary.total_bytes)
         );
     }
-    println!("{} snapshot(s)", list.len());
+    outln!("{} snapshot(s)", list.len());
 }
 
 pub async fn ls(
@@ -182,7 +195,7 @@ pub async fn ls(
     let mut stack = vec![(snap.tree, String::new(), 0usize)];
     let mut printed = 0usize;
     let mut damaged = false;
-    println!(
+    outln!(
         "snapshot {} of {} at {}:",
         id.short(),
         snap.paths.join(", "),
@@ -192,7 +205,7 @@ pub async fn ls(
         let tree = match trees.load(&tid).await {
             Ok(t) => t,
             Err(e) => {
-                eprintln!(
+                errln!(
                     "vouch: error: {}: {e}",
                     if prefix.is_empty() { "/" } else { &prefix }
                 );
@@ -225,12 +238,15 @@ pub async fn ls(
                         .as_ref()
                         .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
                         .unwrap_or_default();
-                    println!(
+                    outln!(
                         "{kind}{:04o} {:>6} {:>6} {:>12}  {t}  {p}{target}",
-                        node.mode, node.uid, node.gid, node.size
+                        node.mode,
+                        node.uid,
+                        node.gid,
+                        node.size
                     );
                 } else {
-                    println!("{p}");
+                    outln!("{p}");
                 }
             }
         }
@@ -250,11 +266,14 @@ pub async fn ls(
 }
 
 pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json: bool) {
+    for n in &r.notes {
+        errln!("vouch: note: {n}");
+    }
     if as_json {
         json(r);
         return;
     }
-    println!(
+    outln!(
         "restored snapshot {} into {}: {} files ({}), {} directories, {} symlinks in {}",
         id.short(),
         opts.target.display(),
@@ -264,50 +283,74 @@ pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json
         r.symlinks,
         seconds(r.duration_ms)
     );
-    println!(
+    outln!(
         "  every restored file matched its blake3 hash from backup time ({} files verified)",
         r.files_verified
     );
     for w in r.warnings.iter().take(10) {
-        eprintln!("vouch: warning: {w}");
+        errln!("vouch: warning: {w}");
     }
     if r.warnings.len() > 10 {
-        eprintln!(
+        errln!(
             "vouch: warning: … and {} more metadata warnings",
             r.warnings.len() - 10
         );
     }
     for m in &r.mismatches {
-        eprintln!(
+        errln!(
             "vouch: DAMAGE: {} does not match its backup: expected blake3 {}, got {} (not restored)",
-            m.path, m.expected, m.actual
+            m.path,
+            m.expected,
+            m.actual
         );
     }
     for d in &r.damaged {
-        eprintln!(
+        errln!(
             "vouch: DAMAGE: {} could not be restored: {}",
-            d.path, d.error
+            d.path,
+            d.error
+        );
+    }
+    for u in &r.unwritable {
+        errln!(
+            "vouch: error: {} could not be written into the target: {}",
+            u.path,
+            u.error
         );
     }
     if !r.is_clean() {
-        eprintln!(
+        errln!(
             "vouch: {} file(s) could not be restored intact; run `vouch check --read-data` for a full report",
             r.mismatches.len() + r.damaged.len()
+        );
+    }
+    if !r.is_complete() {
+        errln!(
+            "vouch: {} file(s) were not restored because the target refused them (nothing stored is damaged): give a --target on a filesystem that takes them, or make room",
+            r.unwritable.len()
         );
     }
 }
 
 pub fn check(r: &CheckReport, as_json: bool) {
+    for n in &r.notes {
+        errln!("vouch: note: {n}");
+    }
     if as_json {
         json(r);
         return;
     }
-    println!(
+    outln!(
         "checked {}: {} snapshot(s), {} tree(s), {} file(s), {} pack(s) holding {} blob(s)",
-        r.repository, r.snapshots, r.trees, r.files, r.packs, r.blobs
+        r.repository,
+        r.snapshots,
+        r.trees,
+        r.files,
+        r.packs,
+        r.blobs
     );
     if r.read_data != "none" {
-        println!(
+        outln!(
             "read {} pack(s) ({}) [{}{}]: {} blob(s) verified at levels 1 (storage hash) and 2 (authenticated, keyed blob hash)",
             r.packs_read,
             size(r.bytes_read),
@@ -323,19 +366,19 @@ pub fn check(r: &CheckReport, as_json: bool) {
             Severity::Damage => "DAMAGE",
             Severity::Warning => "warning",
         };
-        println!("{tag}: {}: {}", f.object, f.message);
+        outln!("{tag}: {}: {}", f.object, f.message);
         if f.affected_total > 0 {
-            println!("  affects {} file(s):", f.affected_total);
+            outln!("  affects {} file(s):", f.affected_total);
             for a in f.affected.iter().take(10) {
-                println!("    snapshot {}  {}", a.snapshot, a.path);
+                outln!("    snapshot {}  {}", a.snapshot, a.path);
             }
             if f.affected_total > 10 {
-                println!("    … {} more (see --json)", f.affected_total - 10);
+                outln!("    … {} more (see --json)", f.affected_total - 10);
             }
         }
     }
     if r.is_damaged() {
-        println!(
+        outln!(
             "damage found: {} problem(s); the files listed cannot be restored intact",
             r.findings
                 .iter()
@@ -343,7 +386,7 @@ pub fn check(r: &CheckReport, as_json: bool) {
                 .count()
         );
     } else {
-        println!("no damage found ({})", seconds(r.duration_ms));
+        outln!("no damage found ({})", seconds(r.duration_ms));
     }
 }
 
@@ -371,7 +414,7 @@ pub fn keys(keys: &[(KeyId, KeyFile)], current: KeyId, as_json: bool) {
         return;
     }
     for (id, k) in keys {
-        println!(
+        outln!(
             "{} {}  created {} by {}@{}",
             if *id == current { "*" } else { " " },
             id.short(),

@@ -25,15 +25,15 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
             report_id: &o.report_id,
             report: r,
         };
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(&v).expect("json"));
         return;
     }
-    println!(
+    outln!(
         "drill {}: {}",
         r.plan,
         if r.passed { "PASSED" } else { "FAILED" }
     );
-    println!(
+    outln!(
         "  snapshot {} of {}{}, seed {}",
         r.snapshot.id.short(),
         human(r.snapshot.time),
@@ -44,7 +44,7 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
             .unwrap_or_default(),
         r.selection.seed
     );
-    println!(
+    outln!(
         "  selection: {} — {} files, {}{}",
         r.selection.method,
         r.selection.files,
@@ -63,7 +63,7 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
         Confinement::Enforced => "confined by Landlock".to_string(),
         other => other.to_string(),
     };
-    println!(
+    outln!(
         "  restored {} files ({}) into a sandbox in {} ({confinement}) in {:.1} s, {}/s",
         r.restore.files,
         size(r.restore.bytes),
@@ -72,25 +72,29 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
         size(r.restore.bytes_per_second as u64)
     );
     let l = &r.levels;
-    println!(
+    outln!(
         "  level 1 (storage): {} pack(s) read whole, blake3 matches name{}",
         l.packs_verified,
         failed(l.packs_failed)
     );
-    println!("  level 2 (blob):    every blob authenticated, keyed hash equals its id");
-    println!(
+    outln!("  level 2 (blob):    every blob authenticated, keyed hash equals its id");
+    outln!(
         "  level 3 (file):    {} of {} file(s) match their backup-time blake3",
-        l.files_verified, r.selection.files
+        l.files_verified,
+        r.selection.files
     );
     if let Some(s) = &l.source {
-        println!(
+        outln!(
             "  level 4 (source):  {} compared with the live share and identical, {} changed since the backup, {} deleted, {} unreadable",
-            s.identical, s.changed, s.missing, s.unreadable
+            s.identical,
+            s.changed,
+            s.missing,
+            s.unreadable
         );
     }
     let passed = r.checks.iter().filter(|c| c.passed).count();
     if !r.checks.is_empty() {
-        println!(
+        outln!(
             "  application checks: {passed} of {} passed",
             r.checks.len()
         );
@@ -104,9 +108,9 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
                 c.outcome.exit_code.map_or("none".into(), |c| c.to_string())
             )
         };
-        println!("    FAILED {} on {}: {how}", c.command.join(" "), c.file);
+        outln!("    FAILED {} on {}: {how}", c.command.join(" "), c.file);
         for line in c.outcome.output.lines().take(10) {
-            println!("      | {line}");
+            outln!("      | {line}");
         }
     }
     if let Some(est) = r.full_restore_estimate_s {
@@ -115,14 +119,14 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
             (Some(o), _) => format!(" — objective {}: MISSED", secs(o)),
             _ => String::new(),
         };
-        println!(
+        outln!(
             "  a full restore of this snapshot ({}) at this rate: {}{objective}",
             size(r.snapshot.bytes),
             secs(est)
         );
     }
     for f in &r.failures {
-        println!(
+        outln!(
             "  DAMAGE level {}: {}{}{}: {}",
             f.level,
             f.path.clone().unwrap_or_default(),
@@ -139,9 +143,9 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
         );
     }
     for reason in &r.reasons {
-        println!("  failed: {reason}");
+        outln!("  failed: {reason}");
     }
-    println!(
+    outln!(
         "  report stored as drills/{}; sandbox {}",
         &o.report_id[..16],
         if r.sandbox.removed {
@@ -162,10 +166,10 @@ fn failed(n: u64) -> String {
 
 pub fn coverage(url: &str, r: &CoverageReport, as_json: bool) {
     if as_json {
-        println!("{}", serde_json::to_string_pretty(r).expect("json"));
+        outln!("{}", serde_json::to_string_pretty(r).expect("json"));
         return;
     }
-    println!(
+    outln!(
         "coverage of {url}: {:.1}% of stored bytes read back and verified since {} ({} of {}, {} of {} packs, window {} days)",
         r.percent,
         human(r.since),
@@ -176,16 +180,16 @@ pub fn coverage(url: &str, r: &CoverageReport, as_json: bool) {
         r.window_days.round()
     );
     if !r.never_verified.is_empty() {
-        println!("  {} pack(s) never verified", r.never_verified.len());
+        outln!("  {} pack(s) never verified", r.never_verified.len());
     }
     if !r.stale.is_empty() {
-        println!(
+        outln!(
             "  {} pack(s) last verified before the window",
             r.stale.len()
         );
     }
     if r.percent < 100.0 {
-        println!(
+        outln!(
             "  a drill, or `vouch check --read-data-subset 25%`, reads the least recently verified first"
         );
     }

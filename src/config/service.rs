@@ -435,7 +435,20 @@ impl Config {
         );
         let schedules =
             super::schedule::load_schedules(&schedules_dir, &repositories, &time_zone, errors);
-        let plans = load_plans(&plans_dir, &repositories, &schedules, errors);
+        // A plan that names a schedule whose file has a mistake should say so, not that the
+        // schedule does not exist.
+        let broken_schedules: Vec<PathBuf> = errors
+            .iter()
+            .filter(|e| e.file.starts_with(&schedules_dir))
+            .map(|e| e.file.clone())
+            .collect();
+        let plans = load_plans(
+            &plans_dir,
+            &repositories,
+            &schedules,
+            &broken_schedules,
+            errors,
+        );
         Some(Config {
             file: file.to_path_buf(),
             school: raw.school.into_inner(),
@@ -486,6 +499,7 @@ fn load_plans(
     dir: &Path,
     repositories: &BTreeMap<String, RepositoryConfig>,
     schedules: &[Schedule],
+    broken_schedules: &[PathBuf],
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Plan> {
     let mut out = Vec::new();
@@ -511,14 +525,36 @@ fn load_plans(
                 }
                 if let Some(s) = &p.schedule {
                     if !schedules.iter().any(|x| &x.name == s) {
+                        let broken: Vec<String> = broken_schedules
+                            .iter()
+                            .map(|f| f.display().to_string())
+                            .collect::<std::collections::BTreeSet<_>>()
+                            .into_iter()
+                            .collect();
+                        let (message, fix) = if broken.is_empty() {
+                            (
+                                format!(
+                                    "schedule = {s:?} is not a schedule in schedules/ (there are {})",
+                                    known(schedules.iter().map(|s| &s.name))
+                                ),
+                                "use one of those names, or paths = [...]".to_string(),
+                            )
+                        } else {
+                            (
+                                format!(
+                                    "schedule = {s:?} is not among the schedules that loaded ({}); {} could not be read because of the mistakes reported for {}",
+                                    known(schedules.iter().map(|s| &s.name)),
+                                    if broken.len() == 1 { "one schedule file" } else { "some schedule files" },
+                                    broken.join(", ")
+                                ),
+                                "fix the schedule file(s) first; this plan may then be right as it is".to_string(),
+                            )
+                        };
                         errors.push(ConfigError {
                             file: file.clone(),
                             line: line_of("schedule"),
-                            message: format!(
-                                "schedule = {s:?} is not a schedule in schedules/ (there are {})",
-                                known(schedules.iter().map(|s| &s.name))
-                            ),
-                            fix: "use one of those names, or paths = [...]".into(),
+                            message,
+                            fix,
                         });
                     }
                 }

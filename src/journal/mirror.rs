@@ -25,37 +25,58 @@ pub async fn mirror_entry(repo: &Repository, host: &str, entry: &Entry) -> Resul
     Ok(())
 }
 
-/// Every mirrored row of `host` in the repository, by number.
+/// Every mirrored row of `host` in the repository, by number, and the copies that cannot be
+/// read (key, why).
 pub async fn load_mirror(
     repo: &Repository,
     host: &str,
-) -> Result<(BTreeMap<i64, Entry>, Vec<String>), RepoError> {
+) -> Result<(BTreeMap<i64, Entry>, Vec<(String, String)>), RepoError> {
     let mut rows = BTreeMap::new();
     let mut unreadable = Vec::new();
     for (key, _) in repo.store().list(&format!("journal/{host}/")).await? {
-        let name = key.rsplit('/').next().unwrap_or_default();
-        let Some((_, id)) = name.split_once('-') else {
-            unreadable.push(key);
-            continue;
+        let bytes = match repo.store().get(&key).await {
+            Ok(b) => b,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
         };
-        let bytes = repo.store().get(&key).await?;
-        if hex::encode(object_name(&bytes)) != id {
-            unreadable.push(key);
-            continue;
-        }
-        match repo
-            .keys()
-            .open_document(Kind::Journal, &bytes)
-            .ok()
-            .and_then(|plain| serde_json::from_slice::<Entry>(&plain).ok())
-        {
-            Some(e) => {
+        match decode_mirror(repo, &key, &bytes) {
+            Ok(e) => {
                 rows.insert(e.seq, e);
             }
-            None => unreadable.push(key),
+            Err(why) => unreadable.push((key, why)),
         }
     }
     Ok((rows, unreadable))
+}
+
+/// One mirrored row: its name is `<row>-<blake3 of the stored bytes>`, and it opens as a
+/// journal row with that number.
+pub fn decode_mirror(repo: &Repository, key: &str, bytes: &[u8]) -> Result<Entry, String> {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    let Some((seq, id)) = name.split_once('-') else {
+        return Err("its name is not <row>-<hash>".into());
+    };
+    if hex::encode(object_name(bytes)) != id {
+        return Err("its bytes do not match its name (blake3)".into());
+    }
+    let plain = repo
+        .keys()
+        .open_document(Kind::Journal, bytes)
+        .map_err(|e| e.to_string())?;
+    let entry: Entry =
+        serde_json::from_slice(&plain).map_err(|e| format!("not a journal row: {e}"))?;
+    if seq.parse::<i64>().ok() != Some(entry.seq) {
+        return Err(format!(
+            "it holds row {}, not the row its name says",
+            entry.seq
+        ));
+    }
+    Ok(entry)
+}
+
+/// The row number a mirror's name gives, whatever its bytes.
+fn seq_of(key: &str) -> Option<i64> {
+    key.rsplit('/').next()?.split_once('-')?.0.parse().ok()
 }
 
 /// Which repository a row belongs in.
@@ -115,29 +136,41 @@ pub struct MirrorCheck {
     pub repository: String,
     pub local_rows: usize,
     pub mirrored_rows: usize,
-    /// Rows here that the repository does not have (not mirrored yet, or deleted there).
+    /// Rows here waiting to be mirrored (the repository could not be reached yet).
+    pub not_yet: Vec<i64>,
+    /// Rows here that were mirrored and that the repository no longer has.
     pub missing_in_mirror: Vec<i64>,
+    /// Rows whose copy in the repository is damaged (from the copy's name).
+    pub damaged: Vec<i64>,
     /// Rows the repository has that are gone here.
     pub missing_locally: Vec<i64>,
     /// Rows that differ between the two.
     pub differing: Vec<i64>,
-    pub unreadable: Vec<String>,
+    /// Copies that cannot be read: (key, why).
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl MirrorCheck {
     pub fn agrees(&self) -> bool {
-        self.missing_locally.is_empty() && self.differing.is_empty() && self.unreadable.is_empty()
+        self.missing_locally.is_empty()
+            && self.differing.is_empty()
+            && self.unreadable.is_empty()
+            && self.missing_in_mirror.is_empty()
     }
 }
 
-/// Compare the rows that belong to `name` with the copies in `repo`.
+/// Compare the rows that belong to `name` with the copies in `repo`; `pending` are the rows
+/// still waiting to be mirrored there.
 pub async fn verify_mirror(
     entries: &[Entry],
+    pending: &std::collections::HashSet<i64>,
     name: &str,
     repo: &Repository,
     host: &str,
 ) -> Result<MirrorCheck, RepoError> {
     let (mirror, unreadable) = load_mirror(repo, host).await?;
+    let damaged: std::collections::BTreeSet<i64> =
+        unreadable.iter().filter_map(|(k, _)| seq_of(k)).collect();
     let mine: Vec<&Entry> = entries
         .iter()
         .filter(|e| repository_of(e, entries).as_deref() == Some(name))
@@ -147,10 +180,13 @@ pub async fn verify_mirror(
         local_rows: mine.len(),
         mirrored_rows: mirror.len(),
         unreadable,
+        damaged: damaged.iter().copied().collect(),
         ..Default::default()
     };
     for e in &mine {
         match mirror.get(&e.seq) {
+            None if damaged.contains(&e.seq) => {}
+            None if pending.contains(&e.seq) => check.not_yet.push(e.seq),
             None => check.missing_in_mirror.push(e.seq),
             Some(m) if m.hash != e.hash || m.prev_hash != e.prev_hash => {
                 check.differing.push(e.seq)

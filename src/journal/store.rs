@@ -160,8 +160,20 @@ impl Journal {
             path: path.display().to_string(),
             detail: e.to_string(),
         };
-        std::fs::create_dir_all(state_dir)
+        crate::sys::create_private_dir(state_dir)
             .map_err(|e| err(&format!("cannot create the state directory: {e}")))?;
+        // The journal and its outbox name the school's systems and people: owner only. SQLite
+        // gives its -wal and -shm files the permissions of the database file.
+        if !path.exists() {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| err(&format!("cannot create the journal: {e}")))?;
+        }
         let conn = Connection::open(&path).map_err(|e| err(&e))?;
         // The wait comes first: a daemon and a `vouch run` from cron may open (and create) the
         // journal at the same moment, and switching it to WAL takes a lock too.

@@ -13,10 +13,29 @@ use crate::config::{Config, SmtpConfig, SmtpSecurity};
 
 use super::outbox::Message;
 
+/// How long one message may take to go out, connection, TLS, login and every reply
+/// included. lettre's own timeout covers reads and writes of the socket but not every step,
+/// and a server that accepts the connection and never answers must not hold anything up.
+pub const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+/// lettre's per-step timeout, inside the deadline.
+const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Why a message did not go out.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MailError {
+    /// The server cannot be reached, or did not answer in time: the other messages waiting
+    /// would fare no better now.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The server answered and refused this message (or it could not be built).
+    #[error("{0}")]
+    Refused(String),
+}
+
 #[async_trait]
 pub trait Mailer: Send + Sync {
     /// Deliver one message; `Err` leaves it in the outbox for another try.
-    async fn send(&self, message: &Message) -> Result<(), String>;
+    async fn send(&self, message: &Message) -> Result<(), MailError>;
     /// Where mail goes, for messages to people.
     fn describe(&self) -> String;
     /// Whether mail could go out now, without sending any: the SMTP server accepts a
@@ -62,19 +81,21 @@ pub struct FileMailer {
 
 #[async_trait]
 impl Mailer for FileMailer {
-    async fn send(&self, message: &Message) -> Result<(), String> {
-        let email = build(&self.from, message)?;
-        std::fs::create_dir_all(&self.folder)
-            .map_err(|e| format!("mail folder {}: {e}", self.folder.display()))?;
+    async fn send(&self, message: &Message) -> Result<(), MailError> {
+        let email = build(&self.from, message).map_err(MailError::Refused)?;
+        let folder_error = |e: std::io::Error| {
+            MailError::Unreachable(format!("mail folder {}: {e}", self.folder.display()))
+        };
+        crate::sys::create_private_dir(&self.folder).map_err(folder_error)?;
         let stamp = crate::clock::Clock::now(&crate::clock::SystemClock).unix_timestamp_nanos();
         let name = format!(
             "{stamp}-{}.eml",
             hex::encode(crate::repo::crypto::random_array::<4>())
         );
         let tmp = self.folder.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, email.formatted())
-            .map_err(|e| format!("mail folder {}: {e}", self.folder.display()))?;
-        std::fs::rename(&tmp, self.folder.join(&name)).map_err(|e| e.to_string())?;
+        // Alerts name the school's systems and evidence emails carry its record: owner only.
+        crate::sys::write_private(&tmp, &email.formatted()).map_err(folder_error)?;
+        std::fs::rename(&tmp, self.folder.join(&name)).map_err(folder_error)?;
         Ok(())
     }
 
@@ -84,7 +105,7 @@ impl Mailer for FileMailer {
 
     async fn probe(&self) -> Result<(), String> {
         let fail = |e: std::io::Error| format!("mail folder {}: {e}", self.folder.display());
-        std::fs::create_dir_all(&self.folder).map_err(fail)?;
+        crate::sys::create_private_dir(&self.folder).map_err(fail)?;
         let probe = self.folder.join(".vouch-doctor-probe");
         std::fs::write(&probe, b"vouch doctor").map_err(fail)?;
         std::fs::remove_file(&probe).map_err(fail)
@@ -109,7 +130,7 @@ impl SmtpMailer {
             SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
         }
         .port(c.port)
-        .timeout(Some(std::time::Duration::from_secs(30)));
+        .timeout(Some(STEP_TIMEOUT));
         if let (Some(ca), true) = (&c.ca_file, c.security != SmtpSecurity::None) {
             let pem =
                 std::fs::read(ca).map_err(|e| format!("SMTP ca_file {}: {e}", ca.display()))?;
@@ -142,13 +163,26 @@ impl SmtpMailer {
 
 #[async_trait]
 impl Mailer for SmtpMailer {
-    async fn send(&self, message: &Message) -> Result<(), String> {
-        let email = build(&self.from, message)?;
-        self.transport
-            .send(email)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("SMTP server {}: {e}", self.server))
+    async fn send(&self, message: &Message) -> Result<(), MailError> {
+        let email = build(&self.from, message).map_err(MailError::Refused)?;
+        match tokio::time::timeout(SEND_DEADLINE, self.transport.send(email)).await {
+            Err(_) => Err(MailError::Unreachable(format!(
+                "SMTP server {}: no answer within {} s",
+                self.server,
+                SEND_DEADLINE.as_secs()
+            ))),
+            Ok(Ok(_)) => Ok(()),
+            // A reply that refuses this message (5xx) is about the message; anything else
+            // (no connection, TLS, a 4xx "try later") is about the server.
+            Ok(Err(e)) if e.is_permanent() => Err(MailError::Refused(format!(
+                "SMTP server {}: {e}",
+                self.server
+            ))),
+            Ok(Err(e)) => Err(MailError::Unreachable(format!(
+                "SMTP server {}: {e}",
+                self.server
+            ))),
+        }
     }
 
     fn describe(&self) -> String {
@@ -156,13 +190,18 @@ impl Mailer for SmtpMailer {
     }
 
     async fn probe(&self) -> Result<(), String> {
-        match self.transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
+        match tokio::time::timeout(SEND_DEADLINE, self.transport.test_connection()).await {
+            Err(_) => Err(format!(
+                "SMTP server {}: no answer within {} s",
+                self.server,
+                SEND_DEADLINE.as_secs()
+            )),
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(format!(
                 "SMTP server {}: connected, but it did not answer NOOP",
                 self.server
             )),
-            Err(e) => Err(format!("SMTP server {}: {e}", self.server)),
+            Ok(Err(e)) => Err(format!("SMTP server {}: {e}", self.server)),
         }
     }
 }

@@ -32,6 +32,18 @@ pub struct Queued {
     pub last_error: Option<String>,
 }
 
+/// Mail that has not gone out for too long.
+#[derive(Clone, Debug, Serialize)]
+pub struct Stuck {
+    pub waiting: usize,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+    pub last_error: String,
+}
+
+/// How long the oldest message may wait before that is itself reported.
+pub const OUTBOX_ALARM: time::Duration = time::Duration::hours(12);
+
 pub struct Outbox<'a> {
     conn: &'a Connection,
 }
@@ -163,6 +175,39 @@ impl<'a> Outbox<'a> {
             })
             .map_err(db)?;
         rows.collect::<Result<_, _>>().map_err(db)
+    }
+
+    /// The oldest message still waiting, when it has waited longer than `alarm`.
+    pub fn stuck(
+        &self,
+        now: OffsetDateTime,
+        alarm: time::Duration,
+    ) -> Result<Option<Stuck>, JournalError> {
+        let row: Option<(String, Option<String>, i64)> = self
+            .conn
+            .query_row(
+                "SELECT created, last_error, (SELECT count(*) FROM outbox WHERE sent IS NULL) FROM outbox WHERE sent IS NULL ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(db)?;
+        let Some((created, last_error, waiting)) = row else {
+            return Ok(None);
+        };
+        let Ok(since) =
+            OffsetDateTime::parse(&created, &time::format_description::well_known::Rfc3339)
+        else {
+            return Ok(None);
+        };
+        if now - since < alarm {
+            return Ok(None);
+        }
+        Ok(Some(Stuck {
+            waiting: waiting as usize,
+            since,
+            last_error: last_error.unwrap_or_else(|| "not tried yet".into()),
+        }))
     }
 
     pub fn last_sent(&self) -> Result<Option<String>, JournalError> {

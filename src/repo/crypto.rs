@@ -345,10 +345,26 @@ impl KdfParams {
         }
     }
 
+    /// Key files are plaintext: anyone who can write to the repository can plant one. Its
+    /// parameters are bounded so that a planted file cannot make every open allocate
+    /// terabytes or run for days: 1 GiB, and at most 4 GiB of memory passes in all.
+    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
+    pub const MAX_MEMORY_PASSES_KIB: u64 = 4 << 20;
+    pub const MAX_PARALLELISM: u32 = 16;
+
     /// The key-encryption key for a passphrase.
     pub fn derive(&self, passphrase: &Secret) -> Result<[u8; 32], String> {
         if self.algorithm != "argon2id" {
             return Err(format!("unknown KDF {:?}", self.algorithm));
+        }
+        if self.memory_kib > Self::MAX_MEMORY_KIB
+            || u64::from(self.memory_kib) * u64::from(self.iterations) > Self::MAX_MEMORY_PASSES_KIB
+            || self.parallelism > Self::MAX_PARALLELISM
+        {
+            return Err(format!(
+                "argon2id parameters beyond what vouch writes or accepts ({} KiB, {} passes, {} lanes)",
+                self.memory_kib, self.iterations, self.parallelism
+            ));
         }
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))

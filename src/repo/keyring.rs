@@ -50,74 +50,125 @@ pub(super) async fn write_key(
     Ok(id)
 }
 
-pub(super) async fn list(store: &Store) -> Result<Vec<(KeyId, KeyFile)>, RepoError> {
+/// Every key file, oldest first, and beside them the key files that cannot be read (with
+/// why): one damaged key file must not lock out the passphrases of the others.
+pub(super) async fn list(
+    store: &Store,
+) -> Result<(Vec<(KeyId, KeyFile)>, Vec<(String, String)>), RepoError> {
     let listed = store.list("keys/").await?;
     let mut out = Vec::new();
+    let mut bad = Vec::new();
     let loaded: Vec<_> = futures::stream::iter(listed)
         .map(|(key, _)| async move { (store.get(&key).await, key) })
         .buffer_unordered(8)
         .collect()
         .await;
     for (bytes, key) in loaded {
-        let bytes = bytes?;
-        let name = key.rsplit('/').next().unwrap_or_default();
-        let corrupt = |detail: String| RepoError::Corrupt {
-            url: store.url().to_string(),
-            object: key.clone(),
-            detail,
+        let bytes = match bytes {
+            Ok(b) => b,
+            // Removed between list and read.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
         };
-        let id: KeyId = name
-            .parse()
-            .map_err(|e: super::ids::IdParseError| corrupt(e.to_string()))?;
-        if id.as_bytes() != &object_name(&bytes) {
-            return Err(corrupt("its bytes do not match its name (blake3)".into()));
+        match parse(&key, &bytes) {
+            Ok(k) => out.push(k),
+            Err(why) => bad.push((key, why)),
         }
-        let file: KeyFile = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-        out.push((id, file));
     }
     out.sort_by_key(|(_, k)| k.created);
-    Ok(out)
+    bad.sort();
+    Ok((out, bad))
 }
 
-/// Find the key that `password` opens and return the master secret.
+/// A key file's id and contents, or why it cannot be used.
+fn parse(key: &str, bytes: &[u8]) -> Result<(KeyId, KeyFile), String> {
+    let name = key.rsplit('/').next().unwrap_or_default();
+    let id: KeyId = name
+        .parse()
+        .map_err(|e: super::ids::IdParseError| format!("its name is not a key id: {e}"))?;
+    if id.as_bytes() != &object_name(bytes) {
+        return Err("its bytes do not match its name (blake3)".into());
+    }
+    let file: KeyFile =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a valid key file: {e}"))?;
+    Ok((id, file))
+}
+
+/// Find a key that `password` opens and whose master secret `fits` (opens the config), and
+/// return it. Damaged key files are skipped and named in a warning; a key that opens but does
+/// not fit (left by an interrupted `init`) is passed over for the next.
 pub(super) async fn unlock(
     store: &Store,
     password: &Secret,
+    fits: impl Fn(&MasterSecret) -> bool + Send + 'static,
 ) -> Result<(KeyId, MasterSecret), RepoError> {
-    let keys = list(store).await?;
+    let (keys, bad) = list(store).await?;
+    for (key, why) in &bad {
+        tracing::warn!(
+            key,
+            why,
+            "a key file cannot be read; trying the others (`vouch check` reports it)"
+        );
+    }
     if keys.is_empty() {
+        let detail = match bad.first() {
+            Some((key, why)) => format!(
+                "no key file can be read ({} damaged; {key}: {why}); restore keys/ from a copy",
+                bad.len()
+            ),
+            None => {
+                "the repository has a config but no key files; restore keys/ from a copy".into()
+            }
+        };
         return Err(RepoError::Corrupt {
             url: store.url().to_string(),
             object: "keys/".into(),
-            detail: "the repository has a config but no key files; restore keys/ from a copy"
-                .into(),
+            detail,
         });
     }
     let count = keys.len();
     let password = password.clone();
-    let found = tokio::task::spawn_blocking(move || {
+    let (found, opened) = tokio::task::spawn_blocking(move || {
+        let mut opened = 0;
         for (id, file) in keys {
             let Ok(kek) = file.kdf.derive(&password) else {
                 continue;
             };
             if let Ok(plain) = crypto::open(&kek, Kind::Key, &file.sealed_master) {
                 if let Ok(bytes) = <[u8; 32]>::try_from(plain.as_slice()) {
-                    return Some((id, MasterSecret::from_bytes(bytes)));
+                    let master = MasterSecret::from_bytes(bytes);
+                    opened += 1;
+                    if fits(&master) {
+                        return (Some((id, master)), opened);
+                    }
                 }
             }
         }
-        None
+        (None, opened)
     })
     .await
     .expect("kdf task");
-    found.ok_or_else(|| RepoError::WrongPassword {
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    if opened > 0 {
+        return Err(RepoError::Corrupt {
+            url: store.url().to_string(),
+            object: "config".into(),
+            detail: format!(
+                "the passphrase opens {opened} key(s), but none of them decrypts the config"
+            ),
+        });
+    }
+    Err(RepoError::WrongPassword {
         url: store.url().to_string(),
         keys: count,
+        damaged: bad.len(),
     })
 }
 
 pub(super) async fn remove(repo: &super::Repository, id: &KeyId) -> Result<(), RepoError> {
-    let keys = list(repo.store()).await?;
+    let (keys, _) = list(repo.store()).await?;
     if !keys.iter().any(|(k, _)| k == id) {
         return Err(RepoError::Invalid(format!(
             "there is no key {id} in {}; `vouch key list` shows the keys",

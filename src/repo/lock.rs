@@ -29,17 +29,56 @@ pub enum LockMode {
 }
 
 /// A held lock. `release` removes it; dropping it stops the refresh and leaves it to go stale.
+/// A guard without a lock (`LockGuard::none`) stands in when a read-only repository is read.
 pub struct LockGuard {
-    store: Store,
-    key: Arc<Mutex<String>>,
-    refresher: tokio::task::JoinHandle<()>,
+    held: Option<Held>,
 }
 
+struct Held {
+    store: Store,
+    url: String,
+    key: Arc<Mutex<String>>,
+    refresher: tokio::task::JoinHandle<()>,
+    /// When the lock file in storage was last written, by the wall clock.
+    refreshed: Arc<std::sync::Mutex<OffsetDateTime>>,
+}
+
+/// A lock older than this may be judged stale by another process before the work that it
+/// covers is stored: `LockGuard::check` then refuses to go on.
+const TRUST_FOR: time::Duration = time::Duration::minutes(20);
+
 impl LockGuard {
-    pub async fn release(self) -> Result<(), RepoError> {
-        self.refresher.abort();
-        let key = self.key.lock().await.clone();
-        match self.store.delete(&key).await {
+    /// No lock at all: reading a repository that refuses writes, or `--no-lock`.
+    pub fn none() -> LockGuard {
+        LockGuard { held: None }
+    }
+
+    /// Whether the lock still protects this process: it has been refreshed recently enough
+    /// that no other process can have judged it stale. A backup checks before it stores its
+    /// snapshot and prune before it deletes anything: a lock that could not be refreshed
+    /// (storage unreachable, the machine suspended) may have let another process in.
+    pub fn check(&self) -> Result<(), RepoError> {
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        let refreshed = *held.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+        let age = wall_clock() - refreshed;
+        if age > TRUST_FOR {
+            return Err(RepoError::LockLost {
+                url: held.url.clone(),
+                minutes: age.whole_minutes(),
+            });
+        }
+        Ok(())
+    }
+
+    pub async fn release(mut self) -> Result<(), RepoError> {
+        let Some(held) = self.held.take() else {
+            return Ok(());
+        };
+        held.refresher.abort();
+        let key = held.key.lock().await.clone();
+        match held.store.delete(&key).await {
             Ok(()) => Ok(()),
             // Credentials that may write but not delete (a school's backup-only key): the
             // work is done; the lock goes stale once this process has exited.
@@ -58,7 +97,9 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.refresher.abort();
+        if let Some(held) = &self.held {
+            held.refresher.abort();
+        }
     }
 }
 
@@ -82,7 +123,6 @@ pub fn is_stale(l: &LockFile, now: OffsetDateTime, this_host: &str) -> bool {
     l.host == this_host && !crate::sys::pid_alive(l.pid)
 }
 
-/// The locks in the repository that are not stale (key, lock).
 /// Lock files this process released but could not delete: they protect nothing, and a later
 /// job of the same long-running process (the daemon) must not wait for them to go stale.
 fn released_in_place() -> std::sync::MutexGuard<'static, std::collections::HashSet<String>> {
@@ -94,27 +134,74 @@ fn released_in_place() -> std::sync::MutexGuard<'static, std::collections::HashS
         .unwrap_or_else(|e| e.into_inner())
 }
 
-pub async fn live_locks(repo: &Repository) -> Result<Vec<(String, LockFile)>, RepoError> {
+/// A lock in the repository that still protects something.
+pub enum Holder {
+    Lock(LockFile),
+    /// A lock file that cannot be read (damaged, or not written by vouch), younger than the
+    /// stale age: nobody can tell what it protects, so it conflicts with everything until it
+    /// is that old or removed.
+    Unreadable {
+        written: OffsetDateTime,
+        why: String,
+    },
+}
+
+impl Holder {
+    fn conflicts(&self, mode: LockMode) -> bool {
+        match self {
+            Holder::Lock(l) => mode == LockMode::Exclusive || l.exclusive,
+            Holder::Unreadable { .. } => true,
+        }
+    }
+
+    fn describe(&self, key: &str) -> String {
+        match self {
+            Holder::Lock(l) => describe(l),
+            Holder::Unreadable { written, why } => format!(
+                "an unreadable lock file {key} written {} ({why}); it counts as stale 30 minutes after it was written, and `vouch unlock` removes it now",
+                crate::clock::human(*written)
+            ),
+        }
+    }
+}
+
+/// The locks in the repository that are not stale (key, holder). A lock file that cannot be
+/// read is stale once it is older than the stale age, by its time in storage.
+pub async fn live_locks(repo: &Repository) -> Result<Vec<(String, Holder)>, RepoError> {
     let now = repo.clock().now();
+    let wall = wall_clock();
     let host = crate::sys::hostname();
     let mut out = Vec::new();
-    for (key, _) in repo.store().list("locks/").await? {
+    for (key, _, written) in repo.store().list_modified("locks/").await? {
         if released_in_place().contains(&key) {
             continue;
         }
         match repo.load_document::<LockFile>(Kind::Lock, &key).await {
-            Ok(l) if !is_stale(&l, now, &host) => out.push((key, l)),
+            Ok(l) if !is_stale(&l, now, &host) => out.push((key, Holder::Lock(l))),
             Ok(_) => {}
             // Deleted between list and read: released meanwhile.
             Err(e) if e.is_storage_not_found() => {}
+            Err(RepoError::Corrupt { detail, .. }) => {
+                if wall - written <= STALE_AFTER {
+                    out.push((
+                        key,
+                        Holder::Unreadable {
+                            written,
+                            why: detail,
+                        },
+                    ));
+                } else {
+                    tracing::warn!(
+                        lock = key,
+                        why = detail,
+                        "ignoring an unreadable lock file older than the stale age; `vouch unlock` removes it"
+                    );
+                }
+            }
             Err(e) => return Err(e),
         }
     }
     Ok(out)
-}
-
-fn conflicts(mode: LockMode, other: &LockFile) -> bool {
-    mode == LockMode::Exclusive || other.exclusive
 }
 
 pub(super) async fn acquire(
@@ -122,16 +209,16 @@ pub(super) async fn acquire(
     mode: LockMode,
     operation: &str,
 ) -> Result<LockGuard, RepoError> {
-    let locked = |by: &LockFile| RepoError::Locked {
+    let locked = |key: &str, by: &Holder| RepoError::Locked {
         url: repo.url().to_string(),
-        by: describe(by),
+        by: by.describe(key),
     };
-    if let Some((_, l)) = live_locks(repo)
+    if let Some((k, l)) = live_locks(repo)
         .await?
         .iter()
-        .find(|(_, l)| conflicts(mode, l))
+        .find(|(_, l)| l.conflicts(mode))
     {
-        return Err(locked(l));
+        return Err(locked(k, l));
     }
     let key = put_lock(
         repo.store(),
@@ -142,18 +229,20 @@ pub(super) async fn acquire(
     )
     .await?;
     // Someone may have written theirs between our list and our write: look again.
-    if let Some((_, l)) = live_locks(repo)
+    if let Some((k, l)) = live_locks(repo)
         .await?
         .iter()
-        .find(|(k, l)| *k != key && conflicts(mode, l))
+        .find(|(k, l)| *k != key && l.conflicts(mode))
     {
-        let err = locked(l);
+        let err = locked(k, l);
         repo.store().delete(&key).await?;
         return Err(err);
     }
     let key = Arc::new(Mutex::new(key));
+    let refreshed = Arc::new(std::sync::Mutex::new(wall_clock()));
     let refresher = {
         let key = key.clone();
+        let refreshed = refreshed.clone();
         let store = repo.store().clone();
         let keys = repo.keys().clone();
         let clock = repo.clock().clone();
@@ -162,8 +251,10 @@ pub(super) async fn acquire(
             loop {
                 tokio::time::sleep(REFRESH_EVERY).await;
                 let mut current = key.lock().await;
+                let written = wall_clock();
                 match put_lock(&store, &keys, clock.as_ref(), mode, &operation).await {
                     Ok(new_key) => {
+                        *refreshed.lock().unwrap_or_else(|e| e.into_inner()) = written;
                         let _ = store.delete(&current).await;
                         *current = new_key;
                     }
@@ -173,10 +264,20 @@ pub(super) async fn acquire(
         })
     };
     Ok(LockGuard {
-        store: repo.store().clone(),
-        key,
-        refresher,
+        held: Some(Held {
+            store: repo.store().clone(),
+            url: repo.url().to_string(),
+            key,
+            refresher,
+            refreshed,
+        }),
     })
+}
+
+/// How long a lock has really been held is a question about the wall clock, whatever clock
+/// the repository's records are stamped with (tests run those on a manual one).
+fn wall_clock() -> OffsetDateTime {
+    crate::clock::SystemClock.now()
 }
 
 /// Write a lock object stamped now; returns its key.

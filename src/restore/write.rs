@@ -1,21 +1,22 @@
-//! Writing a restore plan: directories parents-first, symlinks, then files in parallel, each
-//! written sequentially while its blake3 is computed, then directory metadata deepest-first.
+//! Writing a restore plan: directories parents-first, then files in parallel, each written
+//! sequentially while its blake3 is computed, then symlinks, then directory metadata
+//! deepest-first. Every path goes through `Target`, which never follows a symlink.
 
 use std::ffi::OsStr;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::repo::Repository;
-use crate::repo::format::tree::{Node, NodeKind};
+use crate::repo::format::tree::Node;
 use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::index::{BlobLocation, MasterIndex};
 
 use super::reader::BlobReader;
+use super::target::{Target, fd_meta};
 use super::{
     DamagedFile, Mismatch, Plan, PlannedFile, RestoreError, RestoreProgress, RestoreReport,
     display, target_error,
@@ -54,37 +55,15 @@ pub fn write_plan(
         damaged: plan.damaged.clone(),
         ..Default::default()
     };
+    let target = Target::open(target).map_err(|e| target_error(target, e))?;
     // Parents come before their children in the plan.
     for (rel, _) in &plan.dirs {
-        match std::fs::create_dir(target.join(rel)) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                std::fs::create_dir_all(target.join(rel)).map_err(|e| target_error(target, e))?
-            }
-            _ => {}
-        }
+        target
+            .make_dir(rel, overwrite)
+            .map_err(|e| target_error(&target.path().join(rel), e))?;
     }
     report.dirs = plan.dirs.len() as u64;
     let root = crate::sys::euid() == 0;
-    for (rel, node) in &plan.symlinks {
-        let path = target.join(rel);
-        if overwrite && std::fs::symlink_metadata(&path).is_ok() {
-            let _ = std::fs::remove_file(&path);
-        }
-        let link = OsStr::from_bytes(node.target.as_deref().unwrap_or_default());
-        match std::os::unix::fs::symlink(link, &path) {
-            Ok(()) => {
-                report.symlinks += 1;
-                apply_meta(&path, node, root, &mut report.warnings);
-            }
-            Err(e) => report.damaged.push(DamagedFile {
-                path: display(rel),
-                error: format!("symlink could not be created: {e}"),
-                pack: None,
-                expected: None,
-                actual: None,
-            }),
-        }
-    }
     progress.bytes_total.store(
         plan.files.iter().map(|f| f.node.size).sum(),
         Ordering::Relaxed,
@@ -93,7 +72,7 @@ pub fn write_plan(
     let out = write_files(
         repo,
         index,
-        target,
+        &target,
         &plan.files,
         &units,
         threads,
@@ -108,9 +87,27 @@ pub fn write_plan(
     report.files_verified = out.files;
     report.mismatches = out.mismatches;
     report.damaged.extend(out.damaged);
+    report.unwritable = out.unwritable;
     report.warnings.extend(out.warnings);
+    // Symlinks after the files: nothing is ever written through one (nothing is resolved
+    // through any symlink), and none is in place while files are being written.
+    for (rel, node) in &plan.symlinks {
+        let link = OsStr::from_bytes(node.target.as_deref().unwrap_or_default());
+        match target.symlink(rel, link, overwrite) {
+            Ok(()) => {
+                report.symlinks += 1;
+                if !verify.skip_metadata {
+                    report.warnings.extend(target.symlink_meta(rel, node, root));
+                }
+            }
+            Err(e) => report.unwritable.push(super::Unwritable {
+                path: display(rel),
+                error: format!("symlink could not be created: {e}"),
+            }),
+        }
+    }
     if !verify.skip_metadata {
-        set_dir_meta(target, &plan.dirs, root, threads, &mut report.warnings);
+        set_dir_meta(&target, &plan.dirs, root, threads, &mut report.warnings);
     }
     Ok(report)
 }
@@ -119,7 +116,7 @@ pub fn write_plan(
 /// directory changes its mtime, and a read-only directory must stay writable until its
 /// files are in.
 fn set_dir_meta(
-    target: &Path,
+    target: &Target,
     dirs: &[(std::path::PathBuf, Node)],
     root: bool,
     threads: usize,
@@ -144,7 +141,7 @@ fn set_dir_meta(
                 s.spawn(move || {
                     let mut w = Vec::new();
                     for (rel, node) in part {
-                        apply_meta(&target.join(rel), node, root, &mut w);
+                        w.extend(target.dir_meta(rel, node, root));
                     }
                     found.lock().expect("warnings").extend(w);
                 });
@@ -212,6 +209,7 @@ struct WriteOutcome {
     bytes: u64,
     mismatches: Vec<Mismatch>,
     damaged: Vec<DamagedFile>,
+    unwritable: Vec<super::Unwritable>,
     warnings: Vec<String>,
 }
 
@@ -219,7 +217,7 @@ struct WriteOutcome {
 fn write_files(
     repo: &Repository,
     index: &MasterIndex,
-    target: &Path,
+    target: &Target,
     files: &[PlannedFile],
     units: &[Vec<usize>],
     threads: usize,
@@ -235,6 +233,7 @@ fn write_files(
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let mut out = WriteOutcome::default();
+                let mut parents = ParentCache::default();
                 let mut reader = BlobReader::new(
                     repo,
                     index,
@@ -261,41 +260,58 @@ fn write_files(
                     }
                     for (&i, span) in unit.iter().zip(spans) {
                         let file = &files[i];
-                        let path = target.join(&file.rel);
-                        let result = match span {
+                        let path = target.path().join(&file.rel);
+                        let created = match span {
                             None => Err(FileFailure::Damaged {
                                 error: "a blob of this file is missing from the index".into(),
                                 pack: None,
                                 actual: None,
                             }),
-                            Some(span) => write_file(
-                                &path,
+                            Some(span) => parents
+                                .open(target, &file.rel)
+                                .and_then(|(dir, name)| target.create_in(dir, name, overwrite))
+                                .map_err(|e| FileFailure::Io(e.to_string()))
+                                .map(|new| (new, span)),
+                        };
+                        let result = created.and_then(|(mut new, span)| {
+                            match write_file(
+                                &mut new.file,
                                 file,
                                 &wanted,
                                 span,
                                 &mut reader,
-                                overwrite,
                                 verify.keep_damaged,
                                 progress,
-                            ),
-                        };
-                        match result {
-                            Ok(written) => {
-                                out.files += 1;
-                                out.bytes += file.node.size;
-                                if !verify.skip_metadata {
-                                    apply_file_meta(
-                                        &written,
-                                        &path,
-                                        &file.node,
-                                        root,
-                                        &mut out.warnings,
-                                    );
+                            ) {
+                                Ok(()) => Ok(new),
+                                Err(failure) => {
+                                    if !verify.keep_damaged {
+                                        new.discard();
+                                    } else if let Err(e) = new.commit() {
+                                        out.warnings.push(format!("{}: {e}", path.display()));
+                                    }
+                                    Err(failure)
                                 }
                             }
-                            Err(failure) => {
-                                record_failure(failure, file, &path, verify.keep_damaged, &mut out)
+                        });
+                        match result {
+                            Ok(new) => {
+                                if !verify.skip_metadata {
+                                    fd_meta(&new.file, &file.node, root, &path, &mut out.warnings);
+                                }
+                                match new.commit() {
+                                    Ok(_) => {
+                                        out.files += 1;
+                                        out.bytes += file.node.size;
+                                    }
+                                    Err(e) => record_failure(
+                                        FileFailure::Io(e.to_string()),
+                                        file,
+                                        &mut out,
+                                    ),
+                                }
                             }
+                            Err(failure) => record_failure(failure, file, &mut out),
                         }
                         progress.files_done.fetch_add(1, Ordering::Relaxed);
                     }
@@ -305,6 +321,7 @@ fn write_files(
                 t.bytes += out.bytes;
                 t.mismatches.extend(out.mismatches);
                 t.damaged.extend(out.damaged);
+                t.unwritable.extend(out.unwritable);
                 t.warnings.extend(out.warnings);
             });
         }
@@ -312,19 +329,11 @@ fn write_files(
     let mut t = total.into_inner().expect("restore totals");
     t.mismatches.sort_by(|a, b| a.path.cmp(&b.path));
     t.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+    t.unwritable.sort_by(|a, b| a.path.cmp(&b.path));
     t
 }
 
-fn record_failure(
-    failure: FileFailure,
-    file: &PlannedFile,
-    path: &Path,
-    keep: bool,
-    out: &mut WriteOutcome,
-) {
-    if !keep {
-        let _ = std::fs::remove_file(path);
-    }
+fn record_failure(failure: FileFailure, file: &PlannedFile, out: &mut WriteOutcome) {
     let expected = file.node.hash.expect("file nodes have a hash");
     match failure {
         FileFailure::Mismatch(actual) => out.mismatches.push(Mismatch {
@@ -343,6 +352,11 @@ fn record_failure(
             expected: Some(expected),
             actual,
         }),
+        // The target refused the file: nothing stored is damaged.
+        FileFailure::Io(error) => out.unwritable.push(super::Unwritable {
+            path: display(&file.rel),
+            error,
+        }),
     }
 }
 
@@ -353,34 +367,47 @@ enum FileFailure {
         pack: Option<String>,
         actual: Option<FileHash>,
     },
+    /// The file could not be created or written in the target.
+    Io(String),
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The parent directory of the last file written, kept open: the files of a unit mostly
+/// share one.
+#[derive(Default)]
+struct ParentCache {
+    open: Option<(std::path::PathBuf, std::os::fd::OwnedFd)>,
+}
+
+impl ParentCache {
+    fn open<'a>(
+        &mut self,
+        target: &Target,
+        rel: &'a Path,
+    ) -> std::io::Result<(std::os::fd::OwnedFd, &'a OsStr)> {
+        let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a path inside the target",
+            ));
+        };
+        if self.open.as_ref().map(|(p, _)| p.as_path()) != Some(parent) {
+            self.open = Some((parent.to_path_buf(), target.open_dir(parent)?));
+        }
+        let fd = self.open.as_ref().expect("just opened").1.try_clone()?;
+        Ok((fd, name))
+    }
+}
+
 fn write_file(
-    path: &Path,
+    out: &mut File,
     file: &PlannedFile,
     wanted: &[(BlobId, BlobLocation)],
     span: std::ops::Range<usize>,
     reader: &mut BlobReader,
-    overwrite: bool,
     keep_damaged: bool,
     progress: &RestoreProgress,
-) -> Result<File, FileFailure> {
-    let io = |e: std::io::Error| FileFailure::Damaged {
-        error: format!("cannot write the file: {e}"),
-        pack: None,
-        actual: None,
-    };
-    let mut out: File = if overwrite {
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
-    } else {
-        OpenOptions::new().write(true).create_new(true).open(path)
-    }
-    .map_err(io)?;
+) -> Result<(), FileFailure> {
+    let io = |e: std::io::Error| FileFailure::Io(format!("cannot write the file: {e}"));
     let mut hasher = blake3::Hasher::new();
     let mut first_error = None;
     for i in span {
@@ -421,65 +448,5 @@ fn write_file(
     if Some(actual) != file.node.hash {
         return Err(FileFailure::Mismatch(actual));
     }
-    Ok(out)
-}
-
-pub(super) fn mtime_of(node: &Node) -> std::time::SystemTime {
-    let d = std::time::Duration::new(
-        node.mtime_ns.unsigned_abs() / 1_000_000_000,
-        (node.mtime_ns.unsigned_abs() % 1_000_000_000) as u32,
-    );
-    if node.mtime_ns >= 0 {
-        std::time::UNIX_EPOCH + d
-    } else {
-        std::time::UNIX_EPOCH - d
-    }
-}
-
-/// Owner, permissions and times of a restored file, through its open descriptor (no path
-/// lookups: a restore sets them on every file).
-fn apply_file_meta(file: &File, path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
-    if root {
-        if let Err(e) = std::os::unix::fs::fchown(file, Some(node.uid), Some(node.gid)) {
-            warnings.push(format!("{}: owner not set: {e}", path.display()));
-        }
-    }
-    if let Err(e) = file.set_permissions(std::fs::Permissions::from_mode(node.mode)) {
-        warnings.push(format!("{}: permissions not set: {e}", path.display()));
-    }
-    let t = mtime_of(node);
-    if let Err(e) = file.set_times(std::fs::FileTimes::new().set_accessed(t).set_modified(t)) {
-        warnings.push(format!(
-            "{}: modification time not set: {e}",
-            path.display()
-        ));
-    }
-}
-
-/// Owner, permissions and times of a directory or symlink, by path (symlinks have no
-/// permissions of their own, and their times are set on the link itself).
-fn apply_meta(path: &Path, node: &Node, root: bool, warnings: &mut Vec<String>) {
-    if root {
-        if let Err(e) = std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid)) {
-            warnings.push(format!("{}: owner not set: {e}", path.display()));
-        }
-    }
-    let symlink = node.kind == NodeKind::Symlink;
-    if !symlink {
-        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode)) {
-            warnings.push(format!("{}: permissions not set: {e}", path.display()));
-        }
-    }
-    let mtime = filetime::FileTime::from_system_time(mtime_of(node));
-    let set = if symlink {
-        filetime::set_symlink_file_times(path, mtime, mtime)
-    } else {
-        filetime::set_file_times(path, mtime, mtime)
-    };
-    if let Err(e) = set {
-        warnings.push(format!(
-            "{}: modification time not set: {e}",
-            path.display()
-        ));
-    }
+    Ok(())
 }

@@ -132,6 +132,9 @@ pub async fn run(
     let mut service = Arc::new(Service::new(config, clock.clone()).map_err(|e| e.to_string())?);
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Mail goes out from a task of its own, one round at a time: a mail server that accepts
+    // connections and never answers delays mail, never a backup.
+    let mut delivery: Option<tokio::task::JoinHandle<()>> = None;
     tracing::info!(config = %config_file.display(), jobs = jobs(&service.config).len(), "vouch daemon started");
 
     // Catch up, once, on what was missed while the daemon was not running.
@@ -202,6 +205,22 @@ pub async fn run(
         if let Err(e) = service.housekeeping().await {
             tracing::warn!(error = %e, "housekeeping");
         }
+        if delivery.as_ref().is_none_or(|d| d.is_finished()) {
+            let service = service.clone();
+            delivery = Some(tokio::spawn(async move {
+                if let Err(e) = service.flush_outbox().await {
+                    tracing::warn!(error = %e, "mail delivery");
+                }
+                if let Ok(Some(st)) = service.outbox_stuck() {
+                    tracing::error!(
+                        waiting = st.waiting,
+                        since = %crate::clock::human(st.since),
+                        error = %st.last_error,
+                        "mail has not gone out for hours: alerts are not reaching anyone"
+                    );
+                }
+            }));
+        }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             _ = signals.notify.notified() => {}
@@ -226,7 +245,15 @@ pub async fn run(
             let _ = t.await;
         }
     }
-    let _ = service.flush_outbox().await;
+    // One last round for what the jobs queued, within the mail deadline.
+    if let Some(d) = delivery.take() {
+        d.abort();
+    }
+    let _ = tokio::time::timeout(
+        crate::notify::mailer::SEND_DEADLINE * 2,
+        service.flush_outbox(),
+    )
+    .await;
     tracing::info!("vouch daemon stopped");
     Ok(())
 }

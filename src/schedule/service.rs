@@ -345,9 +345,14 @@ impl Service {
                 .await?;
         }
         if let Some(url) = &s.heartbeat_url {
+            // Mail stuck for hours fails the heartbeat too: alerts are not reaching anyone.
+            let stuck = self.outbox_stuck().ok().flatten();
+            if let Some(st) = &stuck {
+                tracing::error!(waiting = st.waiting, error = %st.last_error, "mail has not gone out for hours; the heartbeat reports a failure");
+            }
             ping(
                 url,
-                if record.outcome == Outcome::Failed {
+                if record.outcome == Outcome::Failed || stuck.is_some() {
                     Beat::Failure
                 } else {
                     Beat::Success
@@ -560,7 +565,8 @@ impl Service {
         Ok(out)
     }
 
-    /// Staleness, drills due, reminders, journal mirroring and the outbox.
+    /// Staleness, drills due, reminders and journal mirroring. Mail is delivered apart
+    /// (`flush_outbox`): a mail server that does not answer must never hold up a job.
     pub async fn housekeeping(&self) -> Result<(), ServiceError> {
         let now = self.clock.now();
         let last_good = self.last_good()?;
@@ -585,7 +591,6 @@ impl Service {
             monitor.remind(now)?;
         }
         self.mirror().await?;
-        self.flush_outbox().await?;
         Ok(())
     }
 
@@ -634,7 +639,8 @@ impl Service {
             self.with_journal(|j| crate::notify::Outbox::new(j.connection())?.due(horizon))?;
         let mut sent = 0;
         for (id, message, attempts) in due {
-            // Deliver without holding the journal: SMTP can take a while.
+            // Deliver without holding the journal: SMTP can take a while (at most
+            // `SEND_DEADLINE` per message).
             let result = self.mailer.send(&message).await;
             self.with_journal(|j| {
                 let outbox = crate::notify::Outbox::new(j.connection())?;
@@ -642,17 +648,35 @@ impl Service {
                     Ok(()) => outbox.sent(id, now),
                     Err(e) => {
                         tracing::warn!(id, error = %e, "email not delivered yet; it stays in the outbox");
-                        outbox.failed(id, attempts, e, now)
+                        outbox.failed(id, attempts, &e.to_string(), now)
                     }
                 }
             })?;
             sent += usize::from(result.is_ok());
+            // A server that cannot be reached now will not take the next message either:
+            // the rest wait for the next round rather than each wait out the deadline.
+            if matches!(
+                result,
+                Err(crate::notify::mailer::MailError::Unreachable(_))
+            ) {
+                break;
+            }
         }
         self.mail_sent
             .fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         let pending =
             self.with_journal(|j| crate::notify::Outbox::new(j.connection())?.pending())?;
         Ok((sent, pending))
+    }
+
+    /// Mail that has not gone out for `OUTBOX_ALARM`: (messages waiting, oldest queued, last
+    /// error). The one channel that would tell someone is the one that is down, so the
+    /// heartbeat and `vouch status` say it instead.
+    pub fn outbox_stuck(&self) -> Result<Option<crate::notify::Stuck>, ServiceError> {
+        let now = self.clock.now();
+        Ok(self.with_journal(|j| {
+            crate::notify::Outbox::new(j.connection())?.stuck(now, crate::notify::OUTBOX_ALARM)
+        })?)
     }
 
     /// Annotate a run with what was done about it.

@@ -28,6 +28,11 @@ pub enum Fault {
     /// Refuse every delete with "access denied", as S3 does for credentials without
     /// `s3:DeleteObject` (reads and writes still work).
     DenyDeletes,
+    /// Carry out the next `n` writes, then answer each with a connection reset, as when the
+    /// object is stored and the reply is lost on the way back.
+    LoseReplies(u32),
+    /// Refuse every write and delete with "access denied": read-only credentials.
+    ReadOnly,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -87,11 +92,43 @@ impl FaultyStore {
                     source: "AccessDenied: injected fault".into(),
                 });
             }
+            Fault::ReadOnly if op == Op::Read => return Ok(()),
+            Fault::ReadOnly => {
+                return Err(object_store::Error::PermissionDenied {
+                    path: String::new(),
+                    source: "AccessDenied: read-only credentials (injected fault)".into(),
+                });
+            }
+            // Handled after the call (`after`).
+            Fault::LoseReplies(_) => return Ok(()),
         };
         Err(object_store::Error::Generic {
             store: "faulty",
             source: Box::new(std::io::Error::new(kind, "injected fault")),
         })
+    }
+}
+
+impl FaultyStore {
+    /// After a call has been carried out: lose its reply if that fault is on.
+    fn after<T>(&self, op: Op, result: Result<T>) -> Result<T> {
+        if op != Op::Write || result.is_err() {
+            return result;
+        }
+        let mut fault = self.fault.lock().expect("fault lock");
+        match &mut *fault {
+            Fault::LoseReplies(n) if *n > 0 => {
+                *n -= 1;
+                Err(object_store::Error::Generic {
+                    store: "faulty",
+                    source: Box::new(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionReset,
+                        "injected fault: the reply was lost after the write was stored",
+                    )),
+                })
+            }
+            _ => result,
+        }
     }
 }
 
@@ -116,7 +153,8 @@ impl ObjectStore for FaultyStore {
         opts: PutOptions,
     ) -> Result<PutResult> {
         self.before(Op::Write)?;
-        self.inner.put_opts(location, payload, opts).await
+        let r = self.inner.put_opts(location, payload, opts).await;
+        self.after(Op::Write, r)
     }
 
     async fn put_multipart_opts(

@@ -17,7 +17,7 @@ use crate::repo::format::tree::{Node, NodeKind};
 use crate::repo::ids::{BlobId, PackId, SnapshotId, object_name};
 use crate::repo::index::MasterIndex;
 use crate::repo::packer::pack_key;
-use crate::repo::{BlobDecoder, BlobError, LockMode, RepoError, Repository, TreeLoader};
+use crate::repo::{BlobDecoder, BlobError, RepoError, Repository, TreeLoader};
 
 use super::ledger::{self, Ledger, LedgerRecord};
 
@@ -63,6 +63,14 @@ pub enum FindingKind {
     FileSize,
     PackUnindexed,
     LockStale,
+    /// A key file that cannot be read: its passphrase no longer opens the repository.
+    KeyUnreadable,
+    /// A lock file that cannot be read (it protects nothing; `vouch unlock` removes it).
+    LockUnreadable,
+    /// A drill report, ledger record, hold or journal copy that cannot be read.
+    RecordUnreadable,
+    /// A write killed before it finished, left on a local disk.
+    PartialUpload,
 }
 
 /// A file that damage makes unrestorable.
@@ -104,6 +112,9 @@ pub struct CheckReport {
     pub levels: Vec<u8>,
     pub findings: Vec<Finding>,
     pub duration_ms: u64,
+    /// How the check ran, for the person to know (read without a lock, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -132,10 +143,12 @@ fn finding(
 }
 
 pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
-    let lock = repo.lock(LockMode::Shared, "check").await?;
+    let (lock, note) = repo.lock_for_reading("check").await?;
     let result = check_locked(&repo, opts).await;
     lock.release().await?;
-    result
+    let mut report = result?;
+    report.notes.extend(note);
+    Ok(report)
 }
 
 async fn check_locked(
@@ -226,6 +239,7 @@ async fn check_locked(
         ));
     }
     report.snapshots = snapshots.len();
+    findings.extend(check_records(repo).await?);
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let structure = walk_structure(&trees, &snapshots).await;
     report.trees = structure.trees;
@@ -274,7 +288,13 @@ async fn check_locked(
                 snapshot: None,
                 files: String::new(),
             };
-            ledger::record(repo, &record).await?;
+            match ledger::record(repo, &record).await {
+                Ok(()) => {}
+                Err(RepoError::Storage(e)) if e.is_read_only() => report.notes.push(format!(
+                    "what was verified is not recorded in the verification ledger: the repository refuses writes ({e})"
+                )),
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -304,6 +324,100 @@ async fn check_locked(
     report.findings = findings;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Every stored object besides packs, index files and snapshots: key files, locks, drill
+/// reports, the verification ledger, holds and the journal's copy. Each must match its name
+/// and open; one that does not is named. A record of evidence lost is damage; a lock or a
+/// partial upload is something to tidy.
+async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
+    use crate::repo::crypto::Kind;
+    use futures::StreamExt;
+    let mut out = Vec::new();
+    let (_, bad_keys) = repo.list_keys().await?;
+    for (key, why) in bad_keys {
+        out.push(finding(
+            Severity::Damage,
+            FindingKind::KeyUnreadable,
+            key,
+            format!(
+                "key file cannot be read ({why}): its passphrase no longer opens the repository; the others still do. Remove it with `vouch key remove`, and `vouch key add` a new one if that passphrase is still needed"
+            ),
+        ));
+    }
+    let what = |dir: &str| match dir {
+        "drills/" => "drill report",
+        "ledger/" => "verification ledger record",
+        "holds/" => "hold",
+        "locks/" => "lock file",
+        _ => "journal copy",
+    };
+    for dir in ["locks/", "drills/", "ledger/", "holds/", "journal/"] {
+        let listed = repo.store().list(dir).await?;
+        let results: Vec<(String, Result<(), String>)> = futures::stream::iter(listed)
+            .map(|(key, _)| async move {
+                let bytes = match repo.store().get(&key).await {
+                    Ok(b) => b,
+                    // Removed since the listing (a lock released, say).
+                    Err(e) if e.is_not_found() => return (key, Ok(())),
+                    Err(e) => return (key, Err(e.to_string())),
+                };
+                let r = match dir {
+                    "locks/" => repo
+                        .decode::<crate::repo::format::lock::LockFile>(Kind::Lock, &key, &bytes)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    "drills/" => repo
+                        .decode::<super::drill::DrillReport>(Kind::DrillReport, &key, &bytes)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    "ledger/" => repo
+                        .decode::<LedgerRecord>(Kind::Ledger, &key, &bytes)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    "holds/" => repo
+                        .decode::<serde_json::Value>(Kind::Hold, &key, &bytes)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    _ => crate::journal::decode_mirror(repo, &key, &bytes).map(|_| ()),
+                };
+                (key, r)
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        for (key, r) in results {
+            let Err(why) = r else { continue };
+            let (severity, kind, advice) = if dir == "locks/" {
+                (
+                    Severity::Warning,
+                    FindingKind::LockUnreadable,
+                    "; it protects nothing: `vouch unlock` removes it",
+                )
+            } else {
+                (
+                    Severity::Damage,
+                    FindingKind::RecordUnreadable,
+                    "; the evidence it held is lost from the repository",
+                )
+            };
+            out.push(finding(
+                severity,
+                kind,
+                key,
+                format!("{} cannot be read: {why}{advice}", what(dir)),
+            ));
+        }
+    }
+    for path in repo.store().partial_uploads(time::Duration::ZERO)? {
+        out.push(finding(
+            Severity::Warning,
+            FindingKind::PartialUpload,
+            path.display().to_string(),
+            "an unfinished write left by a process that was stopped; nothing uses it, and `vouch prune` removes it once it is an hour old",
+        ));
+    }
+    Ok(out)
 }
 
 fn with_blobs(mut f: Finding, blobs: Vec<BlobId>) -> Finding {

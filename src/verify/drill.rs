@@ -373,6 +373,17 @@ async fn drill_locked(
                     detail: d.error.clone(),
                 });
             }
+            // A file the sandbox would not take was not verified: the drill cannot vouch for it.
+            for u in &out.report.unwritable {
+                failures.push(DrillFailure {
+                    level: 3,
+                    path: Some(u.path.clone()),
+                    pack: None,
+                    expected: None,
+                    actual: None,
+                    detail: format!("not verified: the sandbox refused it ({})", u.error),
+                });
+            }
             for m in &out.report.mismatches {
                 failures.push(DrillFailure {
                     level: 3,
@@ -390,6 +401,7 @@ async fn drill_locked(
                 .iter()
                 .map(|d| d.path.as_str())
                 .chain(out.report.mismatches.iter().map(|m| m.path.as_str()))
+                .chain(out.report.unwritable.iter().map(|u| u.path.as_str()))
                 .collect();
             let restored: Vec<&crate::restore::PlannedFile> = match plan.selection {
                 Selection::All => full.files.iter().collect(),

@@ -237,6 +237,8 @@ fn year() -> &'static Year {
                 .unwrap();
             assert_eq!(o.record.kind, "evidence");
             assert_eq!(o.record.outcome, Outcome::Success, "{:?}", o.record.error);
+            // The daemon delivers what the jobs queued, apart from them.
+            service.flush_outbox().await.unwrap();
             failed_drill.unwrap()
         });
         drop(service);

@@ -128,6 +128,15 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
         "{}",
         prune.stdout
     );
+    // The hidden snapshot's packs, which prune wanted gone.
+    let unwanted: Vec<String> = prune
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("kept "))
+        .filter_map(|l| l.split(':').next())
+        .filter(|k| k.starts_with("data/"))
+        .map(str::to_string)
+        .collect();
     let packs_after = r.keys(&rt, "data/");
     for pack in &packs_before {
         assert!(packs_after.contains(pack), "retained {pack} was deleted");
@@ -143,16 +152,12 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
     let report: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
     assert_eq!(report["retention_extended"], 0, "nothing was near its end");
     // A pack the latest snapshot needs: not among those prune wanted gone, holding trip2.jpg.
-    let unwanted: Vec<&str> = report["refused"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r[0].as_str().unwrap())
-        .collect();
+    // (Those are now in no index and young, so this prune leaves them alone.)
     assert!(!unwanted.is_empty(), "{report}");
+    assert_eq!(report["packs_recent"], unwanted.len(), "{report}");
     let kept_pack = packs_after
         .iter()
-        .filter(|k| !unwanted.contains(&k.as_str()))
+        .filter(|k| !unwanted.contains(k))
         .find(|k| {
             rt.block_on(r.store().get(k))
                 .is_ok_and(|b| b.len() > 1_000_000)
@@ -181,12 +186,30 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
     );
 
     // Once its retention has passed, an unused pack goes for good: every version of it, so
-    // the space is really freed (a plain delete would only hide it).
-    let unused_pack = unwanted
-        .iter()
-        .find(|k| k.starts_with("data/"))
+    // the space is really freed (a plain delete would only hide it). A third photo, backed
+    // up once; the snapshot that holds it hidden as before.
+    let before_trip3 = r.keys(&rt, "data/");
+    write(&src.join("Photos/trip3.jpg"), &noise(2_000_000, 4));
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+    let unused_pack = r
+        .keys(&rt, "data/")
+        .into_iter()
+        .filter(|k| !before_trip3.contains(k))
+        .find(|k| {
+            rt.block_on(r.store().get(k))
+                .is_ok_and(|b| b.len() > 1_000_000)
+        })
+        .unwrap();
+    let listed = r.run(&["snapshots", "--json"]).expect(0);
+    let listed: serde_json::Value = serde_json::from_str(&listed.stdout).unwrap();
+    let newest = listed.as_array().unwrap().last().unwrap()["id"]
+        .as_str()
         .unwrap()
         .to_string();
+    std::fs::remove_file(src.join("Photos/trip3.jpg")).unwrap();
+    r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
+    rt.block_on(r.store().delete(&format!("snapshots/{newest}")))
+        .unwrap();
     let moments = wall_clock() + time::Duration::seconds(2);
     rt.block_on(locked.extend_retention(&unused_pack, moments))
         .unwrap();

@@ -108,7 +108,7 @@ proptest! {
         build(&src, &items);
         let rt = tokio::runtime::Runtime::new().unwrap();
         rt.block_on(async {
-            let store = Store::open(&RepoUrl::Local(dir.path().join("repo")), &Default::default()).unwrap();
+            let store = Store::create(&RepoUrl::Local(dir.path().join("repo")), &Default::default(), true).unwrap();
             let repo = Arc::new(Repository::init(store, &Secret::new("p"), &InitOptions::default()).await.unwrap());
             let opts = BackupOptions { paths: vec![src.clone()], ..Default::default() };
             let report = vouch::backup(repo.clone(), opts, Default::default()).await.unwrap();

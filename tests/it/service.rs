@@ -202,6 +202,7 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
         assert_eq!(o.record.outcome, vouch::journal::Outcome::Success);
         clock.advance(time::Duration::hours(25));
         service.housekeeping().await.unwrap();
+        service.flush_outbox().await.unwrap();
         assert!(
             site.mail_folder().is_empty(),
             "no alert before the RPO passes"
@@ -209,6 +210,7 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
         clock.advance(time::Duration::hours(2));
         service.housekeeping().await.unwrap();
         service.housekeeping().await.unwrap();
+        service.flush_outbox().await.unwrap();
         let mail = site.mail_folder();
         assert_eq!(mail.len(), 1, "one alert once it passes: {mail:#?}");
         assert!(
@@ -224,12 +226,14 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
         // A day later, still stale: one reminder.
         clock.advance(time::Duration::hours(24));
         service.housekeeping().await.unwrap();
+        service.flush_outbox().await.unwrap();
         assert_eq!(site.mail_folder().len(), 2);
         // The next good backup resolves it.
         service
             .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
             .await
             .unwrap();
+        service.flush_outbox().await.unwrap();
         let mail = site.mail_folder();
         assert_eq!(mail.len(), 3, "{mail:#?}");
         assert!(
@@ -529,6 +533,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
             .await
             .unwrap();
+        service.flush_outbox().await.unwrap();
         assert_eq!(
             drills_only(&site.mail_folder()),
             0,
@@ -539,6 +544,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
             .await
             .unwrap();
+        service.flush_outbox().await.unwrap();
         let mail = site.mail_folder();
         assert_eq!(drills_only(&mail), 1, "{mail:#?}");
         assert!(
@@ -550,6 +556,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
             .await
             .unwrap();
+        service.flush_outbox().await.unwrap();
         let mail = site.mail_folder();
         assert!(
             mail.iter()
@@ -560,6 +567,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             .run_drill(&plan, vouch::journal::Trigger::Manual, "test")
             .await
             .unwrap();
+        service.flush_outbox().await.unwrap();
         let mail = site.mail_folder();
         assert!(
             mail.iter()

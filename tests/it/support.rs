@@ -501,3 +501,15 @@ impl Drop for Smtp {
         self.stop();
     }
 }
+
+/// The same objects as `store`, through a fault-injecting wrapper around its real store, and
+/// the handle that switches the faults.
+pub fn with_faults(store: vouch::Store) -> (vouch::Store, vouch::storage::FaultyStore) {
+    let mut handle = None;
+    let store = store.map_inner(|inner| {
+        let f = vouch::storage::FaultyStore::new(inner);
+        handle = Some(f.clone());
+        std::sync::Arc::new(f)
+    });
+    (store, handle.expect("map_inner calls its function"))
+}

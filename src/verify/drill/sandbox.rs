@@ -275,14 +275,14 @@ pub fn run_confined(
 /// `vouch __sandbox-exec DIR -- PROGRAM ARGS…`: confine writes to DIR, then become PROGRAM.
 pub fn sandbox_exec(dir: &Path, argv: &[std::ffi::OsString]) -> i32 {
     let Some((program, args)) = argv.split_first() else {
-        eprintln!("vouch: __sandbox-exec needs a program to run");
+        errln!("vouch: __sandbox-exec needs a program to run");
         return 2;
     };
     let confinement = confine_writes(&[dir]);
     if confinement != Confinement::Enforced {
-        eprintln!("vouch: {confinement}");
+        errln!("vouch: {confinement}");
     }
     let err = Command::new(program).args(args).exec();
-    eprintln!("vouch: cannot run {}: {err}", program.to_string_lossy());
+    errln!("vouch: cannot run {}: {err}", program.to_string_lossy());
     127
 }

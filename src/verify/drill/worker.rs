@@ -163,13 +163,13 @@ pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, String>
 pub fn main() -> i32 {
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("vouch: drill worker: cannot read the job: {e}");
+        errln!("vouch: drill worker: cannot read the job: {e}");
         return 1;
     }
     let job: Job = match serde_json::from_slice(&input) {
         Ok(j) => j,
         Err(e) => {
-            eprintln!("vouch: drill worker: bad job: {e}");
+            errln!("vouch: drill worker: bad job: {e}");
             return 1;
         }
     };
@@ -181,20 +181,20 @@ pub fn main() -> i32 {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("vouch: drill worker: {e}");
+            errln!("vouch: drill worker: {e}");
             return 1;
         }
     };
     match runtime.block_on(restore(&job, confinement)) {
         Ok(outcome) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&outcome).expect("outcome serializes")
             );
             0
         }
         Err(e) => {
-            eprintln!("{e}");
+            errln!("{e}");
             1
         }
     }
