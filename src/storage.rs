@@ -281,10 +281,9 @@ impl Store {
     }
 
     /// Open the store behind `url` for `vouch init`, creating a local repository's directory.
-    /// A directory that has to be made inside an empty one that is not a mounted filesystem
-    /// is refused unless `create_parents`: that is what a disk that is not mounted looks like
-    /// (its mount point is an empty folder on the system disk), and the backups would fill
-    /// the system disk instead.
+    /// Without `create_parents` only the last folder is made, and not inside what looks like
+    /// the mount point of a disk that is not mounted (`refuse_creating`): the backups would
+    /// fill the system disk instead.
     pub fn create(
         url: &RepoUrl,
         s3: &S3Options,
@@ -299,7 +298,7 @@ impl Store {
             let abs = std::path::absolute(path).map_err(|e| fail(e.to_string()))?;
             if !abs.exists() {
                 if !create_parents {
-                    if let Some(why) = suspicious_parent(&abs) {
+                    if let Some(why) = refuse_creating(&abs) {
                         return Err(fail(why));
                     }
                 }
@@ -778,25 +777,58 @@ fn is_partial_name(name: &std::ffi::OsStr) -> bool {
     })
 }
 
-/// Why creating the directories of `path` looks like filling an unmounted disk's mount point:
-/// the deepest directory that exists is empty and is not the root of a mounted filesystem.
-fn suspicious_parent(path: &std::path::Path) -> Option<String> {
+/// Why `init` should not create the directory `path`: its parent is missing too (a mistyped
+/// path, or a disk that is not mounted, would become folders on the system disk; borg asks
+/// for `--make-parent-dirs` for the same reason), or its parent is an empty mount point whose
+/// disk is not mounted: an empty folder on the same device as the folder above it, named in
+/// /etc/fstab or where NASes and desktops mount disks.
+fn refuse_creating(path: &std::path::Path) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    let existing = path.ancestors().skip(1).find(|a| a.exists())?;
-    let parent = existing.parent()?;
-    let empty = std::fs::read_dir(existing).ok()?.next().is_none();
-    let (here, above) = (
-        std::fs::metadata(existing).ok()?,
-        std::fs::metadata(parent).ok()?,
-    );
-    if !empty || here.dev() != above.dev() {
+    let parent = path.parent()?;
+    if !parent.exists() {
+        return Some(format!(
+            "{} does not exist either; a mistyped path, or a disk that is not mounted, would become folders on the system disk, so nothing was created. Check the path (is the disk mounted?), or pass --create-parents to make the folders",
+            parent.display()
+        ));
+    }
+    let above = parent.parent()?;
+    let empty = std::fs::read_dir(parent).ok()?.next().is_none();
+    let same_device = std::fs::metadata(parent).ok()?.dev() == std::fs::metadata(above).ok()?.dev();
+    if !(empty && same_device && (in_fstab(parent) || where_disks_mount(parent))) {
         return None;
     }
     Some(format!(
         "{} is an empty folder on the same disk as {}, which is what a mount point looks like when its disk is not mounted; nothing was created. Mount the disk (or share) there and run init again, or, if the repository should live on this disk, pass --create-parents",
-        existing.display(),
-        parent.display()
+        parent.display(),
+        above.display()
     ))
+}
+
+/// Whether /etc/fstab names `dir` as a mount point.
+fn in_fstab(dir: &std::path::Path) -> bool {
+    std::fs::read_to_string("/etc/fstab").is_ok_and(|t| {
+        t.lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .any(|m| std::path::Path::new(m) == dir)
+    })
+}
+
+/// Whether `dir` is where disks are mounted on Linux desktops and NASes: directly under
+/// /mnt, /media or /run/media/USER, or a Synology, QNAP or OpenMediaVault external-disk root.
+fn where_disks_mount(dir: &std::path::Path) -> bool {
+    let text = dir.to_string_lossy();
+    let under = |root: &str| {
+        dir.parent()
+            .is_some_and(|p| p == std::path::Path::new(root))
+    };
+    under("/mnt")
+        || under("/media")
+        || dir.parent().and_then(|p| p.parent()) == Some(std::path::Path::new("/run/media"))
+        || text.starts_with("/volumeUSB")
+        || text.starts_with("/volumeSATA")
+        || text.starts_with("/share/external/")
+        || text.starts_with("/srv/dev-disk-by-")
 }
 
 fn rand_suffix() -> [u8; 8] {

@@ -17,6 +17,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
@@ -89,7 +90,7 @@ fn timestamps(node: &Node) -> Timestamps {
 /// temporary name that `commit` renames over the old entry.
 pub struct NewFile {
     pub file: File,
-    parent: OwnedFd,
+    parent: Arc<OwnedFd>,
     name: OsString,
     temp: Option<OsString>,
 }
@@ -98,7 +99,7 @@ impl NewFile {
     /// Put the file in place (a no-op unless it replaces something).
     pub fn commit(self) -> std::io::Result<File> {
         if let Some(temp) = &self.temp {
-            rustix::fs::renameat(&self.parent, temp, &self.parent, &self.name).map_err(io)?;
+            rustix::fs::renameat(&*self.parent, temp, &*self.parent, &self.name).map_err(io)?;
         }
         Ok(self.file)
     }
@@ -106,7 +107,7 @@ impl NewFile {
     /// Remove what was written; with `--overwrite`, the old file stays as it was.
     pub fn discard(self) {
         let name = self.temp.as_ref().unwrap_or(&self.name);
-        let _ = rustix::fs::unlinkat(&self.parent, name, AtFlags::empty());
+        let _ = rustix::fs::unlinkat(&*self.parent, name, AtFlags::empty());
     }
 }
 
@@ -221,16 +222,22 @@ impl Target {
     pub fn create_file(&self, rel: &Path, replace: bool) -> std::io::Result<NewFile> {
         let (parent, name) = split(rel)?;
         let dir = self.open_dir(parent)?;
-        self.create_in(dir, name, replace)
+        self.create_in(Arc::new(dir), name, replace)
     }
 
-    /// As `create_file`, in an already open parent directory.
-    pub fn create_in(&self, dir: OwnedFd, name: &OsStr, replace: bool) -> std::io::Result<NewFile> {
+    /// As `create_file`, in an already open parent directory (shared by the files written
+    /// into it, so that none costs another descriptor).
+    pub fn create_in(
+        &self,
+        dir: Arc<OwnedFd>,
+        name: &OsStr,
+        replace: bool,
+    ) -> std::io::Result<NewFile> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
         let mode = Mode::RUSR | Mode::WUSR;
         let temp = if replace {
-            match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            match rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::AlreadyExists,

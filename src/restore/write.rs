@@ -375,7 +375,7 @@ enum FileFailure {
 /// share one.
 #[derive(Default)]
 struct ParentCache {
-    open: Option<(std::path::PathBuf, std::os::fd::OwnedFd)>,
+    open: Option<(std::path::PathBuf, Arc<std::os::fd::OwnedFd>)>,
 }
 
 impl ParentCache {
@@ -383,7 +383,7 @@ impl ParentCache {
         &mut self,
         target: &Target,
         rel: &'a Path,
-    ) -> std::io::Result<(std::os::fd::OwnedFd, &'a OsStr)> {
+    ) -> std::io::Result<(Arc<std::os::fd::OwnedFd>, &'a OsStr)> {
         let (Some(parent), Some(name)) = (rel.parent(), rel.file_name()) else {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -391,9 +391,9 @@ impl ParentCache {
             ));
         };
         if self.open.as_ref().map(|(p, _)| p.as_path()) != Some(parent) {
-            self.open = Some((parent.to_path_buf(), target.open_dir(parent)?));
+            self.open = Some((parent.to_path_buf(), Arc::new(target.open_dir(parent)?)));
         }
-        let fd = self.open.as_ref().expect("just opened").1.try_clone()?;
+        let fd = self.open.as_ref().expect("just opened").1.clone();
         Ok((fd, name))
     }
 }

@@ -1011,13 +1011,38 @@ fn a_missing_repository_directory_is_named_and_not_created() {
     assert!(!env.path("volumeUSB1").exists(), "nothing was created");
 }
 
+/// A folder under /mnt, as a NAS's mount point for a USB disk; removed on drop.
+struct MountPoint(PathBuf);
+
+impl Drop for MountPoint {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
 fn init_refuses_to_fill_an_unmounted_disks_mount_point_unless_told() {
     let env = Env::new();
-    // An empty mount point whose disk is not mounted: a folder on the same disk.
-    let mount_point = env.path("mnt/usb");
-    std::fs::create_dir_all(&mount_point).unwrap();
-    let repo = mount_point.join("vouch");
+    // A mistyped path, or a disk whose whole path is missing: only the last folder is made.
+    let deep = env.path("volumeUSB1/usbshare/vouch");
+    let refused = env
+        .run(&["init", "--repo", deep.to_str().unwrap()])
+        .expect(1);
+    assert!(
+        refused.stderr.contains("does not exist either")
+            && refused.stderr.contains("--create-parents"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!env.path("volumeUSB1").exists(), "nothing was created");
+    // An empty mount point whose disk is not mounted: a bare folder on the system disk.
+    let mount_point = MountPoint(PathBuf::from(format!(
+        "/mnt/vouch-it-usb-{}",
+        std::process::id()
+    )));
+    std::fs::create_dir_all(&mount_point.0).unwrap();
+    let repo = mount_point.0.join("vouch");
     let refused = env
         .run(&["init", "--repo", repo.to_str().unwrap()])
         .expect(1);
@@ -1031,20 +1056,17 @@ fn init_refuses_to_fill_an_unmounted_disks_mount_point_unless_told() {
     // With the disk mounted (an empty filesystem of its own), init goes ahead.
     let ok = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mount_point)
+        .arg(&mount_point.0)
         .status()
         .unwrap();
     assert!(ok.success(), "mount tmpfs (the tests run as root)");
-    let mounted = env.run(&["init", "--repo", repo.to_str().unwrap()]);
-    let _ = Command::new("umount").arg(&mount_point).status();
-    mounted.expect(0);
-    // Told, it makes the folders on this disk.
-    let here = env.path("mnt/spare/vouch");
-    std::fs::create_dir_all(env.path("mnt/spare")).unwrap();
-    env.run(&["init", "--repo", here.to_str().unwrap(), "--create-parents"])
+    env.run(&["init", "--repo", repo.to_str().unwrap()])
+        .expect(0);
+    // Told, it makes the folders.
+    env.run(&["init", "--repo", deep.to_str().unwrap(), "--create-parents"])
         .expect(0);
     assert_eq!(
-        std::fs::metadata(&here).unwrap().mode() & 0o777,
+        std::fs::metadata(&deep).unwrap().mode() & 0o777,
         0o700,
         "the repository's folder is the owner's only"
     );
