@@ -456,12 +456,20 @@ pub fn main() -> i32 {
             return EXIT_FAILED;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
             errln!("vouch: error: {}", show::error_text(&e));
             EXIT_FAILED
         }
+    };
+    // The work is done; if its report could not be written, the caller must know.
+    match crate::sys::output_error() {
+        Some(e) => {
+            errln!("vouch: error: the output could not be written: {e}");
+            code.max(EXIT_FAILED)
+        }
+        None => code,
     }
 }
 

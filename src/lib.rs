@@ -4,16 +4,19 @@
 //! surface is the list of re-exports below.
 
 /// `println!` that never panics: a closed standard output (`vouch … | head`, a cron job whose
-/// mail pipe is gone) must not turn finished work into a crash, so write errors are ignored
-/// and the exit code says what the work did.
+/// mail pipe is gone) must not turn finished work into a crash. A closed pipe is ignored;
+/// any other write error (a full disk under `--json > file`) is remembered, and the command
+/// then says so and exits 1 (`sys::output_error`).
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            crate::sys::output_failed(&e);
+        }
     }};
 }
 
-/// `eprintln!` that never panics (see `outln!`).
+/// `eprintln!` that never panics: where the errors go cannot be told of its own failure.
 macro_rules! errln {
     ($($t:tt)*) => {{
         use std::io::Write as _;

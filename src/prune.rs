@@ -32,12 +32,7 @@ use crate::storage::StorageError;
 /// Index files are written with at most this many packs each.
 const PACKS_PER_INDEX: usize = 5_000;
 
-/// Packs that no index lists yet are left alone until they are this old: they may belong to
-/// a backup still running (its index and snapshot come at the end) or one that will resume.
-/// Locks already keep prune from running beside a backup; this is the second line, for a
-/// backup whose lock was judged stale while it was still writing (kopia keeps a similar
-/// margin).
-pub const UNINDEXED_MARGIN: time::Duration = time::Duration::hours(1);
+pub use crate::repo::UNFINISHED_MARGIN as UNINDEXED_MARGIN;
 
 #[derive(Clone, Debug)]
 pub struct PruneOptions {

@@ -35,6 +35,13 @@ pub use repair::{RepairReport, repair_index};
 pub use trees::TreeLoader;
 pub use verifier::PackVerifier;
 
+/// Packs that no index lists yet, and unfinished writes on a local disk, are left alone until
+/// they are this old: they may belong to a backup still running (its index and snapshot come
+/// at the end). Locks already keep prune from running beside a backup; this is the second
+/// line, for a backup whose lock was judged stale while it was still writing (kopia keeps a
+/// similar margin).
+pub const UNFINISHED_MARGIN: time::Duration = time::Duration::hours(1);
+
 /// Why the repository could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {
@@ -66,7 +73,7 @@ pub enum RepoError {
     )]
     Locked { url: String, by: String },
     #[error(
-        "the lock on {url} could not be refreshed for {minutes} minutes (was the storage unreachable, or the machine suspended?), so another process may have changed the repository meanwhile; nothing more was stored: run the job again"
+        "the lock on {url} could not be refreshed for {minutes} minutes or more (was the storage unreachable, or the machine suspended?), so another process may have changed the repository meanwhile; nothing more was stored: run the job again"
     )]
     LockLost { url: String, minutes: i64 },
     #[error("{0}")]

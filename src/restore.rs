@@ -110,6 +110,14 @@ pub enum RestoreError {
         "{count} path(s) already exist in the target, for example {first}; nothing was written (use --overwrite to replace them, or choose an empty --target)"
     )]
     TargetExists { count: usize, first: String },
+    #[error(
+        "{path} is a symlink or a file where the snapshot has a folder on the way to what is restored; restore never follows or replaces it, so nothing was written: choose a --target without it (the folder it points to, say)"
+    )]
+    InTheWay { path: String },
+    #[error(
+        "{path} is a folder where the snapshot has a file or symlink; restore does not replace folders, so nothing was written: move it aside, or choose another --target"
+    )]
+    FolderInTheWay { path: String },
     #[error("{path:?} is not in the snapshot; `vouch ls` shows what it holds")]
     IncludeNotFound { path: String },
     #[error("cannot write to the target {path}: {detail}")]
@@ -133,6 +141,10 @@ pub struct Plan {
     pub symlinks: Vec<(PathBuf, Node)>,
     /// Subtrees that could not be read.
     pub damaged: Vec<DamagedFile>,
+    /// Folders that are only on the way to what `include` asked for: made when missing, but
+    /// never replaced (a symlink there, such as a NAS's `/var/services/homes`, is the
+    /// administrator's, not the restore's).
+    pub through: std::collections::HashSet<PathBuf>,
 }
 
 fn components(p: &OsStr) -> Vec<Vec<u8>> {
@@ -191,6 +203,9 @@ pub async fn plan(
                     if let Some(sub) = node.subtree {
                         stack.push((sub, path));
                     }
+                    if !wanted {
+                        plan.through.insert(rel_path.clone());
+                    }
                     plan.dirs.push((rel_path, node));
                 }
                 NodeKind::File if wanted => plan.files.push(PlannedFile {
@@ -237,13 +252,7 @@ async fn restore_locked(
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let plan = plan(&trees, &snapshot.tree, &opts.include).await?;
     let target = opts.target.clone();
-    let conflicts = conflicts(&target, &plan, opts.overwrite)?;
-    if let Some(first) = conflicts.first() {
-        return Err(RestoreError::TargetExists {
-            count: conflicts.len(),
-            first: target.join(first).display().to_string(),
-        });
-    }
+    check_target(&target, &plan, opts.overwrite)?;
     let threads = opts.threads.unwrap_or_else(|| default_threads(repo));
     let handle = tokio::runtime::Handle::current();
     let overwrite = opts.overwrite;
@@ -267,48 +276,58 @@ async fn restore_locked(
     Ok(report)
 }
 
-/// What in the target is in the way of the plan, found without following any symlink: without
-/// `overwrite`, any file or symlink where the plan puts a file or symlink, and anything but a
-/// directory where it puts a directory; with `overwrite` (which replaces what is in the way),
-/// only a directory where a file goes.
-fn conflicts(target: &Path, plan: &Plan, overwrite: bool) -> Result<Vec<PathBuf>, RestoreError> {
+/// Refuse, before anything is written, what in the target is in the way of the plan, found
+/// without following any symlink: without `overwrite`, anything where the plan puts a file or
+/// symlink, and anything but a folder where it puts a folder; with it (which replaces what is
+/// in the way), a folder where a file goes. A symlink or file where a folder only on the way
+/// to an include goes is refused either way.
+fn check_target(target: &Path, plan: &Plan, overwrite: bool) -> Result<(), RestoreError> {
     use target::Existing;
-    let t = target::Target::open(target).map_err(|e| target_error(target, e))?;
+    let t = target::Target::open(target, true).map_err(|e| target_error(target, e))?;
     let empty = std::fs::read_dir(target)
         .map_err(|e| target_error(target, e))?
         .next()
         .is_none();
     if empty {
-        return Ok(Vec::new());
+        return Ok(());
     }
-    let mut out = Vec::new();
-    let mut look = |rel: &PathBuf, dir: bool| -> Result<(), RestoreError> {
-        let found = t
-            .existing(rel)
-            .map_err(|e| target_error(&target.join(rel), e))?;
-        let clash = match (found, dir, overwrite) {
-            (Existing::Nothing, _, _) => false,
-            // Something on the way is a symlink or a file: its parent is reported instead.
-            (Existing::Blocked, _, _) => false,
-            (Existing::Dir, true, _) => false,
-            (Existing::Dir, false, _) => true,
-            (Existing::Other, _, overwrite) => !overwrite,
-        };
-        if clash {
-            out.push(rel.clone());
-        }
-        Ok(())
+    let shown = |rel: &Path| target.join(rel).display().to_string();
+    let look = |rel: &Path| {
+        t.existing(rel)
+            .map_err(|e| target_error(&target.join(rel), e))
     };
+    let mut existing = Vec::new();
     for (rel, _) in &plan.dirs {
-        look(rel, true)?;
+        match look(rel)? {
+            // Something on the way is a symlink or a file: its own entry is reported.
+            Existing::Nothing | Existing::Dir | Existing::Blocked => {}
+            Existing::Other if plan.through.contains(rel) => {
+                return Err(RestoreError::InTheWay { path: shown(rel) });
+            }
+            Existing::Other if !overwrite => existing.push(rel),
+            Existing::Other => {}
+        }
     }
-    for f in &plan.files {
-        look(&f.rel, false)?;
+    for rel in plan
+        .files
+        .iter()
+        .map(|f| &f.rel)
+        .chain(plan.symlinks.iter().map(|(p, _)| p))
+    {
+        match look(rel)? {
+            Existing::Nothing | Existing::Blocked => {}
+            Existing::Dir => return Err(RestoreError::FolderInTheWay { path: shown(rel) }),
+            Existing::Other if !overwrite => existing.push(rel),
+            Existing::Other => {}
+        }
     }
-    for (rel, _) in &plan.symlinks {
-        look(rel, false)?;
+    match existing.first() {
+        Some(first) => Err(RestoreError::TargetExists {
+            count: existing.len(),
+            first: shown(first),
+        }),
+        None => Ok(()),
     }
-    Ok(out)
 }
 
 /// Threads for restoring: writes are mostly kernel time, so twice the cores on a local disk;

@@ -842,7 +842,9 @@ fn sync_file_and_dir(file: &std::path::Path) -> std::io::Result<()> {
     let f = std::fs::File::open(file)?;
     // Owner only: key files are plaintext JSON (their secret is wrapped, but offline guessing
     // of the passphrase starts from them), and nothing of a repository is for other users.
-    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    // Best effort: FAT and exFAT disks, and some network mounts, refuse modes they cannot
+    // store, and the write is sound without it.
+    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o600));
     f.sync_all()?;
     if let Some(dir) = file.parent() {
         std::fs::File::open(dir)?.sync_all()?;

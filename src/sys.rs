@@ -83,3 +83,17 @@ pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()
     f.write_all(bytes)?;
     f.sync_all()
 }
+
+static OUTPUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remember that standard output could not be written (a closed pipe aside).
+pub(crate) fn output_failed(e: &std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = OUTPUT_ERROR.set(e.to_string());
+    }
+}
+
+/// The first error writing standard output met, other than a closed pipe.
+pub fn output_error() -> Option<&'static str> {
+    OUTPUT_ERROR.get().map(String::as_str)
+}

@@ -185,10 +185,18 @@ fn show_prune(r: &PruneReport) {
         size(r.bytes_before)
     );
     outln!(
-        "  {} pack(s) unused, {} partly used to repack, {} not in any index",
+        "  {} pack(s) unused, {} partly used to repack, {} not in any index{}",
         r.packs_unused,
         r.packs_repacked,
-        r.packs_unindexed
+        r.packs_unindexed,
+        if r.packs_recent > 0 {
+            format!(
+                " ({} of them under an hour old, kept: a backup may still be writing them)",
+                r.packs_recent
+            )
+        } else {
+            String::new()
+        }
     );
     if r.dry_run {
         outln!(
@@ -209,6 +217,12 @@ fn show_prune(r: &PruneReport) {
     for (key, why) in &r.refused {
         outln!(
             "  kept {key}: the storage refused to delete it ({why}); a later prune will try again"
+        );
+    }
+    if r.partial_files_removed > 0 {
+        outln!(
+            "  removed {} unfinished write(s) left by a stopped process",
+            r.partial_files_removed
         );
     }
     if r.retention_extended > 0 {

@@ -444,7 +444,8 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
             outln!(
                 "copy in repository {}: {} of {} row(s) mirrored{}",
                 m.repository,
-                m.local_rows - m.not_yet.len() - m.missing_in_mirror.len() - m.damaged.len(),
+                m.local_rows
+                    .saturating_sub(m.not_yet.len() + m.missing_in_mirror.len() + m.damaged.len()),
                 m.local_rows,
                 if m.not_yet.is_empty() {
                     String::new()

@@ -180,12 +180,11 @@ pub async fn verify_mirror(
         local_rows: mine.len(),
         mirrored_rows: mirror.len(),
         unreadable,
-        damaged: damaged.iter().copied().collect(),
         ..Default::default()
     };
     for e in &mine {
         match mirror.get(&e.seq) {
-            None if damaged.contains(&e.seq) => {}
+            None if damaged.contains(&e.seq) => check.damaged.push(e.seq),
             None if pending.contains(&e.seq) => check.not_yet.push(e.seq),
             None => check.missing_in_mirror.push(e.seq),
             Some(m) if m.hash != e.hash || m.prev_hash != e.prev_hash => {

@@ -177,36 +177,42 @@ impl<'a> Outbox<'a> {
         rows.collect::<Result<_, _>>().map_err(db)
     }
 
-    /// The oldest message still waiting, when it has waited longer than `alarm`.
+    /// Mail is stuck when a message has waited longer than `alarm`, delivery of it has been
+    /// tried, and nothing at all has been delivered within `alarm`: the mail server is not
+    /// taking mail. (One message refused for its own sake, while others go out, is not that.)
     pub fn stuck(
         &self,
         now: OffsetDateTime,
         alarm: time::Duration,
     ) -> Result<Option<Stuck>, JournalError> {
-        let row: Option<(String, Option<String>, i64)> = self
+        let row: Option<(String, Option<String>, i64, i64)> = self
             .conn
             .query_row(
-                "SELECT created, last_error, (SELECT count(*) FROM outbox WHERE sent IS NULL) FROM outbox WHERE sent IS NULL ORDER BY id LIMIT 1",
+                "SELECT created, last_error, attempts, (SELECT count(*) FROM outbox WHERE sent IS NULL) FROM outbox WHERE sent IS NULL ORDER BY id LIMIT 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()
             .map_err(db)?;
-        let Some((created, last_error, waiting)) = row else {
+        let Some((created, last_error, attempts, waiting)) = row else {
             return Ok(None);
         };
-        let Ok(since) =
-            OffsetDateTime::parse(&created, &time::format_description::well_known::Rfc3339)
-        else {
+        let parse =
+            |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let Some(since) = parse(&created) else {
             return Ok(None);
         };
-        if now - since < alarm {
+        let delivered_lately = self
+            .last_sent()?
+            .and_then(|t| parse(&t))
+            .is_some_and(|t| now - t < alarm);
+        if now - since < alarm || attempts == 0 || delivered_lately {
             return Ok(None);
         }
         Ok(Some(Stuck {
             waiting: waiting as usize,
             since,
-            last_error: last_error.unwrap_or_else(|| "not tried yet".into()),
+            last_error: last_error.unwrap_or_default(),
         }))
     }
 

@@ -346,11 +346,17 @@ impl KdfParams {
     }
 
     /// Key files are plaintext: anyone who can write to the repository can plant one. Its
-    /// parameters are bounded so that a planted file cannot make every open allocate
-    /// terabytes or run for days: 1 GiB, and at most 4 GiB of memory passes in all.
-    pub const MAX_MEMORY_KIB: u32 = 1 << 20;
-    pub const MAX_MEMORY_PASSES_KIB: u64 = 4 << 20;
+    /// parameters are bounded so that a planted file cannot make every open allocate without
+    /// bound or run for long: 256 MiB (eight times what vouch writes, within a small NAS's
+    /// memory), and at most 1 GiB of memory passes in all.
+    pub const MAX_MEMORY_KIB: u32 = 256 * 1024;
+    pub const MAX_MEMORY_PASSES_KIB: u64 = 1 << 20;
     pub const MAX_PARALLELISM: u32 = 16;
+
+    /// What trying this key costs, for trying the cheapest first.
+    pub fn cost(&self) -> u64 {
+        u64::from(self.memory_kib) * u64::from(self.iterations)
+    }
 
     /// The key-encryption key for a passphrase.
     pub fn derive(&self, passphrase: &Secret) -> Result<[u8; 32], String> {
@@ -381,6 +387,30 @@ impl KdfParams {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn key_file_parameters_beyond_what_vouch_writes_are_refused_before_the_kdf_runs() {
+        let pass = Secret::new("p");
+        let mut kdf = KdfParams::new_random();
+        kdf.memory_kib = 8;
+        kdf.iterations = 1;
+        assert!(kdf.derive(&pass).is_ok(), "small is fine");
+        for (memory_kib, iterations, parallelism) in [
+            (u32::MAX, 2, 1),
+            (300 * 1024, 1, 1),
+            (64 * 1024, 1 << 30, 1),
+            (8, 1, 1 << 20),
+        ] {
+            let k = KdfParams {
+                memory_kib,
+                iterations,
+                parallelism,
+                ..kdf.clone()
+            };
+            let e = k.derive(&pass).unwrap_err();
+            assert!(e.contains("beyond what vouch writes"), "{e}");
+        }
+    }
+
     use super::*;
 
     fn keys() -> Keys {

@@ -128,6 +128,10 @@ pub(super) async fn unlock(
     }
     let count = keys.len();
     let password = password.clone();
+    // The cheapest first: a planted key file (its parameters and date are whatever its
+    // writer chose) cannot make every open pay for it before the real keys are tried.
+    let mut keys = keys;
+    keys.sort_by_key(|(_, k)| (k.kdf.cost(), k.created));
     let (found, opened) = tokio::task::spawn_blocking(move || {
         let mut opened = 0;
         for (id, file) in keys {

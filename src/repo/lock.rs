@@ -41,6 +41,9 @@ struct Held {
     refresher: tokio::task::JoinHandle<()>,
     /// When the lock file in storage was last written, by the wall clock.
     refreshed: Arc<std::sync::Mutex<OffsetDateTime>>,
+    /// Set for good when two writes of the lock were further apart than `TRUST_FOR`: even
+    /// once it is written again, another process may have judged it stale in between.
+    lapsed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A lock older than this may be judged stale by another process before the work that it
@@ -63,6 +66,12 @@ impl LockGuard {
         };
         let refreshed = *held.refreshed.lock().unwrap_or_else(|e| e.into_inner());
         let age = wall_clock() - refreshed;
+        if held.lapsed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RepoError::LockLost {
+                url: held.url.clone(),
+                minutes: TRUST_FOR.whole_minutes(),
+            });
+        }
         if age > TRUST_FOR {
             return Err(RepoError::LockLost {
                 url: held.url.clone(),
@@ -240,9 +249,11 @@ pub(super) async fn acquire(
     }
     let key = Arc::new(Mutex::new(key));
     let refreshed = Arc::new(std::sync::Mutex::new(wall_clock()));
+    let lapsed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let refresher = {
         let key = key.clone();
         let refreshed = refreshed.clone();
+        let lapsed = lapsed.clone();
         let store = repo.store().clone();
         let keys = repo.keys().clone();
         let clock = repo.clock().clone();
@@ -254,7 +265,15 @@ pub(super) async fn acquire(
                 let written = wall_clock();
                 match put_lock(&store, &keys, clock.as_ref(), mode, &operation).await {
                     Ok(new_key) => {
-                        *refreshed.lock().unwrap_or_else(|e| e.into_inner()) = written;
+                        {
+                            let mut last = refreshed.lock().unwrap_or_else(|e| e.into_inner());
+                            // A gap (storage unreachable, the machine asleep) long enough for
+                            // others to judge the lock stale is not mended by writing it again.
+                            if written - *last > TRUST_FOR {
+                                lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            *last = written;
+                        }
                         let _ = store.delete(&current).await;
                         *current = new_key;
                     }
@@ -270,6 +289,7 @@ pub(super) async fn acquire(
             key,
             refresher,
             refreshed,
+            lapsed,
         }),
     })
 }
@@ -321,4 +341,34 @@ pub async fn remove_locks(repo: &Repository, all: bool) -> Result<usize, RepoErr
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::{InitOptions, Repository};
+    use crate::storage::{RepoUrl, S3Options, Store};
+
+    #[tokio::test]
+    async fn a_lock_that_went_unrefreshed_for_too_long_is_no_longer_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = RepoUrl::Local(dir.path().join("repo"));
+        let store = Store::create(&url, &S3Options::default(), true).unwrap();
+        let password = crate::repo::crypto::Secret::new("p");
+        let repo = Repository::init(store, &password, &InitOptions::default())
+            .await
+            .unwrap();
+        let guard = repo.lock(LockMode::Shared, "backup").await.unwrap();
+        guard.check().unwrap();
+        let held = guard.held.as_ref().unwrap();
+        // Last written 21 minutes ago: another process may judge it stale soon.
+        *held.refreshed.lock().unwrap() = wall_clock() - time::Duration::minutes(21);
+        assert!(matches!(guard.check(), Err(RepoError::LockLost { .. })));
+        // Written again just now, but after a gap: still not trusted.
+        *held.refreshed.lock().unwrap() = wall_clock();
+        guard.check().unwrap();
+        held.lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(matches!(guard.check(), Err(RepoError::LockLost { .. })));
+        guard.release().await.unwrap();
+    }
 }

@@ -42,6 +42,9 @@ pub struct Target {
     path: PathBuf,
     /// Cleared when the kernel has no `openat2` (Linux before 5.6, or a seccomp filter).
     openat2: AtomicBool,
+    /// Made owner-only until their metadata is applied (a restore); otherwise by the umask
+    /// (a drill's sandbox, whose checks may run as another user).
+    private: bool,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -87,7 +90,8 @@ fn timestamps(node: &Node) -> Timestamps {
 }
 
 /// A file being restored: written under its own name, or with `--overwrite` under a
-/// temporary name that `commit` renames over the old entry.
+/// temporary name that `commit` renames over the old entry. A temporary file that is never
+/// committed is removed when this is dropped.
 pub struct NewFile {
     pub file: File,
     parent: Arc<OwnedFd>,
@@ -97,25 +101,44 @@ pub struct NewFile {
 
 impl NewFile {
     /// Put the file in place (a no-op unless it replaces something).
-    pub fn commit(self) -> std::io::Result<File> {
-        if let Some(temp) = &self.temp {
-            rustix::fs::renameat(&*self.parent, temp, &*self.parent, &self.name).map_err(io)?;
+    pub fn commit(mut self) -> std::io::Result<()> {
+        if let Some(temp) = self.temp.take() {
+            if let Err(e) = rustix::fs::renameat(&*self.parent, &temp, &*self.parent, &self.name) {
+                let _ = rustix::fs::unlinkat(&*self.parent, &temp, AtFlags::empty());
+                return Err(io(e));
+            }
         }
-        Ok(self.file)
+        Ok(())
     }
 
     /// Remove what was written; with `--overwrite`, the old file stays as it was.
-    pub fn discard(self) {
-        let name = self.temp.as_ref().unwrap_or(&self.name);
-        let _ = rustix::fs::unlinkat(&*self.parent, name, AtFlags::empty());
+    pub fn discard(mut self) {
+        let name = self.temp.take().unwrap_or_else(|| self.name.clone());
+        let _ = rustix::fs::unlinkat(&*self.parent, &name, AtFlags::empty());
     }
+}
+
+impl Drop for NewFile {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = rustix::fs::unlinkat(&*self.parent, &temp, AtFlags::empty());
+        }
+    }
+}
+
+/// Which object a path named when it was made: metadata is applied only to that object.
+pub type Made = (u64, u64);
+
+fn made(st: &rustix::fs::Stat) -> Made {
+    (st.st_dev, st.st_ino)
 }
 
 impl Target {
     /// Open the target directory, creating it (and its parents) if needed. The target's own
     /// path is the one the person gave; only what lies beneath it is resolved without
-    /// following symlinks.
-    pub fn open(path: &Path) -> std::io::Result<Target> {
+    /// following symlinks. `private`: files and folders are made owner-only until their
+    /// metadata is applied.
+    pub fn open(path: &Path, private: bool) -> std::io::Result<Target> {
         std::fs::create_dir_all(path)?;
         let root = rustix::fs::open(
             path,
@@ -127,6 +150,7 @@ impl Target {
             root,
             path: path.to_path_buf(),
             openat2: AtomicBool::new(true),
+            private,
         })
     }
 
@@ -156,10 +180,14 @@ impl Target {
                 other => return other.map_err(io),
             }
         }
-        // One component at a time, none of them followed if it is a symlink.
+        // One component at a time, none of them followed if it is a symlink; the folders on
+        // the way only need to be searchable (O_PATH), as with openat2.
         let mut fd = rustix::io::fcntl_dupfd_cloexec(&self.root, 0).map_err(io)?;
-        for c in rel.components() {
-            fd = rustix::fs::openat(&fd, c.as_os_str(), flags, Mode::empty()).map_err(io)?;
+        let parts: Vec<_> = rel.components().collect();
+        let through = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        for (i, c) in parts.iter().enumerate() {
+            let f = if i + 1 == parts.len() { flags } else { through };
+            fd = rustix::fs::openat(&fd, c.as_os_str(), f, Mode::empty()).map_err(io)?;
         }
         Ok(fd)
     }
@@ -191,28 +219,46 @@ impl Target {
         }
     }
 
-    /// Make the directory `rel` (its parent exists). One already there is used; with
-    /// `replace`, a file or symlink in its place is removed first.
-    pub fn make_dir(&self, rel: &Path, replace: bool) -> std::io::Result<()> {
+    fn dir_mode(&self) -> Mode {
+        if self.private {
+            Mode::RWXU
+        } else {
+            Mode::from_raw_mode(0o777)
+        }
+    }
+
+    /// Make the directory `rel` (its parent exists) and say which object it is. One already
+    /// there is used; with `replace`, a file or symlink in its place is removed first (never
+    /// followed).
+    pub fn make_dir(&self, rel: &Path, replace: bool) -> std::io::Result<Made> {
         let (parent, name) = split(rel)?;
         let dir = self.open_dir(parent)?;
-        // Owner-only until the directory's own mode is applied at the end.
-        match rustix::fs::mkdirat(&dir, name, Mode::RWXU) {
-            Ok(()) => Ok(()),
+        match rustix::fs::mkdirat(&dir, name, self.dir_mode()) {
+            Ok(()) => {}
             Err(Errno::EXIST) => match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => Ok(()),
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
                 Ok(_) if replace => {
                     rustix::fs::unlinkat(&dir, name, AtFlags::empty()).map_err(io)?;
-                    rustix::fs::mkdirat(&dir, name, Mode::RWXU).map_err(io)
+                    rustix::fs::mkdirat(&dir, name, self.dir_mode()).map_err(io)?;
                 }
-                Ok(_) => Err(std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "a file or symlink is where the snapshot has a directory (use --overwrite to replace it)",
-                )),
-                Err(e) => Err(io(e)),
+                Ok(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a file or symlink is where the snapshot has a directory",
+                    ));
+                }
+                Err(e) => return Err(io(e)),
             },
-            Err(e) => Err(io(e)),
+            Err(e) => return Err(io(e)),
         }
+        let fd = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(io)?;
+        Ok(made(&rustix::fs::fstat(&fd).map_err(io)?))
     }
 
     /// Create the file `rel` for writing, readable by its owner only until its metadata is
@@ -235,7 +281,11 @@ impl Target {
     ) -> std::io::Result<NewFile> {
         let flags =
             OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let mode = Mode::RUSR | Mode::WUSR;
+        let mode = if self.private {
+            Mode::RUSR | Mode::WUSR
+        } else {
+            Mode::from_raw_mode(0o666)
+        };
         let temp = if replace {
             match rustix::fs::statat(&*dir, name, AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {
@@ -278,8 +328,9 @@ impl Target {
         }
     }
 
-    /// Owner (when root), permissions and times of a directory, through its descriptor.
-    pub fn dir_meta(&self, rel: &Path, node: &Node, root: bool) -> Vec<String> {
+    /// Owner (when root), permissions and times of a directory, through its descriptor, if
+    /// it is still the directory that `make_dir` made (not one moved into its place since).
+    pub fn dir_meta(&self, rel: &Path, node: &Node, root: bool, expected: Made) -> Vec<String> {
         let mut warnings = Vec::new();
         let shown = self.path.join(rel);
         let dir = match self.open_dir(rel) {
@@ -289,11 +340,20 @@ impl Target {
                 return warnings;
             }
         };
-        fd_meta(&dir, node, root, &shown, &mut warnings);
+        match rustix::fs::fstat(&dir) {
+            Ok(st) if made(&st) == expected => fd_meta(&dir, node, root, &shown, &mut warnings),
+            Ok(_) => warnings.push(format!(
+                "{}: metadata not set: the folder was replaced while the restore ran",
+                shown.display()
+            )),
+            Err(e) => warnings.push(format!("{}: metadata not set: {}", shown.display(), io(e))),
+        }
         warnings
     }
 
-    /// Owner (when root) and times of a symlink itself, relative to its parent.
+    /// Owner (when root) and times of a symlink itself. The owner is set through a
+    /// descriptor of the link (`O_PATH | O_NOFOLLOW`) once it is known to be a symlink, so
+    /// that nothing swapped into its place is given the snapshot's owner.
     pub fn symlink_meta(&self, rel: &Path, node: &Node, root: bool) -> Vec<String> {
         let mut warnings = Vec::new();
         let shown = self.path.join(rel);
@@ -305,13 +365,38 @@ impl Target {
                 return warnings;
             }
         };
+        let link = rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .and_then(|fd| {
+            let st = rustix::fs::fstat(&fd)?;
+            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                Ok(fd)
+            } else {
+                Err(Errno::NOTSUP)
+            }
+        });
+        let link = match link {
+            Ok(fd) => fd,
+            Err(e) => {
+                warnings.push(format!(
+                    "{}: metadata not set: it is no longer the symlink restore made ({})",
+                    shown.display(),
+                    io(e)
+                ));
+                return warnings;
+            }
+        };
         if root {
             if let Err(e) = rustix::fs::chownat(
-                &dir,
-                name,
+                &link,
+                "",
                 Some(rustix::fs::Uid::from_raw(node.uid)),
                 Some(rustix::fs::Gid::from_raw(node.gid)),
-                AtFlags::SYMLINK_NOFOLLOW,
+                AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             ) {
                 warnings.push(format!("{}: owner not set: {}", shown.display(), io(e)));
             }
@@ -377,7 +462,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = dir.path().join("outside");
         std::fs::create_dir(&outside).unwrap();
-        let t = Target::open(&dir.path().join("target")).unwrap();
+        let t = Target::open(&dir.path().join("target"), true).unwrap();
         std::os::unix::fs::symlink(&outside, dir.path().join("target/Staff")).unwrap();
         assert_eq!(t.existing(Path::new("Staff")).unwrap(), Existing::Other);
         assert_eq!(
@@ -401,7 +486,7 @@ mod tests {
     #[test]
     fn the_component_walk_refuses_symlinks_as_openat2_does() {
         let dir = tempfile::tempdir().unwrap();
-        let t = Target::open(&dir.path().join("target")).unwrap();
+        let t = Target::open(&dir.path().join("target"), true).unwrap();
         t.openat2.store(false, Ordering::Relaxed);
         std::fs::create_dir(dir.path().join("target/real")).unwrap();
         std::os::unix::fs::symlink(dir.path(), dir.path().join("target/real/link")).unwrap();

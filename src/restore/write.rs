@@ -55,14 +55,22 @@ pub fn write_plan(
         damaged: plan.damaged.clone(),
         ..Default::default()
     };
-    let target = Target::open(target).map_err(|e| target_error(target, e))?;
-    // Parents come before their children in the plan.
-    for (rel, _) in &plan.dirs {
-        target
-            .make_dir(rel, overwrite)
-            .map_err(|e| target_error(&target.path().join(rel), e))?;
+    let target =
+        Target::open(target, !verify.skip_metadata).map_err(|e| target_error(target, e))?;
+    // Parents come before their children in the plan. A folder the target refuses is
+    // reported (its files will be too) and the rest goes on; a folder only on the way to what
+    // was asked for is never replaced, even with --overwrite.
+    let mut made = Vec::with_capacity(plan.dirs.len());
+    for (rel, node) in &plan.dirs {
+        match target.make_dir(rel, overwrite && !plan.through.contains(rel)) {
+            Ok(m) => made.push((rel, node, m)),
+            Err(e) => report.unwritable.push(super::Unwritable {
+                path: display(rel),
+                error: format!("the folder could not be made: {e}"),
+            }),
+        }
     }
-    report.dirs = plan.dirs.len() as u64;
+    report.dirs = made.len() as u64;
     let root = crate::sys::euid() == 0;
     progress.bytes_total.store(
         plan.files.iter().map(|f| f.node.size).sum(),
@@ -87,7 +95,7 @@ pub fn write_plan(
     report.files_verified = out.files;
     report.mismatches = out.mismatches;
     report.damaged.extend(out.damaged);
-    report.unwritable = out.unwritable;
+    report.unwritable.extend(out.unwritable);
     report.warnings.extend(out.warnings);
     // Symlinks after the files: nothing is ever written through one (nothing is resolved
     // through any symlink), and none is in place while files are being written.
@@ -107,7 +115,7 @@ pub fn write_plan(
         }
     }
     if !verify.skip_metadata {
-        set_dir_meta(&target, &plan.dirs, root, threads, &mut report.warnings);
+        set_dir_meta(&target, &made, root, threads, &mut report.warnings);
     }
     Ok(report)
 }
@@ -117,20 +125,20 @@ pub fn write_plan(
 /// files are in.
 fn set_dir_meta(
     target: &Target,
-    dirs: &[(std::path::PathBuf, Node)],
+    dirs: &[(&std::path::PathBuf, &Node, super::target::Made)],
     root: bool,
     threads: usize,
     warnings: &mut Vec<String>,
 ) {
-    let mut dirs: Vec<&(std::path::PathBuf, Node)> = dirs.iter().collect();
-    dirs.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+    let mut dirs: Vec<_> = dirs.iter().collect();
+    dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
     let mut start = 0;
     while start < dirs.len() {
         let depth = dirs[start].0.components().count();
         let end = start
             + dirs[start..]
                 .iter()
-                .take_while(|(p, _)| p.components().count() == depth)
+                .take_while(|(p, _, _)| p.components().count() == depth)
                 .count();
         let level = &dirs[start..end];
         let per_thread = level.len().div_ceil(threads.max(1)).max(64);
@@ -140,8 +148,8 @@ fn set_dir_meta(
                 let found = &found;
                 s.spawn(move || {
                     let mut w = Vec::new();
-                    for (rel, node) in part {
-                        w.extend(target.dir_meta(rel, node, root));
+                    for (rel, node, made) in part.iter().copied() {
+                        w.extend(target.dir_meta(rel, node, root, *made));
                     }
                     found.lock().expect("warnings").extend(w);
                 });
@@ -300,7 +308,7 @@ fn write_files(
                                     fd_meta(&new.file, &file.node, root, &path, &mut out.warnings);
                                 }
                                 match new.commit() {
-                                    Ok(_) => {
+                                    Ok(()) => {
                                         out.files += 1;
                                         out.bytes += file.node.size;
                                     }

@@ -245,15 +245,28 @@ pub async fn run(
             let _ = t.await;
         }
     }
-    // One last round for what the jobs queued, within the mail deadline.
-    if let Some(d) = delivery.take() {
-        d.abort();
+    // Let a round already under way finish its message rather than cut it off after the
+    // server took it (it would go again); then one last round for what the jobs queued. All
+    // within systemd's stop timeout (90 s, 60 of them for the jobs).
+    let budget = Duration::from_secs(25);
+    let started = tokio::time::Instant::now();
+    let idle = match delivery.take() {
+        Some(mut d) => match tokio::time::timeout(budget, &mut d).await {
+            Ok(_) => true,
+            Err(_) => {
+                d.abort();
+                false
+            }
+        },
+        None => true,
+    };
+    if idle {
+        let _ = tokio::time::timeout(
+            budget.saturating_sub(started.elapsed()),
+            service.flush_outbox(),
+        )
+        .await;
     }
-    let _ = tokio::time::timeout(
-        crate::notify::mailer::SEND_DEADLINE * 2,
-        service.flush_outbox(),
-    )
-    .await;
     tracing::info!("vouch daemon stopped");
     Ok(())
 }

@@ -359,8 +359,9 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
                 let bytes = match repo.store().get(&key).await {
                     Ok(b) => b,
                     // Removed since the listing (a lock released, say).
-                    Err(e) if e.is_not_found() => return (key, Ok(())),
-                    Err(e) => return (key, Err(e.to_string())),
+                    Err(e) if e.is_not_found() => return Ok((key, Ok(()))),
+                    // Not damage: the storage could not be read, and check cannot go on.
+                    Err(e) => return Err(e),
                 };
                 let r = match dir {
                     "locks/" => repo
@@ -381,18 +382,20 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
                         .map_err(|e| e.to_string()),
                     _ => crate::journal::decode_mirror(repo, &key, &bytes).map(|_| ()),
                 };
-                (key, r)
+                Ok((key, r))
             })
             .buffer_unordered(16)
-            .collect()
-            .await;
+            .collect::<Vec<Result<_, crate::storage::StorageError>>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         for (key, r) in results {
             let Err(why) = r else { continue };
             let (severity, kind, advice) = if dir == "locks/" {
                 (
                     Severity::Warning,
                     FindingKind::LockUnreadable,
-                    "; it protects nothing: `vouch unlock` removes it",
+                    "; it blocks other jobs until it is 30 minutes old, and protects nothing: `vouch unlock` removes it",
                 )
             } else {
                 (
@@ -409,12 +412,16 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
             ));
         }
     }
-    for path in repo.store().partial_uploads(time::Duration::ZERO)? {
+    // An hour old, as prune judges them: younger ones may be a backup's writes in progress.
+    for path in repo
+        .store()
+        .partial_uploads(crate::repo::UNFINISHED_MARGIN)?
+    {
         out.push(finding(
             Severity::Warning,
             FindingKind::PartialUpload,
             path.display().to_string(),
-            "an unfinished write left by a process that was stopped; nothing uses it, and `vouch prune` removes it once it is an hour old",
+            "an unfinished write left by a process that was stopped; nothing uses it, and `vouch prune` removes it",
         ));
     }
     Ok(out)

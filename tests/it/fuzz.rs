@@ -57,7 +57,15 @@ fn every_parser_survives_random_and_damaged_input_within_a_memory_limit() {
         run.stdout,
         run.stderr
     );
-    // Each target says how many inputs it survived.
+    // Each target says how many inputs it survived (shown with --nocapture, as bench/fuzz
+    // runs it).
+    for line in run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("fuzz ") && l.contains(" inputs"))
+    {
+        println!("{}", line.trim_start_matches("test fuzz::targets ... "));
+    }
     for target in TARGETS {
         assert!(
             run.stdout.contains(&format!("fuzz {target}: ")),

@@ -287,6 +287,47 @@ fn a_symlink_at_the_top_of_the_restored_path_leaves_the_directory_it_points_to_a
     assert_same_tree(&s.share, &target);
 }
 
+#[test]
+fn a_symlink_on_the_way_to_an_included_folder_is_never_replaced_even_with_overwrite() {
+    let s = Shelf::new();
+    let outside = Outside::new(&s.env);
+    // An in-place restore of one folder, where a folder above it is the administrator's
+    // symlink (a NAS's /var/services/homes, say).
+    let target = s.env.path("restore");
+    let top = s.share.components().nth(1).unwrap();
+    std::fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside.dir, target.join(top)).unwrap();
+    let include = s.share.join("Staff");
+    let t = target.to_str().unwrap();
+    for overwrite in [false, true] {
+        let mut args = vec![
+            "restore",
+            "latest",
+            "--target",
+            t,
+            "--include",
+            include.to_str().unwrap(),
+        ];
+        if overwrite {
+            args.push("--overwrite");
+        }
+        let out = s.run(&args).expect(1);
+        assert!(
+            out.stderr.contains("never follows or replaces it"),
+            "{}",
+            out.stderr
+        );
+        outside.untouched();
+        assert!(
+            std::fs::symlink_metadata(target.join(top))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "the symlink is left as it was"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. One damaged key file locks out every passphrase.
 
@@ -1102,6 +1143,21 @@ fn a_closed_standard_output_does_not_turn_a_good_backup_into_a_crash() {
         .output()
         .unwrap();
     assert_eq!(snaps.status.code(), Some(0));
+    // Output that cannot be written for another reason (a full disk) is not a success.
+    let full = Run::of(
+        s.env
+            .vouch()
+            .args(["snapshots", "--json", "--repo", s.r()])
+            .stdout(std::fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap(),
+    )
+    .expect(1);
+    assert!(
+        full.stderr.contains("the output could not be written"),
+        "{}",
+        full.stderr
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1114,6 +1170,17 @@ fn partial_uploads_left_by_a_killed_write_are_reported_and_removed_once_old() {
     let pack = &packs(&s.repo)[0];
     let partial = PathBuf::from(format!("{}#3", pack.display()));
     std::fs::copy(pack, &partial).unwrap();
+    // While young it may be a running backup's write in progress: left alone.
+    let young = s.run(&["check"]).expect(0);
+    assert!(
+        !young.stdout.contains("unfinished write"),
+        "{}",
+        young.stdout
+    );
+    let kept = json(&s.run(&["prune", "--json"]).expect(0));
+    assert_eq!(kept["partial_files_removed"], 0, "{kept:#}");
+    assert!(partial.exists());
+    age(&partial, "2 hours ago");
     let check = s.run(&["check"]).expect(0);
     assert!(
         check.stdout.contains(partial.to_str().unwrap())
@@ -1121,7 +1188,6 @@ fn partial_uploads_left_by_a_killed_write_are_reported_and_removed_once_old() {
         "{}",
         check.stdout
     );
-    age(&partial, "2 hours ago");
     let prune = json(&s.run(&["prune", "--json"]).expect(0));
     assert_eq!(prune["partial_files_removed"], 1, "{prune:#}");
     assert!(!partial.exists());

@@ -158,6 +158,8 @@ pub(super) fn restrict(plan: Plan, selected: Option<&[u32]>) -> Plan {
         files,
         symlinks: Vec::new(),
         damaged: plan.damaged,
+        // A drill restores into a fresh sandbox: nothing is in the way there.
+        through: Default::default(),
     }
 }
 

@@ -101,6 +101,7 @@ fn from_wire(job: &Job) -> Result<Plan, String> {
             .collect::<Result<_, String>>()?,
         symlinks: Vec::new(),
         damaged: Vec::new(),
+        through: Default::default(),
     })
 }
 
