@@ -5,6 +5,7 @@
 //! `journal verify` can hold the local chain against it.
 
 mod mirror;
+pub mod schema;
 mod store;
 
 pub use mirror::{

@@ -183,24 +183,13 @@ impl Journal {
         // another process does the same: try again for a while.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            match conn.execute_batch(
-                "PRAGMA journal_mode = WAL;
-                 PRAGMA synchronous = FULL;
-                 CREATE TABLE IF NOT EXISTS journal (
-                     seq INTEGER PRIMARY KEY,
-                     record TEXT NOT NULL,
-                     prev_hash TEXT NOT NULL,
-                     hash TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS mirror_pending (
-                     seq INTEGER NOT NULL,
-                     repository TEXT NOT NULL,
-                     PRIMARY KEY (seq, repository));
-                 CREATE TABLE IF NOT EXISTS job_state (
-                     job TEXT PRIMARY KEY,
-                     considered TEXT NOT NULL);",
-            ) {
+            let ready = conn
+                .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+                .map_err(super::schema::SchemaError::Db)
+                .and_then(|()| super::schema::migrate(&conn));
+            match ready {
                 Ok(()) => break,
-                Err(rusqlite::Error::SqliteFailure(f, _))
+                Err(super::schema::SchemaError::Db(rusqlite::Error::SqliteFailure(f, _)))
                     if matches!(
                         f.code,
                         rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked

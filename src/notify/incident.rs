@@ -53,21 +53,8 @@ pub struct Monitor<'a> {
 }
 
 impl<'a> Monitor<'a> {
+    /// Incidents in the state database (their table is the journal's schema).
     pub fn new(conn: &'a Connection, config: &'a Config) -> Result<Self, JournalError> {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS incidents (
-                 id INTEGER PRIMARY KEY,
-                 key TEXT NOT NULL,
-                 kind TEXT NOT NULL,
-                 job TEXT NOT NULL,
-                 opened TEXT NOT NULL,
-                 resolved TEXT,
-                 last_notified TEXT NOT NULL,
-                 title TEXT NOT NULL,
-                 detail TEXT NOT NULL,
-                 run INTEGER);",
-        )
-        .map_err(db)?;
         Ok(Self {
             conn,
             config,

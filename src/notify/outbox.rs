@@ -66,18 +66,8 @@ pub fn backoff(attempts: i64) -> time::Duration {
 }
 
 impl<'a> Outbox<'a> {
+    /// The outbox in the state database (its table is the journal's schema, `journal::schema`).
     pub fn new(conn: &'a Connection) -> Result<Self, JournalError> {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS outbox (
-                 id INTEGER PRIMARY KEY,
-                 created TEXT NOT NULL,
-                 message TEXT NOT NULL,
-                 attempts INTEGER NOT NULL DEFAULT 0,
-                 next_attempt TEXT NOT NULL,
-                 sent TEXT,
-                 last_error TEXT);",
-        )
-        .map_err(db)?;
         Ok(Self { conn })
     }
 
@@ -241,6 +231,7 @@ mod tests {
     #[test]
     fn a_failed_delivery_waits_and_a_sent_one_leaves_the_queue() {
         let conn = Connection::open_in_memory().unwrap();
+        crate::journal::schema::migrate(&conn).unwrap();
         let outbox = Outbox::new(&conn).unwrap();
         let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
         let m = Message {

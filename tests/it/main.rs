@@ -2,6 +2,7 @@
 //! server on loopback. One test binary, a module per topic.
 
 mod cli;
+mod corpus;
 mod crash;
 mod damage;
 mod dedup;
@@ -21,3 +22,4 @@ mod s3;
 mod service;
 mod storage;
 mod support;
+mod upgrade;

@@ -1,10 +1,9 @@
-//! Change-rate alerts: normal days on the corpus generator's school share raise nothing; a
+//! Change-rate alerts: normal days on a generated school share raise nothing; a
 //! simulated ransomware night (files rewritten with random bytes under a new extension, a
 //! ransom note) raises one alert, holds the snapshot and pauses retention until a person
 //! acknowledges it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::{Env, Run, noise};
 
@@ -41,16 +40,7 @@ impl School {
             ),
         )
         .unwrap();
-        corpus(&[
-            "--out",
-            share.to_str().unwrap(),
-            "--profile",
-            "smallfiles",
-            "--files",
-            "1500",
-            "--seed",
-            "3",
-        ]);
+        crate::corpus::school_share(&share, 1500, 3);
         env.run(&["init", "--repo", env.path("repo").to_str().unwrap()])
             .expect(0);
         School { env, dir, share }
@@ -98,45 +88,11 @@ impl School {
     }
 }
 
-/// The project's corpus generator (../shared/bench/make-corpus).
-fn corpus(args: &[&str]) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/make-corpus");
-    let out = Command::new("python3")
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("python3 runs the corpus generator");
-    assert!(
-        out.status.success(),
-        "{}: {}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Every file under `root`, sorted.
-fn files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if !e.file_name().to_string_lossy().starts_with(".make-corpus") {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// What ransomware does to a share: two files in five rewritten with random bytes under a new
 /// extension, the originals gone, and a note in the top folder.
 fn encrypt(share: &Path) -> usize {
     let mut n = 0;
-    for (i, f) in files(share).into_iter().enumerate() {
+    for (i, f) in crate::corpus::files(share).into_iter().enumerate() {
         if i % 5 < 2 {
             let len = std::fs::metadata(&f).unwrap().len() as usize;
             let mut locked = f.clone().into_os_string();
@@ -158,8 +114,8 @@ fn encrypt(share: &Path) -> usize {
 fn a_ransomware_night_raises_one_alert_holds_the_snapshot_and_pauses_retention() {
     let s = School::new();
     s.night();
-    for _ in 0..3 {
-        corpus(&["--out", s.share.to_str().unwrap(), "--mutate", "5"]);
+    for day in 0..3 {
+        crate::corpus::day_of_changes(&s.share, 5, day);
         s.night();
     }
     assert!(

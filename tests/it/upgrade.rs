@@ -1,0 +1,128 @@
+//! What a school that upgrades vouch keeps: a state database written by the first release is
+//! opened, migrated to the current schema and verified, and carries on where it was.
+
+use std::path::Path;
+
+use crate::support::{Env, Run};
+
+#[test]
+fn a_journal_from_the_first_release_is_migrated_and_nothing_is_lost() {
+    let env = Env::new();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v0");
+    let state = env.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::copy(sample.join("journal.sqlite"), state.join("journal.sqlite")).unwrap();
+    let repo = env.path("repo");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(sample.join("repo"))
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    // The rows' copies are filed under the host that wrote them; this machine is that host.
+    let hosts = crate::support::files_in(&repo.join("journal"));
+    assert_eq!(hosts.len(), 1);
+    let here = repo.join("journal").join(vouch::sys::hostname());
+    if hosts[0] != here {
+        std::fs::rename(&hosts[0], &here).unwrap();
+    }
+    let etc = env.path("etc");
+    std::fs::create_dir_all(etc.join("schedules")).unwrap();
+    std::fs::write(etc.join("offsite.pass"), "journal sample passphrase\n").unwrap();
+    let share = env.path("share");
+    crate::support::write(&share.join("Staff/notes.txt"), b"lesson");
+    std::fs::write(
+        etc.join("vouch.toml"),
+        format!(
+            "school = \"Preston Primary Academy\"\nstate_dir = \"{}\"\n[repositories.offsite]\nurl = \"{}\"\npassword_file = \"offsite.pass\"\n[alerts]\nto = [\"network.manager@school.example\"]\n",
+            state.display(),
+            repo.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        etc.join("schedules/staff-nightly.toml"),
+        format!(
+            "repository = \"offsite\"\nlabel = \"Staff share\"\npaths = [\"{}\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n",
+            share.display()
+        ),
+    )
+    .unwrap();
+    let vouch = |args: &[&str]| {
+        Run::of(
+            env.vouch()
+                .env("VOUCH_CONFIG", etc.join("vouch.toml"))
+                .args(args)
+                .output()
+                .unwrap(),
+        )
+    };
+    let db = state.join("journal.sqlite");
+    assert_eq!(
+        sqlite(&db, "PRAGMA user_version"),
+        "0",
+        "the sample is a first-release journal"
+    );
+
+    // The six rows, their chain, the annotation.
+    let list = vouch(&["journal", "list"]).expect(0);
+    assert_eq!(list.stdout.lines().count(), 6, "{}", list.stdout);
+    assert!(
+        list.stdout.contains("note on #2 by J. Smith"),
+        "{}",
+        list.stdout
+    );
+    let verify = vouch(&["journal", "verify"]).expect(0);
+    assert!(
+        verify.stdout.contains("6 row(s)")
+            && verify.stdout.contains("6 of 6 row(s) mirrored")
+            && verify.stdout.contains("the journal verifies"),
+        "{}",
+        verify.stdout
+    );
+    assert_eq!(
+        sqlite(&db, "PRAGMA user_version"),
+        vouch::journal::schema::VERSION.to_string(),
+        "migrated on first open"
+    );
+    // The open incident and the email still waiting.
+    let status = vouch(&["status"]).expect(4);
+    assert!(
+        status.stdout.contains("OPEN since")
+            && status.stdout.contains("backup staff-nightly failed"),
+        "{}",
+        status.stdout
+    );
+    let outbox = vouch(&["outbox"]).expect(0);
+    assert!(
+        outbox.stdout.contains("backup staff-nightly failed")
+            && outbox.stdout.contains("Connection refused"),
+        "{}",
+        outbox.stdout
+    );
+    // And it carries on: the next good backup is row 7, chained to row 6, and resolves it.
+    vouch(&["run", "staff-nightly"]).expect(0);
+    let verify = vouch(&["journal", "verify"]).expect(0);
+    assert!(
+        verify.stdout.contains("7 of 7 row(s) mirrored")
+            && verify.stdout.contains("the journal verifies"),
+        "{}",
+        verify.stdout
+    );
+    let status = vouch(&["status"]).expect(0);
+    assert!(
+        status.stdout.contains("no open incidents"),
+        "{}",
+        status.stdout
+    );
+}
+
+fn sqlite(db: &Path, query: &str) -> String {
+    let out = std::process::Command::new("sqlite3")
+        .arg(db)
+        .arg(query)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
