@@ -2,6 +2,7 @@
 //! Exit codes are a contract (README): 0 ok, 1 could not run, 2 usage, 3 backup finished but
 //! some files were unreadable, 4 verification found damage.
 
+mod demo;
 mod doctor;
 mod evidence;
 mod maintain;
@@ -28,6 +29,10 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_DAMAGE: i32 = 4;
+/// Restic's codes for the three errors a script most wants to tell apart.
+pub const EXIT_NO_REPOSITORY: i32 = 10;
+pub const EXIT_LOCKED: i32 = 11;
+pub const EXIT_WRONG_PASSWORD: i32 = 12;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,8 +41,9 @@ pub const EXIT_DAMAGE: i32 = 4;
     about = "Backups for school file servers that prove they restore",
     long_about = "vouch backs up file shares to an encrypted off-site repository (a local path or S3), \
                   checks and test-restores them, and records the evidence.\n\n\
-                  Exit codes: 0 ok, 1 could not run, 2 usage error, 3 backup finished but some files \
-                  could not be read, 4 verification found damage."
+                  Exit codes: 0 ok, 1 could not run, 2 usage error, 3 finished but some files \
+                  could not be read or written, 4 verification found damage, 10 no repository \
+                  there, 11 the repository is locked, 12 wrong passphrase."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -460,7 +466,7 @@ pub fn main() -> i32 {
         Ok(code) => code,
         Err(e) => {
             errln!("vouch: error: {}", show::error_text(&e));
-            EXIT_FAILED
+            exit_code_of(&e)
         }
     };
     // The work is done; if its report could not be written, the caller must know.
@@ -471,6 +477,50 @@ pub fn main() -> i32 {
         }
         None => code,
     }
+}
+
+/// The exit code a job ends `vouch run` with, from what it recorded.
+pub(crate) fn exit_for(outcome: crate::journal::Outcome) -> i32 {
+    use crate::journal::Outcome;
+    match outcome {
+        Outcome::Success => EXIT_OK,
+        Outcome::Partial => EXIT_PARTIAL,
+        Outcome::Damage => EXIT_DAMAGE,
+        Outcome::Failed | Outcome::Interrupted => EXIT_FAILED,
+    }
+}
+
+/// The exit code for a command that could not run: 1, or the distinct codes for a
+/// repository that is not there, one that is locked, and a passphrase that opens nothing.
+fn exit_code_of(e: &anyhow::Error) -> i32 {
+    use crate::repo::RepoError;
+    use crate::storage::StorageError;
+    fn of_repo(e: &RepoError) -> Option<i32> {
+        match e {
+            RepoError::NotFound { .. } | RepoError::Storage(StorageError::Missing { .. }) => {
+                Some(EXIT_NO_REPOSITORY)
+            }
+            RepoError::Locked { .. } => Some(EXIT_LOCKED),
+            RepoError::WrongPassword { .. } => Some(EXIT_WRONG_PASSWORD),
+            _ => None,
+        }
+    }
+    let found = e.chain().find_map(|cause| {
+        if let Some(r) = cause.downcast_ref::<RepoError>() {
+            return of_repo(r);
+        }
+        if let Some(StorageError::Missing { .. }) = cause.downcast_ref::<StorageError>() {
+            return Some(EXIT_NO_REPOSITORY);
+        }
+        if let Some(crate::BackupError::Repo(r)) = cause.downcast_ref::<crate::BackupError>() {
+            return of_repo(r);
+        }
+        if let Some(crate::RestoreError::Repo(r)) = cause.downcast_ref::<crate::RestoreError>() {
+            return of_repo(r);
+        }
+        None
+    });
+    found.unwrap_or(EXIT_FAILED)
 }
 
 fn init_tracing() {
@@ -835,7 +885,7 @@ async fn run(cli: Cli) -> Result<i32> {
             outln!("removed {n} lock(s)");
             Ok(EXIT_OK)
         }
-        Command::Demo { dir } => crate::demo::run(&dir).await,
+        Command::Demo { dir } => demo::run(&dir).await,
         Command::Config {
             action: ConfigAction::Check,
         } => service::config_check(g.config.as_deref()),

@@ -49,3 +49,13 @@ pub fn human(t: OffsetDateTime) -> String {
     let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     t.format(&f).unwrap_or_else(|_| t.to_string())
 }
+
+/// Bridges to jiff, which the cron evaluator and the time zones use.
+pub fn to_jiff(t: time::OffsetDateTime) -> jiff::Timestamp {
+    jiff::Timestamp::from_nanosecond(t.unix_timestamp_nanos()).expect("a representable time")
+}
+
+pub fn from_jiff(t: jiff::Timestamp) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
+        .expect("a representable time")
+}

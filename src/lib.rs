@@ -26,6 +26,7 @@ macro_rules! errln {
 
 pub mod clock;
 pub mod config;
+pub mod cron;
 pub mod doctor;
 pub mod evidence;
 pub mod journal;
@@ -36,6 +37,7 @@ pub mod retention;
 pub mod schedule;
 pub mod storage;
 pub mod sys;
+pub mod units;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use repo::crypto::Secret;
@@ -48,4 +50,3 @@ pub use restore::{RestoreError, RestoreOptions, RestoreProgress, RestoreReport, 
 pub mod verify;
 pub use verify::{CheckOptions, CheckReport, ReadData, check};
 pub mod cli;
-mod demo;

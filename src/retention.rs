@@ -197,7 +197,7 @@ fn apply_group(
 ) -> Vec<Decision> {
     // Newest first; equal times in id order, so the answer does not depend on listing order.
     list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(a.0.cmp(&b.0)));
-    let zoned = |t: OffsetDateTime| crate::schedule::daemon::to_jiff(t).to_zoned(tz.clone());
+    let zoned = |t: OffsetDateTime| crate::clock::to_jiff(t).to_zoned(tz.clone());
     let mut buckets = [
         Bucket {
             count: policy.last,
@@ -500,7 +500,7 @@ mod tests {
             SnapshotId::from_bytes(id),
             Snapshot {
                 version: 1,
-                time: crate::schedule::daemon::from_jiff(ts),
+                time: crate::clock::from_jiff(ts),
                 host: "nas1".into(),
                 username: "root".into(),
                 paths: vec!["/volume1/staff".into()],
@@ -546,7 +546,7 @@ mod tests {
             .iter()
             .filter(|d| d.keep)
             .map(|d| {
-                let z = crate::schedule::daemon::to_jiff(d.time).to_zoned(london());
+                let z = crate::clock::to_jiff(d.time).to_zoned(london());
                 z.strftime("%Y-%m-%d %H:%M").to_string()
             })
             .collect()

@@ -1,7 +1,7 @@
-//! Time-driven work: cron expressions in the school's time zone, and (with the service) the
-//! daemon loop that fires backups and drills, catches up runs missed while the NAS was off,
-//! and never runs two jobs on one repository at once.
+//! Time-driven work: the service's jobs and the daemon loop that fires backups and drills on
+//! their cron expressions (`crate::cron`) in the school's time zone, catches up runs missed
+//! while the NAS was off, and never runs two jobs on one repository at once.
 
-pub mod cron;
+pub use crate::cron;
 pub mod daemon;
 pub mod service;

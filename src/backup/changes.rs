@@ -10,8 +10,6 @@
 
 use std::collections::HashMap;
 
-use serde::{Deserialize, Serialize};
-
 use crate::repo::crypto::SEAL_OVERHEAD;
 use crate::repo::format::tree::{Node, NodeKind, Tree};
 use crate::repo::ids::BlobId;
@@ -52,42 +50,7 @@ const JUDGED_FROM: u64 = 1024;
 /// Examples kept for the alert.
 const EXAMPLES: usize = 5;
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChangeStats {
-    /// Files in the parent snapshot.
-    pub files_before: u64,
-    pub files_new: u64,
-    pub files_changed: u64,
-    pub files_removed: u64,
-    /// New or changed files whose content looks encrypted (see the module comment).
-    pub files_encrypted_looking: u64,
-    /// A few of them, for the alert.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub examples: Vec<String>,
-    /// New files named like ransom notes.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ransom_notes: Vec<String>,
-}
-
-impl ChangeStats {
-    fn percent(&self, n: u64) -> f64 {
-        if self.files_before == 0 {
-            0.0
-        } else {
-            n as f64 * 100.0 / self.files_before as f64
-        }
-    }
-
-    /// Encrypted-looking files as a percentage of the files there were.
-    pub fn encrypted_percent(&self) -> f64 {
-        self.percent(self.files_encrypted_looking)
-    }
-
-    /// Changed and removed files as a percentage of the files there were.
-    pub fn changed_percent(&self) -> f64 {
-        self.percent(self.files_changed + self.files_removed)
-    }
-}
+pub use crate::repo::format::snapshot::ChangeStats;
 
 /// Whether a file's content was stored raw because it does not compress; `None` when the file
 /// is too small to say or its first blob is not indexed.

@@ -131,7 +131,8 @@ pub async fn build(
     }
     let service = service(g)?;
     let key = key(signing, Some(&service.config));
-    let e = crate::evidence::send::build_from_service(&service, period, out, &key)
+    let e = service
+        .build_evidence(period, out, &key)
         .await
         .map_err(anyhow::Error::msg)?;
     print_summary(&e, out);
@@ -193,13 +194,13 @@ pub async fn send(
     let service = service(g)?;
     let period = period(from, to, today())?;
     let operator = operator.unwrap_or_else(crate::sys::username);
-    let (outcome, dir) =
-        crate::evidence::send::send(&service, Some(period), out, Trigger::Manual, &operator)
-            .await?;
+    let (outcome, dir) = service
+        .send_evidence(Some(period), out, Trigger::Manual, &operator)
+        .await?;
     let seq = outcome.seq;
     if let Some(error) = &outcome.record.error {
         errln!("vouch: {}: {error}", outcome.record.summary);
-        return Ok(outcome.exit_code);
+        return Ok(crate::cli::exit_for(outcome.record.outcome));
     }
     let (sent, pending) = service.deliver(true).await?;
     let _ = sent;
@@ -215,7 +216,8 @@ pub async fn send(
 pub async fn proof(g: &GlobalArgs, run: i64, out: &Path, signing: SigningArgs) -> Result<i32> {
     let service = service(g)?;
     let key = key(signing, Some(&service.config));
-    let p = crate::evidence::send::proof(&service, run, out, &key)
+    let p = service
+        .evidence_proof(run, out, &key)
         .await
         .map_err(anyhow::Error::msg)?;
     outln!(

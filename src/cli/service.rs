@@ -143,7 +143,7 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
             service.mailer().describe()
         );
     }
-    Ok(o.exit_code)
+    Ok(crate::cli::exit_for(o.record.outcome))
 }
 
 #[derive(Serialize)]
@@ -213,7 +213,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
         let cron = p
             .cron
             .as_deref()
-            .and_then(|c| crate::schedule::cron::Cron::parse(c).ok());
+            .and_then(|c| crate::cron::Cron::parse(c).ok());
         jobs.push(JobStatus {
             name: p.name.clone(),
             kind: "drill",

@@ -11,7 +11,7 @@ use toml::Spanned;
 use super::service::{RepositoryConfig, known, toml_files};
 use super::values::parse_duration;
 use super::{ConfigError, Source};
-use crate::schedule::cron::Cron;
+use crate::cron::Cron;
 
 /// A schedule: one backup job.
 #[derive(Clone, Debug)]

@@ -12,7 +12,7 @@ use toml::Spanned;
 use super::plan::Plan;
 use super::values::parse_duration;
 use super::{ConfigError, Source};
-use crate::schedule::cron::Cron;
+use crate::cron::Cron;
 
 use super::schedule::CRON_FIX;
 pub use super::schedule::Schedule;

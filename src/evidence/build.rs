@@ -1,12 +1,13 @@
-//! Gathering what a pack is built from: the service's configuration and journal, or a
-//! repository's own records when the NAS (and its journal) is gone.
+//! Gathering what a pack is built from: the school's configuration, its journal and the
+//! repositories it names (handed in by the service), or a repository's own records when the
+//! NAS (and its journal) is gone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::config::Config;
 use crate::journal::{Entry, Record};
 use crate::repo::Repository;
 use crate::repo::crypto::Kind;
-use crate::schedule::service::Service;
 use crate::storage::RepoUrl;
 use crate::verify::drill::DrillReport;
 use crate::verify::ledger::{Ledger, coverage};
@@ -116,22 +117,23 @@ async fn drill_summaries(
     out
 }
 
-/// From vouch.toml and the local journal.
-pub async fn from_service(service: &Service, period: Period) -> Result<Inputs, String> {
-    let c = &service.config;
-    let all = service
-        .with_journal(|j| j.entries())
-        .map_err(|e| e.to_string())?;
+/// What the school's records are: its configuration, every journal row, and the
+/// repositories that could be opened (by name).
+pub struct Records<'a> {
+    pub config: &'a Config,
+    pub journal: Vec<Entry>,
+    pub repositories: BTreeMap<String, std::sync::Arc<Repository>>,
+}
+
+/// From vouch.toml, the local journal and the repositories.
+pub async fn from_records(records: Records<'_>, period: Period) -> Result<Inputs, String> {
+    let c = records.config;
+    let all = records.journal;
+    let repos = records.repositories;
     let head = all
         .last()
         .map_or(crate::journal::store_genesis(), |e| e.hash.clone());
     let rows = span_of_period(all, &period);
-    let mut repos = BTreeMap::new();
-    for name in c.repositories.keys() {
-        if let Ok(repo) = service.repository(name).await {
-            repos.insert(name.clone(), repo);
-        }
-    }
     let drills = drill_summaries(&in_period(rows.clone(), &period), &repos).await;
     let mut repositories = Vec::new();
     let mut cover = Vec::new();
@@ -146,8 +148,8 @@ pub async fn from_service(service: &Service, period: Period) -> Result<Inputs, S
             encryption: ENCRYPTION.into(),
             immutability: immutability_of(repos.get(name).map(|r| &**r)).await,
         });
-        if let Ok(repo) = service.repository(name).await {
-            if let Some(cv) = coverage_of(name, &repo).await {
+        if let Some(repo) = repos.get(name) {
+            if let Some(cv) = coverage_of(name, repo).await {
                 cover.push(cv);
             }
         }

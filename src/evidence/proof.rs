@@ -75,7 +75,7 @@ pub fn render(p: &Proof) -> String {
         esc(&r.selection.method),
         r.selection.seed,
         r.selection.files,
-        crate::cli::show::size(r.selection.bytes),
+        crate::units::size(r.selection.bytes),
         r.restore.files,
         r.restore.duration_ms as f64 / 1000.0,
         esc(&r.sandbox.confinement.to_string()),

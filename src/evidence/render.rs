@@ -15,7 +15,7 @@ fn esc(s: &str) -> String {
 }
 
 fn size(n: u64) -> String {
-    crate::cli::show::size(n)
+    crate::units::size(n)
 }
 
 /// A time in a table: minutes are enough, and the column says UTC.

@@ -1,10 +1,10 @@
-//! Building, signing and sending the pack from the service, and the proof of one drill.
+//! Building and signing the pack from the school's records, the email that carries it, and
+//! the proof of one drill. The service journals and sends them (`schedule::service`).
 
 use std::path::{Path, PathBuf};
 
-use crate::journal::{Outcome, Record, RunRecord, Trigger};
+use crate::journal::Record;
 use crate::notify::Message;
-use crate::schedule::service::{JobOutcome, Service, ServiceError};
 
 use super::proof::{PROOF_SCHEMA, Proof};
 use super::sign::{self, SignError};
@@ -42,23 +42,27 @@ impl SigningKey {
     }
 }
 
-pub fn signing_key_of(service: &Service) -> SigningKey {
-    SigningKey {
-        path: service.config.evidence_signing_key.clone(),
-        password_file: service.config.evidence_signing_key_password_file.clone(),
+impl SigningKey {
+    /// The key vouch.toml's [evidence] names.
+    pub fn of_config(config: &crate::config::Config) -> SigningKey {
+        SigningKey {
+            path: config.evidence_signing_key.clone(),
+            password_file: config.evidence_signing_key_password_file.clone(),
+        }
     }
 }
 
-/// Build and sign the pack for `period` into `dir`.
-pub async fn build_from_service(
-    service: &Service,
+/// Build and sign the pack for `period` into `dir`, from the school's records.
+pub async fn build_pack(
+    records: build::Records<'_>,
     period: Period,
+    now: time::OffsetDateTime,
     dir: &Path,
     key: &SigningKey,
 ) -> Result<Evidence, String> {
     let (sk, pk) = key.load().map_err(|e| e.to_string())?;
-    let inputs = build::from_service(service, period).await?;
-    let evidence = Evidence::new(inputs, service.clock.now(), sign::key_id(pk.keynum()));
+    let inputs = build::from_records(records, period).await?;
+    let evidence = Evidence::new(inputs, now, sign::key_id(pk.keynum()));
     write_pack(dir, &evidence, &sk, &pk).map_err(|e| e.to_string())?;
     Ok(evidence)
 }
@@ -128,103 +132,20 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// Build the last school year's pack into the state directory and email it (through the
-/// outbox) to the evidence recipients; journalled as an `evidence` run, whose outcome says
-/// whether it worked. Errs only when the journal itself cannot be written.
-pub async fn send(
-    service: &Service,
-    period: Option<Period>,
-    dir: Option<PathBuf>,
-    trigger: Trigger,
-    operator: &str,
-) -> Result<(JobOutcome, PathBuf), ServiceError> {
-    let started = service.clock.now();
-    let period = period.unwrap_or_else(|| Period::school_year_before(started.date()));
-    let dir = dir.unwrap_or_else(|| {
-        service
-            .state_dir()
-            .join("evidence")
-            .join(format!("{}_{}", period.from, period.to))
-    });
-    let to = service.config.evidence_to.clone();
-    let result = async {
-        if to.is_empty() {
-            return Err("no recipients: add them to [evidence] to in vouch.toml".to_string());
-        }
-        let evidence =
-            build_from_service(service, period.clone(), &dir, &signing_key_of(service)).await?;
-        let message = message(&evidence, &dir, &to)?;
-        service
-            .with_journal(|j| {
-                crate::notify::Outbox::new(j.connection())?.enqueue(&message, service.clock.now())
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(evidence)
-    }
-    .await;
-    let (outcome, summary, error) = match &result {
-        Ok(e) => (
-            Outcome::Success,
-            format!(
-                "evidence pack for {} sent to {} recipient(s): {}",
-                period.name(),
-                to.len(),
-                if e.derived.met {
-                    "requirements met"
-                } else {
-                    "requirements NOT met"
-                }
-            ),
-            None,
-        ),
-        Err(e) => (
-            Outcome::Failed,
-            format!("evidence pack for {} not sent", period.name()),
-            Some(e.clone()),
-        ),
-    };
-    let record = RunRecord {
-        kind: "evidence".into(),
-        job: "evidence".into(),
-        trigger,
-        operator: operator.into(),
-        host: crate::sys::hostname(),
-        repository: service
-            .config
-            .repositories
-            .keys()
-            .next()
-            .cloned()
-            .unwrap_or_default(),
-        started,
-        ended: service.clock.now(),
-        outcome,
-        summary,
-        snapshot: None,
-        report: None,
-        error,
-        details: serde_json::json!({ "dir": dir.display().to_string(), "period": period }),
-    };
-    let exit_code = if result.is_ok() {
-        crate::cli::EXIT_OK
-    } else {
-        crate::cli::EXIT_FAILED
-    };
-    let outcome = service.record_run(record, exit_code).await?;
-    Ok((outcome, dir))
-}
-
-/// A signed proof of the drill journalled as `run`.
+/// A signed proof of the drill journalled as `entry` (with the notes made on it), its
+/// report read from `repo`.
+#[allow(clippy::too_many_arguments)]
 pub async fn proof(
-    service: &Service,
-    run: i64,
+    entry: crate::journal::Entry,
+    notes: Vec<crate::journal::Entry>,
+    repo: &crate::repo::Repository,
+    school: &str,
+    now: time::OffsetDateTime,
     dir: &Path,
     key: &SigningKey,
 ) -> Result<Proof, String> {
     let (sk, pk) = key.load().map_err(|e| e.to_string())?;
-    let (entry, notes) = service
-        .with_journal(|j| Ok::<_, crate::journal::JournalError>((j.entry(run)?, j.entries()?)))
-        .map_err(|e| e.to_string())?;
+    let run = entry.seq;
     let Record::Run(r) = &entry.record else {
         return Err(format!("row {run} is a note, not a run"));
     };
@@ -234,7 +155,6 @@ pub async fn proof(
             r.kind, r.job
         ));
     };
-    let repo = service.repository(&r.repository).await?;
     let report = repo
         .load_document(
             crate::repo::crypto::Kind::DrillReport,
@@ -248,8 +168,8 @@ pub async fn proof(
         .collect();
     let p = Proof {
         schema: PROOF_SCHEMA.into(),
-        school: service.config.school.clone(),
-        generated: service.clock.now(),
+        school: school.to_string(),
+        generated: now,
         generated_by: format!("vouch {}", env!("CARGO_PKG_VERSION")),
         signing_key_id: sign::key_id(pk.keynum()),
         run: entry,

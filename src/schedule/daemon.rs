@@ -13,25 +13,21 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::cron::Cron;
 use crate::journal::Trigger;
-use crate::schedule::cron::Cron;
 
-use super::service::Service;
+use super::service::{JobKind, Service};
 
 /// How long a running backup may take to finish after SIGTERM before it is stopped.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
 
-pub fn to_jiff(t: OffsetDateTime) -> jiff::Timestamp {
-    jiff::Timestamp::from_nanosecond(t.unix_timestamp_nanos()).expect("a representable time")
-}
-
-pub fn from_jiff(t: jiff::Timestamp) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond()).expect("a representable time")
-}
+pub use crate::clock::{from_jiff, to_jiff};
 
 /// A job the daemon fires.
 #[derive(Clone, Debug)]
 pub struct Job {
+    /// What it is; `name` is its key in the journal's job state and for `vouch run`.
+    pub kind: JobKind,
     pub name: String,
     pub cron: Cron,
     pub repository: String,
@@ -43,6 +39,7 @@ pub fn jobs(config: &Config) -> Vec<Job> {
         .schedules
         .iter()
         .map(|s| Job {
+            kind: JobKind::Backup(s.name.clone()),
             name: s.name.clone(),
             cron: s.cron.clone(),
             repository: s.repository.clone(),
@@ -50,8 +47,10 @@ pub fn jobs(config: &Config) -> Vec<Job> {
         .collect();
     for (name, r) in &config.repositories {
         if let Some(cron) = &r.prune {
+            let kind = JobKind::Prune(name.clone());
             out.push(Job {
-                name: format!("prune:{name}"),
+                name: kind.key(),
+                kind,
                 cron: cron.clone(),
                 repository: name.clone(),
             });
@@ -59,7 +58,8 @@ pub fn jobs(config: &Config) -> Vec<Job> {
     }
     if !config.evidence_to.is_empty() && config.evidence_signing_key.is_some() {
         out.push(Job {
-            name: "evidence".into(),
+            name: JobKind::Evidence.key(),
+            kind: JobKind::Evidence,
             cron: config.evidence_cron.clone(),
             repository: String::new(),
         });
@@ -67,6 +67,7 @@ pub fn jobs(config: &Config) -> Vec<Job> {
     for p in &config.plans {
         if let Some(cron) = p.cron.as_deref().and_then(|c| Cron::parse(c).ok()) {
             out.push(Job {
+                kind: JobKind::Drill(p.name.clone()),
                 name: p.name.clone(),
                 cron,
                 repository: p.repository.clone().unwrap_or_default(),
@@ -190,10 +191,15 @@ pub async fn run(
             } else {
                 Trigger::Schedule
             };
-            let (service, running, name) = (service.clone(), running.clone(), job.name.clone());
+            let (service, running, name, kind) = (
+                service.clone(),
+                running.clone(),
+                job.name.clone(),
+                job.kind.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 tracing::info!(job = %name, %trigger, "job starting");
-                match service.run_job(&name, trigger, "vouch daemon").await {
+                match service.run(&kind, trigger, "vouch daemon").await {
                     Ok(o) => tracing::info!(job = %name, outcome = %o.record.outcome, run = o.seq, "job finished"),
                     Err(e) => tracing::error!(job = %name, error = %e, "job could not run"),
                 }
@@ -302,6 +308,7 @@ mod tests {
 
     fn job(name: &str, cron: &str) -> Job {
         Job {
+            kind: JobKind::Backup(name.into()),
             name: name.into(),
             cron: Cron::parse(cron).unwrap(),
             repository: "offsite".into(),

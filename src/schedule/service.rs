@@ -18,16 +18,39 @@ use crate::notify::{Mailer, Monitor, mailer_for};
 use crate::storage::{RepoUrl, S3Options, Store};
 use crate::{BackupOptions, Repository, Secret};
 
+mod evidence_job;
 mod upkeep;
 pub use upkeep::{Suspicion, judge};
 
-/// A finished job.
+/// What the service runs. Its `key` names it in the journal's job state and for `vouch run`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    /// A schedule's backup.
+    Backup(String),
+    /// A restore-test plan's drill.
+    Drill(String),
+    /// A repository's prune, on its own cron.
+    Prune(String),
+    /// The annual evidence pack.
+    Evidence,
+}
+
+impl JobKind {
+    pub fn key(&self) -> String {
+        match self {
+            JobKind::Backup(n) | JobKind::Drill(n) => n.clone(),
+            JobKind::Prune(r) => format!("prune:{r}"),
+            JobKind::Evidence => "evidence".into(),
+        }
+    }
+}
+
+/// A finished job: its journal row and what was recorded (`cli` turns the outcome into the
+/// exit code `vouch run` ends with).
 #[derive(Debug)]
 pub struct JobOutcome {
     pub seq: i64,
     pub record: RunRecord,
-    /// The exit code `vouch run` ends with.
-    pub exit_code: i32,
 }
 
 /// Why the service could not start.
@@ -39,6 +62,35 @@ pub enum ServiceError {
     Mail(String),
     #[error("no schedule or restore-test plan is called {0:?}; `vouch status` lists them")]
     NoJob(String),
+    #[error(
+        "cannot take the local lock for repository {repository} in the state directory: {source} (no job runs unguarded: check that the state directory is writable)"
+    )]
+    LocalLock {
+        repository: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// Why a repository named in vouch.toml could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("there is no repository {0:?} in vouch.toml")]
+    Unknown(String),
+    #[error(transparent)]
+    Url(#[from] crate::storage::UrlError),
+    #[error("cannot read {path}: {source}")]
+    File {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
 }
 
 pub struct Service {
@@ -57,11 +109,14 @@ pub struct Service {
 }
 
 /// The S3 settings of a repository in vouch.toml, with its secret key read from its file.
-pub fn s3_options(rc: &RepositoryConfig) -> Result<S3Options, String> {
+pub fn s3_options(rc: &RepositoryConfig) -> Result<S3Options, OpenError> {
     let secret = match &rc.secret_access_key_file {
         Some(f) => Some(
             std::fs::read_to_string(f)
-                .map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                .map_err(|source| OpenError::File {
+                    path: f.display().to_string(),
+                    source,
+                })?
                 .lines()
                 .next()
                 .unwrap_or_default()
@@ -79,20 +134,25 @@ pub fn s3_options(rc: &RepositoryConfig) -> Result<S3Options, String> {
 }
 
 /// Open a repository as vouch.toml describes it.
-pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, String> {
-    let url = RepoUrl::parse(&rc.url).map_err(|e| e.to_string())?;
+pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, OpenError> {
+    let url = RepoUrl::parse(&rc.url)?;
     let s3 = s3_options(rc)?;
-    let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
-    let pass = std::fs::read_to_string(&rc.password_file).map_err(|e| {
-        format!(
-            "cannot read the password file {}: {e}",
-            rc.password_file.display()
-        )
+    let store = Store::open(&url, &s3)?;
+    let pass = std::fs::read_to_string(&rc.password_file).map_err(|source| OpenError::File {
+        path: format!("the password file {}", rc.password_file.display()),
+        source,
     })?;
     let pass = pass.lines().next().unwrap_or_default().to_string();
-    Repository::open(store, &Secret::new(pass))
-        .await
-        .map_err(|e| e.to_string())
+    Ok(Repository::open(store, &Secret::new(pass)).await?)
+}
+
+/// Why a scheduled backup did not produce a snapshot.
+#[derive(Debug, thiserror::Error)]
+enum BackupFailure {
+    #[error("repository {0} cannot be opened: {1}")]
+    Open(String, OpenError),
+    #[error(transparent)]
+    Backup(crate::BackupError),
 }
 
 /// Held while a job uses a repository; a second job on the same repository waits for it, in
@@ -157,7 +217,7 @@ impl Service {
     }
 
     /// The repository called `name` in vouch.toml, opened once.
-    pub async fn repository(&self, name: &str) -> Result<Arc<Repository>, String> {
+    pub async fn repository(&self, name: &str) -> Result<Arc<Repository>, OpenError> {
         let mut repos = self.repos.lock().await;
         if let Some(r) = repos.get(name) {
             return Ok(r.clone());
@@ -166,45 +226,76 @@ impl Service {
             .config
             .repositories
             .get(name)
-            .ok_or_else(|| format!("no repository {name:?} in vouch.toml"))?;
+            .ok_or_else(|| OpenError::Unknown(name.to_string()))?;
         let repo = Arc::new(open_repository(rc).await?.with_clock(self.clock.clone()));
         repos.insert(name.to_string(), repo.clone());
         Ok(repo)
     }
 
-    /// Run a schedule or a plan by name.
+    /// The job a name stands for: a schedule, a plan, `prune:REPOSITORY` or `evidence`.
+    pub fn job(&self, name: &str) -> Option<JobKind> {
+        if self.config.schedule(name).is_some() {
+            return Some(JobKind::Backup(name.to_string()));
+        }
+        if self.config.plan(name).is_some() {
+            return Some(JobKind::Drill(name.to_string()));
+        }
+        if let Some(repository) = name.strip_prefix("prune:") {
+            if self.config.repositories.contains_key(repository) {
+                return Some(JobKind::Prune(repository.to_string()));
+            }
+        }
+        (name == "evidence").then_some(JobKind::Evidence)
+    }
+
+    /// Run a job by name (`vouch run NAME`).
     pub async fn run_job(
         &self,
         name: &str,
         trigger: Trigger,
         operator: &str,
     ) -> Result<JobOutcome, ServiceError> {
-        if let Some(s) = self.config.schedule(name).cloned() {
-            return self.run_backup(&s, trigger, operator).await;
+        match self.job(name) {
+            Some(kind) => self.run(&kind, trigger, operator).await,
+            None => Err(ServiceError::NoJob(name.to_string())),
         }
-        if let Some(p) = self.config.plan(name).cloned() {
-            return self.run_drill(&p, trigger, operator).await;
-        }
-        if let Some(repository) = name.strip_prefix("prune:") {
-            if self.config.repositories.contains_key(repository) {
-                return self.run_prune(repository, trigger, operator).await;
-            }
-        }
-        if name == "evidence" {
-            return crate::evidence::send::send(self, None, None, trigger, operator)
-                .await
-                .map(|(outcome, _)| outcome);
-        }
-        Err(ServiceError::NoJob(name.to_string()))
     }
 
-    async fn exclusive(&self, repository: &str) -> Result<RepoGuard, String> {
+    /// Run a job.
+    pub async fn run(
+        &self,
+        job: &JobKind,
+        trigger: Trigger,
+        operator: &str,
+    ) -> Result<JobOutcome, ServiceError> {
+        let missing = || ServiceError::NoJob(job.key());
+        match job {
+            JobKind::Backup(name) => {
+                let s = self.config.schedule(name).cloned().ok_or_else(missing)?;
+                self.run_backup(&s, trigger, operator).await
+            }
+            JobKind::Drill(name) => {
+                let p = self.config.plan(name).cloned().ok_or_else(missing)?;
+                self.run_drill(&p, trigger, operator).await
+            }
+            JobKind::Prune(repository) => self.run_prune(repository, trigger, operator).await,
+            JobKind::Evidence => self
+                .send_evidence(None, None, trigger, operator)
+                .await
+                .map(|(outcome, _)| outcome),
+        }
+    }
+
+    async fn exclusive(&self, repository: &str) -> Result<RepoGuard, ServiceError> {
         let dir = self.config.state_dir.clone();
         let name = repository.to_string();
         tokio::task::spawn_blocking(move || lock_repository(&dir, &name))
             .await
             .expect("lock task")
-            .map_err(|e| format!("cannot take the local lock for {repository}: {e}"))
+            .map_err(|source| ServiceError::LocalLock {
+                repository: repository.to_string(),
+                source,
+            })
     }
 
     pub async fn run_backup(
@@ -218,24 +309,20 @@ impl Service {
         }
         let timer = Instant::now();
         let asked = self.clock.now();
-        let _guard = self.exclusive(&s.repository).await;
+        let _guard = self.exclusive(&s.repository).await?;
         let waited = timer.elapsed();
         let started = self.clock.now();
         // Waiting for another job on the same repository past this job's next slot is worth
         // saying: the schedule is too tight for the repository.
-        let next_slot = s.cron.next_after(
-            crate::schedule::daemon::to_jiff(asked),
-            &self.config.time_zone,
-        );
-        let late = next_slot.is_some_and(|n| crate::schedule::daemon::to_jiff(started) > n);
+        let next_slot = s
+            .cron
+            .next_after(crate::clock::to_jiff(asked), &self.config.time_zone);
+        let late = next_slot.is_some_and(|n| crate::clock::to_jiff(started) > n);
         if late {
             tracing::warn!(job = %s.name, waited_s = waited.as_secs(), "waited for the repository past this job's next slot");
         }
         let result = match self.repository(&s.repository).await {
-            Err(e) => Err(crate::BackupError::SourceInvalid {
-                path: s.repository.clone(),
-                detail: format!("cannot open the repository: {e}"),
-            }),
+            Err(e) => Err(BackupFailure::Open(s.repository.clone(), e)),
             Ok(repo) => {
                 let opts = BackupOptions {
                     paths: s.paths.clone(),
@@ -246,7 +333,9 @@ impl Service {
                     abort: Some(self.abort.clone()),
                     ..Default::default()
                 };
-                crate::backup(repo, opts, Default::default()).await
+                crate::backup(repo, opts, Default::default())
+                    .await
+                    .map_err(BackupFailure::Backup)
             }
         };
         let mut details = serde_json::json!({
@@ -268,7 +357,7 @@ impl Service {
                     sum.total_files,
                     sum.files_new,
                     sum.files_changed,
-                    crate::cli::show::size(sum.bytes_added_stored)
+                    crate::units::size(sum.bytes_added_stored)
                 );
                 if !sum.unreadable.is_empty() {
                     summary.push_str(&format!("; {} path(s) unreadable", sum.unreadable.len()));
@@ -312,7 +401,8 @@ impl Service {
                 }
             }
             Err(e) => {
-                let outcome = if matches!(e, crate::BackupError::Interrupted) {
+                let outcome = if matches!(e, BackupFailure::Backup(crate::BackupError::Interrupted))
+                {
                     Outcome::Interrupted
                 } else {
                     Outcome::Failed
@@ -360,13 +450,7 @@ impl Service {
             )
             .await;
         }
-        let exit_code = match record.outcome {
-            Outcome::Success => crate::cli::EXIT_OK,
-            Outcome::Partial => crate::cli::EXIT_PARTIAL,
-            Outcome::Damage => crate::cli::EXIT_DAMAGE,
-            Outcome::Failed | Outcome::Interrupted => crate::cli::EXIT_FAILED,
-        };
-        let outcome = self.finish(record, exit_code).await?;
+        let outcome = self.finish(record).await?;
         if outcome.record.outcome == Outcome::Success {
             self.apply_retention(s, trigger, operator).await?;
         }
@@ -380,10 +464,12 @@ impl Service {
         operator: &str,
     ) -> Result<JobOutcome, ServiceError> {
         let repository = plan.repository.clone().unwrap_or_default();
-        let _guard = self.exclusive(&repository).await;
+        let _guard = self.exclusive(&repository).await?;
         let started = self.clock.now();
         let opened = if self.config.repositories.contains_key(&repository) {
-            self.repository(&repository).await
+            self.repository(&repository)
+                .await
+                .map_err(|e| e.to_string())
         } else {
             Err(format!(
                 "the plan's repository {repository:?} is not in vouch.toml"
@@ -394,7 +480,7 @@ impl Service {
             Ok(repo) => {
                 let rc = &self.config.repositories[&repository];
                 match s3_options(rc) {
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.to_string()),
                     Ok(s3) => {
                         let opts = crate::verify::drill::DrillOptions {
                             plan: plan.clone(),
@@ -416,7 +502,7 @@ impl Service {
                 }
             }
         };
-        let (record, code) = match result {
+        let record = match result {
             Ok(o) => {
                 let r = &o.report;
                 let outcome = if r.passed {
@@ -428,7 +514,7 @@ impl Service {
                     "snapshot {}: {} files ({}) restored and verified{}",
                     r.snapshot.id.short(),
                     r.restore.files,
-                    crate::cli::show::size(r.restore.bytes),
+                    crate::units::size(r.restore.bytes),
                     if r.passed {
                         String::new()
                     } else {
@@ -436,7 +522,7 @@ impl Service {
                     }
                 );
                 let error = (!r.passed).then(|| r.reasons.join("\n"));
-                let record = RunRecord {
+                RunRecord {
                     snapshot: Some(r.snapshot.id.to_hex()),
                     report: Some(o.report_id.clone()),
                     error,
@@ -451,34 +537,23 @@ impl Service {
                         outcome,
                         summary,
                     )
-                };
-                (
-                    record,
-                    if r.passed {
-                        crate::cli::EXIT_OK
-                    } else {
-                        crate::cli::EXIT_DAMAGE
-                    },
-                )
+                }
             }
-            Err(e) => (
-                RunRecord {
-                    error: Some(e),
-                    ..self.record(
-                        "drill",
-                        &plan.name,
-                        trigger,
-                        operator,
-                        &repository,
-                        started,
-                        Outcome::Failed,
-                        "the drill could not run".into(),
-                    )
-                },
-                crate::cli::EXIT_FAILED,
-            ),
+            Err(e) => RunRecord {
+                error: Some(e),
+                ..self.record(
+                    "drill",
+                    &plan.name,
+                    trigger,
+                    operator,
+                    &repository,
+                    started,
+                    Outcome::Failed,
+                    "the drill could not run".into(),
+                )
+            },
         };
-        self.finish(record, code).await
+        self.finish(record).await
     }
 
     /// A run record with the fields every job fills the same way; the caller sets the rest.
@@ -513,16 +588,12 @@ impl Service {
     }
 
     /// Journal a run that happened elsewhere (the evidence job), with the same follow-up.
-    pub async fn record_run(
-        &self,
-        record: RunRecord,
-        exit_code: i32,
-    ) -> Result<JobOutcome, ServiceError> {
-        self.finish(record, exit_code).await
+    pub async fn record_run(&self, record: RunRecord) -> Result<JobOutcome, ServiceError> {
+        self.finish(record).await
     }
 
     /// Journal the run, mirror it, update incidents, and send what is due.
-    async fn finish(&self, record: RunRecord, exit_code: i32) -> Result<JobOutcome, ServiceError> {
+    async fn finish(&self, record: RunRecord) -> Result<JobOutcome, ServiceError> {
         let now = self.clock.now();
         let entry = {
             let mut j = self.journal.lock().expect("journal");
@@ -537,7 +608,6 @@ impl Service {
         Ok(JobOutcome {
             seq: entry.seq,
             record,
-            exit_code,
         })
     }
 

@@ -198,7 +198,7 @@ fn describe(selection: &Selection) -> String {
 }
 
 fn size(n: u64) -> String {
-    crate::cli::show::size(n)
+    crate::units::size(n)
 }
 
 /// Run one drill.
@@ -337,8 +337,8 @@ async fn drill_locked(
     let mut reasons = Vec::new();
     let mut failures = Vec::new();
     let (restore, mut levels, confinement, ok_files, packs_ok) = match outcome {
-        Err(why) if why.contains("max_duration") => {
-            reasons.push(why);
+        Err(why @ worker::WorkerError::TooSlow(_)) => {
+            reasons.push(why.to_string());
             let stopped = Confinement::Unavailable("the restore was stopped".into());
             (
                 empty_restore(),
@@ -348,7 +348,7 @@ async fn drill_locked(
                 Vec::new(),
             )
         }
-        Err(why) => return Err(cannot(why)),
+        Err(why) => return Err(cannot(why.to_string())),
         Ok(mut out) => {
             let (tree_ok, tree_failed) = tree_packs.results();
             out.packs_ok.extend(tree_ok);

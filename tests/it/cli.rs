@@ -231,7 +231,7 @@ fn a_wrong_passphrase_is_a_clear_error_with_exit_1() {
             .output()
             .unwrap(),
     )
-    .expect(1);
+    .expect(12);
     assert!(
         out.stderr
             .contains("the passphrase does not open the repository"),
@@ -250,7 +250,7 @@ fn a_wrong_passphrase_is_a_clear_error_with_exit_1() {
 fn a_missing_repository_says_how_to_create_one() {
     let env = Env::new();
     let repo = env.path("nothing-here").display().to_string();
-    let out = env.run(&["snapshots", "--repo", &repo]).expect(1);
+    let out = env.run(&["snapshots", "--repo", &repo]).expect(10);
     assert!(
         out.stderr.contains("there is no vouch repository at"),
         "{}",
@@ -409,7 +409,7 @@ fn several_passphrases_open_one_repository() {
     );
     env.run(&["key", "remove", "--repo", &repo, &new_id])
         .expect(0);
-    let gone = with_second(&["snapshots", "--repo", &repo]).expect(1);
+    let gone = with_second(&["snapshots", "--repo", &repo]).expect(12);
     assert!(
         gone.stderr.contains("passphrase does not open"),
         "{}",

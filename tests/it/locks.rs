@@ -35,7 +35,7 @@ fn a_live_exclusive_lock_stops_a_backup_and_names_its_holder() {
         .unwrap();
     let out = env
         .run(&["backup", "--repo", r, src.to_str().unwrap()])
-        .expect(1);
+        .expect(11);
     assert!(
         out.stderr.contains("is locked by prune (pid"),
         "{}",

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary against real files, a local repository and a real S3
 //! server on loopback. One test binary, a module per topic.
 
+mod architecture;
 mod cli;
 mod corpus;
 mod crash;

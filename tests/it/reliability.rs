@@ -121,7 +121,7 @@ fn a_prune_while_a_backup_stores_its_snapshot_is_refused_and_the_snapshot_restor
         "snapshot",
         &["backup", s.share.to_str().unwrap()],
     );
-    let prune = s.run(&["prune"]).expect(1);
+    let prune = s.run(&["prune"]).expect(11);
     assert!(
         prune.stderr.contains("is locked by backup"),
         "prune must wait for the backup: {}",
@@ -374,7 +374,7 @@ fn one_damaged_key_file_does_not_lock_out_the_other_passphrases() {
         ok.stdout
     );
     // The damaged key's passphrase fails, and says a key was damaged.
-    let wrong = s.run(&["snapshots"]).expect(1);
+    let wrong = s.run(&["snapshots"]).expect(12);
     assert!(
         wrong.stderr.contains("does not open") && wrong.stderr.contains("1 damaged key file"),
         "{}",
@@ -904,7 +904,7 @@ fn an_unreadable_lock_is_stale_once_old_and_until_then_names_vouch_unlock() {
     let lock = s.repo.join("locks").join(hex64(1));
     write(&lock, b"not a lock at all");
     // Fresh: it might be anyone's; it blocks, and says how to remove it.
-    let blocked = s.run(&["backup", s.share.to_str().unwrap()]).expect(1);
+    let blocked = s.run(&["backup", s.share.to_str().unwrap()]).expect(11);
     assert!(
         blocked.stderr.contains("unreadable lock file") && blocked.stderr.contains("vouch unlock"),
         "{}",
@@ -1042,7 +1042,7 @@ fn a_missing_repository_directory_is_named_and_not_created() {
     let missing = env.path("volumeUSB1/usbshare/vouch");
     let out = env
         .run(&["snapshots", "--repo", missing.to_str().unwrap()])
-        .expect(1);
+        .expect(10);
     assert!(
         out.stderr.contains("there is no vouch repository at")
             && out.stderr.contains("is the disk or share mounted?"),

@@ -64,7 +64,7 @@ pub struct BackupSummary {
     /// What changed since the parent snapshot, and how much of it looks encrypted (absent
     /// for a first backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub changes: Option<crate::backup::changes::ChangeStats>,
+    pub changes: Option<ChangeStats>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,5 +81,44 @@ impl Snapshot {
         a.sort();
         b.sort();
         self.host == host && a == b
+    }
+}
+
+/// What changed since the parent snapshot, and how much of it looks encrypted (§7.4): written
+/// by the backup, read by the monitoring's ransomware check.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeStats {
+    /// Files in the parent snapshot.
+    pub files_before: u64,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_removed: u64,
+    /// New or changed files whose content looks encrypted (see the module comment).
+    pub files_encrypted_looking: u64,
+    /// A few of them, for the alert.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
+    /// New files named like ransom notes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ransom_notes: Vec<String>,
+}
+
+impl ChangeStats {
+    fn percent(&self, n: u64) -> f64 {
+        if self.files_before == 0 {
+            0.0
+        } else {
+            n as f64 * 100.0 / self.files_before as f64
+        }
+    }
+
+    /// Encrypted-looking files as a percentage of the files there were.
+    pub fn encrypted_percent(&self) -> f64 {
+        self.percent(self.files_encrypted_looking)
+    }
+
+    /// Changed and removed files as a percentage of the files there were.
+    pub fn changed_percent(&self) -> f64 {
+        self.percent(self.files_changed + self.files_removed)
     }
 }

@@ -139,7 +139,7 @@ impl Service {
             Ok(repo) => crate::retention::hold(&repo, snapshot, &suspicion.detail)
                 .await
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
         };
         let mut detail = suspicion.detail.clone();
         if let Err(e) = held {
@@ -237,10 +237,10 @@ impl Service {
                 None,
                 serde_json::Value::Null,
             );
-            return Ok(Some(self.finish(r, crate::cli::EXIT_OK).await?));
+            return Ok(Some(self.finish(r).await?));
         }
         let result = match self.repository(&s.repository).await {
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
             Ok(repo) => crate::retention::forget(
                 &repo,
                 &crate::retention::ForgetOptions {
@@ -285,12 +285,7 @@ impl Service {
                 serde_json::Value::Null,
             ),
         };
-        let code = if r.outcome == Outcome::Success {
-            crate::cli::EXIT_OK
-        } else {
-            crate::cli::EXIT_FAILED
-        };
-        Ok(Some(self.finish(r, code).await?))
+        Ok(Some(self.finish(r).await?))
     }
 
     /// `prune:<repository>`: prune on the repository's own schedule; journalled as `prune`.
@@ -300,11 +295,11 @@ impl Service {
         trigger: Trigger,
         operator: &str,
     ) -> Result<JobOutcome, ServiceError> {
-        let _guard = self.exclusive(repository).await;
+        let _guard = self.exclusive(repository).await?;
         let started = self.clock.now();
         let job = format!("prune:{repository}");
         let result = match self.repository(repository).await {
-            Err(e) => Err(e),
+            Err(e) => Err(e.to_string()),
             Ok(repo) => crate::prune::prune(repo, &Default::default())
                 .await
                 .map_err(|e| e.to_string()),
@@ -313,10 +308,10 @@ impl Service {
             Ok(r) => {
                 let mut summary = format!(
                     "freed {} ({} pack(s) removed, {} repacked); {} in storage",
-                    crate::cli::show::size(r.bytes_freed.saturating_sub(r.bytes_written)),
+                    crate::units::size(r.bytes_freed.saturating_sub(r.bytes_written)),
                     r.packs_removed,
                     r.packs_repacked,
-                    crate::cli::show::size(r.bytes_after)
+                    crate::units::size(r.bytes_after)
                 );
                 if !r.refused.is_empty() {
                     summary.push_str(&format!(
@@ -351,12 +346,7 @@ impl Service {
                 "prune", &job, trigger, operator, repository, started, outcome, summary,
             )
         };
-        let code = if outcome == Outcome::Success {
-            crate::cli::EXIT_OK
-        } else {
-            crate::cli::EXIT_FAILED
-        };
-        self.finish(record, code).await
+        self.finish(record).await
     }
 
     /// A person says a possible-ransomware alert was expected (or dealt with): the note goes
@@ -386,10 +376,7 @@ impl Service {
             .and_then(|s| s.parse().ok());
         let mut released = 0;
         if let Some(id) = snapshot {
-            let repo = self
-                .repository(&r.repository)
-                .await
-                .map_err(ServiceError::Mail)?;
+            let repo = self.repository(&r.repository).await?;
             released = crate::retention::release(&repo, id, operator)
                 .await
                 .map_err(|e| ServiceError::Mail(e.to_string()))?;

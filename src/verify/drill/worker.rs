@@ -105,8 +105,37 @@ fn from_wire(job: &Job) -> Result<Plan, String> {
     })
 }
 
+/// Why the confined worker gave no result.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The plan's `max_duration` passed and the worker was stopped: a finding about the
+    /// restore (it is too slow), not a failure to run.
+    #[error("the restore did not finish within the plan's max_duration ({})", humantime::format_duration(*.0))]
+    TooSlow(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Run the job in a child process; kill it after `limit`.
-pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, String> {
+pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, WorkerError> {
+    run_child(job, limit).map_err(|e| match e {
+        Stopped::After(l) => WorkerError::TooSlow(l),
+        Stopped::Because(why) => WorkerError::Failed(why),
+    })
+}
+
+enum Stopped {
+    After(Duration),
+    Because(String),
+}
+
+impl From<String> for Stopped {
+    fn from(why: String) -> Stopped {
+        Stopped::Because(why)
+    }
+}
+
+fn run_child(job: &Job, limit: Option<Duration>) -> Result<Outcome, Stopped> {
     let exe = super::worker_program().map_err(|e| format!("cannot find the vouch binary: {e}"))?;
     let mut child = Command::new(exe)
         .arg("__drill-worker")
@@ -138,26 +167,20 @@ pub(super) fn run(job: &Job, limit: Option<Duration>) -> Result<Outcome, String>
         if let Some(s) = child.try_wait().map_err(|e| e.to_string())? {
             break s;
         }
-        if limit.is_some_and(|l| started.elapsed() > l) {
+        if let Some(l) = limit.filter(|l| started.elapsed() > *l) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!(
-                "the restore did not finish within the plan's max_duration ({})",
-                humantime::format_duration(limit.unwrap_or_default())
-            ));
+            return Err(Stopped::After(l));
         }
         std::thread::sleep(Duration::from_millis(20));
     };
     let out = out_reader.join().unwrap_or_default();
     let err = err_reader.join().unwrap_or_default();
     if !status.success() {
-        return Err(format!(
-            "the drill worker failed ({status}): {}",
-            err.trim()
-        ));
+        return Err(format!("the drill worker failed ({status}): {}", err.trim()).into());
     }
     serde_json::from_slice(&out)
-        .map_err(|e| format!("the drill worker's result is unreadable: {e}"))
+        .map_err(|e| format!("the drill worker's result is unreadable: {e}").into())
 }
 
 /// `vouch __drill-worker`: read a job on stdin, confine, restore, verify, answer on stdout.

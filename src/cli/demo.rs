@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 
-use crate::cli::show::size;
+use crate::units::size;
 use crate::{
     BackupOptions, CheckOptions, InitOptions, ReadData, RepoUrl, Repository, RestoreOptions,
     S3Options, Secret, Store,
@@ -366,7 +366,7 @@ pub async fn run(dir: &Path) -> Result<i32> {
     outln!("  vouch snapshots --repo {url}");
     outln!("  vouch ls --repo {url} latest {}/Admin", data.display());
     outln!("  vouch drill monthly-sample");
-    Ok(crate::cli::EXIT_OK)
+    Ok(super::EXIT_OK)
 }
 
 /// The service part: a vouch.toml with a nightly schedule and a monthly test restore, run on a
@@ -559,7 +559,7 @@ async fn service_steps(
     );
     drop(service);
     outln!("14. `vouch status`:");
-    crate::cli::service::status(Some(&config_file), false).await?;
+    super::service::status(Some(&config_file), false).await?;
     evidence_step(dir, &config_file, yesterday.yesterday()?, today).await?;
     Ok(config_file)
 }
@@ -594,7 +594,8 @@ async fn evidence_step(
         path: Some(secret.clone()),
         password_file: None,
     };
-    let e = crate::evidence::send::build_from_service(&service, period, &pack, &key)
+    let e = service
+        .build_evidence(period, &pack, &key)
         .await
         .map_err(anyhow::Error::msg)?;
     drop(service);
