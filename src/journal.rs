@@ -13,8 +13,8 @@ pub use mirror::{
     verify_mirror,
 };
 pub use store::{
-    Annotation, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunRecord, Trigger,
-    VerifyReport, chain_hash as store_chain_hash,
+    Annotation, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunKind, RunRecord,
+    Trigger, VerifyReport, chain_hash as store_chain_hash,
 };
 
 /// The hash before the first row, as an owned string.

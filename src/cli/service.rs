@@ -294,7 +294,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
     }
     let last_drill = runs
         .iter()
-        .filter(|(_, r)| r.kind == "drill" && r.outcome == Outcome::Success)
+        .filter(|(_, r)| r.kind == crate::journal::RunKind::Drill && r.outcome == Outcome::Success)
         .map(|(_, r)| r.ended)
         .max();
     match last_drill {

@@ -101,7 +101,7 @@ async fn drill_summaries(
     let mut out = Vec::new();
     for e in rows {
         let Record::Run(r) = &e.record else { continue };
-        let (Some(id), "drill") = (&r.report, r.kind.as_str()) else {
+        let (Some(id), crate::journal::RunKind::Drill) = (&r.report, r.kind) else {
             continue;
         };
         let Some(repo) = repos.get(&r.repository) else {
@@ -223,7 +223,7 @@ pub async fn from_repository(
     let mut schedules: BTreeMap<String, ScheduleInfo> = BTreeMap::new();
     for e in &rows {
         if let Record::Run(r) = &e.record {
-            if r.kind == "backup" {
+            if r.kind == crate::journal::RunKind::Backup {
                 let snap = snapshots
                     .iter()
                     .rev()

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::journal::{Annotation, Outcome, Record, RunRecord};
+use crate::journal::{Annotation, Outcome, Record, RunKind, RunRecord};
 
 use super::{CLAUSES, Inputs};
 
@@ -137,7 +137,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
     for s in &inputs.schedules {
         let mine: Vec<&(i64, &RunRecord)> = runs
             .iter()
-            .filter(|(_, r)| r.kind == "backup" && r.job == s.name)
+            .filter(|(_, r)| r.kind == RunKind::Backup && r.job == s.name)
             .collect();
         let good: Vec<OffsetDateTime> = mine
             .iter()
@@ -239,7 +239,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
     // Drills.
     let drills: Vec<DrillRow> = runs
         .iter()
-        .filter(|(_, r)| r.kind == "drill")
+        .filter(|(_, r)| r.kind == RunKind::Drill)
         .map(|(seq, r)| DrillRow {
             run: *seq,
             plan: r.job.clone(),

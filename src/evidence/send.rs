@@ -149,7 +149,7 @@ pub async fn proof(
     let Record::Run(r) = &entry.record else {
         return Err(format!("row {run} is a note, not a run"));
     };
-    let (Some(report_id), "drill") = (r.report.clone(), r.kind.as_str()) else {
+    let (Some(report_id), crate::journal::RunKind::Drill) = (r.report.clone(), r.kind) else {
         return Err(format!(
             "run #{run} is a {} of {}, not a test restore with a report",
             r.kind, r.job

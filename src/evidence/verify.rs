@@ -280,7 +280,7 @@ async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, S
             let when = match &row.record {
                 // A pack cannot carry the record of its own sending, and records of packs
                 // say nothing about backups or restores.
-                Record::Run(r) if r.kind == "evidence" => continue,
+                Record::Run(r) if r.kind == crate::journal::RunKind::Evidence => continue,
                 Record::Run(r) => r.started,
                 Record::Annotation(a) => a.time,
             };

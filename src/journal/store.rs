@@ -59,11 +59,40 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What kind of run a row records. Stored as its lowercase name, as the first release wrote
+/// it (the rows' hashes are over that text).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunKind {
+    Backup,
+    Drill,
+    Forget,
+    Prune,
+    Evidence,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Backup => "backup",
+            RunKind::Drill => "drill",
+            RunKind::Forget => "forget",
+            RunKind::Prune => "prune",
+            RunKind::Evidence => "evidence",
+        }
+    }
+}
+
+impl std::fmt::Display for RunKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A run as journalled.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
-    /// backup, drill, check, prune, evidence.
-    pub kind: String,
+    pub kind: RunKind,
     /// The schedule or plan.
     pub job: String,
     pub trigger: Trigger,
@@ -462,7 +491,7 @@ mod tests {
     fn run(job: &str, outcome: Outcome) -> Record {
         let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
         Record::Run(RunRecord {
-            kind: "backup".into(),
+            kind: RunKind::Backup,
             job: job.into(),
             trigger: Trigger::Schedule,
             operator: "vouch".into(),

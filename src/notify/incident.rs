@@ -218,8 +218,9 @@ impl<'a> Monitor<'a> {
             // A shutdown is not a failure; staleness still catches a job that never resumes.
             return Ok(());
         }
-        match (run.kind.as_str(), run.outcome) {
-            ("backup", Outcome::Success) => {
+        use crate::journal::RunKind;
+        match (run.kind, run.outcome) {
+            (RunKind::Backup, Outcome::Success) => {
                 for k in ["backup-failed", "backup-partial", "stale"] {
                     self.resolve(
                         &key(k),
@@ -228,7 +229,7 @@ impl<'a> Monitor<'a> {
                     )?;
                 }
             }
-            ("backup", Outcome::Partial) => {
+            (RunKind::Backup, Outcome::Partial) => {
                 self.resolve(
                     &key("backup-failed"),
                     "the backup ran again (with some files unreadable)",
@@ -245,7 +246,7 @@ impl<'a> Monitor<'a> {
                     now,
                 )?;
             }
-            ("backup", _) => {
+            (RunKind::Backup, _) => {
                 self.open(
                     &key("backup-failed"),
                     "backup-failed",
@@ -256,12 +257,12 @@ impl<'a> Monitor<'a> {
                     now,
                 )?;
             }
-            ("drill", Outcome::Success) => {
+            (RunKind::Drill, Outcome::Success) => {
                 self.resolve(&key("drill-failed"), &format!("drill {job} passed"), now)?;
                 self.resolve("no-drill:all", &format!("drill {job} passed"), now)?;
                 self.resolve("drill-due:all", &format!("drill {job} passed"), now)?;
             }
-            ("drill", _) => {
+            (RunKind::Drill, _) => {
                 self.open(
                     &key("drill-failed"),
                     "drill-failed",

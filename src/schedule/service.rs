@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Plan, RepositoryConfig, Schedule};
-use crate::journal::{Journal, Outcome, Record, RunRecord, Trigger};
+use crate::journal::{Journal, Outcome, Record, RunKind, RunRecord, Trigger};
 use crate::notify::heartbeat::{Beat, ping};
 use crate::notify::{Mailer, Monitor, mailer_for};
 use crate::storage::{RepoUrl, S3Options, Store};
@@ -389,7 +389,7 @@ impl Service {
                     error,
                     details,
                     ..self.record(
-                        "backup",
+                        RunKind::Backup,
                         &s.name,
                         trigger,
                         operator,
@@ -411,7 +411,7 @@ impl Service {
                     error: Some(e.to_string()),
                     details,
                     ..self.record(
-                        "backup",
+                        RunKind::Backup,
                         &s.name,
                         trigger,
                         operator,
@@ -528,7 +528,7 @@ impl Service {
                     error,
                     details: serde_json::to_value(r).unwrap_or_default(),
                     ..self.record(
-                        "drill",
+                        RunKind::Drill,
                         &plan.name,
                         trigger,
                         operator,
@@ -542,7 +542,7 @@ impl Service {
             Err(e) => RunRecord {
                 error: Some(e),
                 ..self.record(
-                    "drill",
+                    RunKind::Drill,
                     &plan.name,
                     trigger,
                     operator,
@@ -560,7 +560,7 @@ impl Service {
     #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
-        kind: &str,
+        kind: RunKind,
         job: &str,
         trigger: Trigger,
         operator: &str,
@@ -570,7 +570,7 @@ impl Service {
         summary: String,
     ) -> RunRecord {
         RunRecord {
-            kind: kind.into(),
+            kind,
             job: job.into(),
             trigger,
             operator: operator.into(),
@@ -620,7 +620,7 @@ impl Service {
             let good = runs
                 .iter()
                 .filter(|(_, r)| {
-                    r.kind == "backup"
+                    r.kind == RunKind::Backup
                         && r.job == s.name
                         && matches!(r.outcome, Outcome::Success | Outcome::Partial)
                 })
@@ -645,7 +645,7 @@ impl Service {
             let runs = j.runs()?;
             let last_drill = runs
                 .iter()
-                .filter(|(_, r)| r.kind == "drill" && r.outcome == Outcome::Success)
+                .filter(|(_, r)| r.kind == RunKind::Drill && r.outcome == Outcome::Success)
                 .map(|(_, r)| r.ended)
                 .max();
             let first_seen = self

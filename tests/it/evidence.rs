@@ -235,7 +235,7 @@ fn year() -> &'static Year {
                 .run_job(&fired[0].name, Trigger::Schedule, "vouch daemon")
                 .await
                 .unwrap();
-            assert_eq!(o.record.kind, "evidence");
+            assert_eq!(o.record.kind, vouch::journal::RunKind::Evidence);
             assert_eq!(o.record.outcome, Outcome::Success, "{:?}", o.record.error);
             // The daemon delivers what the jobs queued, apart from them.
             service.flush_outbox().await.unwrap();

@@ -96,7 +96,7 @@ impl Service {
             ),
         };
         let record = RunRecord {
-            kind: "evidence".into(),
+            kind: crate::journal::RunKind::Evidence,
             job: "evidence".into(),
             trigger,
             operator: operator.into(),

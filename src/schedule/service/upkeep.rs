@@ -6,7 +6,7 @@ use serde_json::json;
 use super::{JobOutcome, Service, ServiceError};
 use crate::backup::changes::ChangeStats;
 use crate::config::Schedule;
-use crate::journal::{Outcome, Record, RunRecord, Trigger};
+use crate::journal::{Outcome, Record, RunKind, RunRecord, Trigger};
 use crate::notify::Monitor;
 use crate::repo::ids::SnapshotId;
 
@@ -111,7 +111,7 @@ impl Service {
         let runs = self.with_journal(|j| j.runs())?;
         let mut out: Vec<ChangeStats> = runs
             .iter()
-            .filter(|(_, r)| r.kind == "backup" && r.job == job && r.outcome.is_good())
+            .filter(|(_, r)| r.kind == RunKind::Backup && r.job == job && r.outcome.is_good())
             .filter(|(_, r)| r.details.get("ransomware").is_none())
             .filter_map(|(_, r)| {
                 serde_json::from_value(r.details.get("summary")?.get("changes")?.clone()).ok()
@@ -217,7 +217,7 @@ impl Service {
             error,
             details,
             ..self.record(
-                "forget",
+                RunKind::Forget,
                 &job,
                 trigger,
                 operator,
@@ -343,7 +343,14 @@ impl Service {
             error,
             details,
             ..self.record(
-                "prune", &job, trigger, operator, repository, started, outcome, summary,
+                RunKind::Prune,
+                &job,
+                trigger,
+                operator,
+                repository,
+                started,
+                outcome,
+                summary,
             )
         };
         self.finish(record).await
