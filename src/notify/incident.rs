@@ -401,3 +401,169 @@ pub fn ago(d: time::Duration) -> String {
     };
     humantime::format_duration(std::time::Duration::from_secs(rounded)).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journal::{RunKind, Trigger};
+
+    /// A school's configuration with one schedule, and a state database.
+    fn setup() -> (tempfile::TempDir, Config, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("schedules")).unwrap();
+        std::fs::write(dir.path().join("offsite.pass"), "p\n").unwrap();
+        std::fs::write(
+            dir.path().join("vouch.toml"),
+            format!(
+                "school = \"Preston Primary Academy\"\nstate_dir = \"{}\"\n[repositories.offsite]\nurl = \"/srv/vouch\"\npassword_file = \"offsite.pass\"\n[alerts]\nto = [\"nm@school.example\"]\n",
+                dir.path().join("state").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("schedules/staff.toml"),
+            "repository = \"offsite\"\npaths = [\"/srv/staff\"]\ncron = \"0 1 * * *\"\nrpo = \"26h\"\n",
+        )
+        .unwrap();
+        let config = Config::load(&dir.path().join("vouch.toml")).unwrap();
+        let conn = Connection::open_in_memory().unwrap();
+        crate::journal::schema::migrate(&conn).unwrap();
+        (dir, config, conn)
+    }
+
+    fn at(hours: i64) -> OffsetDateTime {
+        time::macros::datetime!(2026-05-11 01:00 UTC) + time::Duration::hours(hours)
+    }
+
+    fn run(kind: RunKind, outcome: Outcome, hours: i64) -> RunRecord {
+        RunRecord {
+            kind,
+            job: "staff".into(),
+            trigger: Trigger::Schedule,
+            operator: "vouch daemon".into(),
+            host: "nas1".into(),
+            repository: "offsite".into(),
+            started: at(hours),
+            ended: at(hours),
+            outcome,
+            summary: format!("{kind} {outcome}"),
+            snapshot: None,
+            report: None,
+            error: (outcome != Outcome::Success).then(|| "the share is not mounted".into()),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    fn subjects(m: &Monitor) -> Vec<String> {
+        m.outbox()
+            .list(true)
+            .unwrap()
+            .into_iter()
+            .map(|q| q.subject)
+            .collect()
+    }
+
+    #[test]
+    fn a_failure_alerts_once_reminds_daily_and_its_fix_resolves_it_once() {
+        let (_dir, config, conn) = setup();
+        let m = Monitor::new(&conn, &config).unwrap();
+        m.after_run(1, &run(RunKind::Backup, Outcome::Failed, 0), at(0))
+            .unwrap();
+        m.after_run(2, &run(RunKind::Backup, Outcome::Failed, 24), at(24))
+            .unwrap();
+        let open = m.incidents(false).unwrap();
+        assert_eq!(open.len(), 1, "{open:?}");
+        assert_eq!(
+            open[0].run,
+            Some(2),
+            "the incident names the latest failed run"
+        );
+        assert_eq!(subjects(&m).len(), 1, "one alert for one problem");
+        // Reminders: once a day while it stays open, not more.
+        assert_eq!(m.remind(at(23)).unwrap(), 0);
+        assert_eq!(m.remind(at(24)).unwrap(), 1);
+        assert_eq!(m.remind(at(30)).unwrap(), 0);
+        assert_eq!(m.remind(at(48)).unwrap(), 1);
+        m.after_run(3, &run(RunKind::Backup, Outcome::Success, 50), at(50))
+            .unwrap();
+        m.after_run(4, &run(RunKind::Backup, Outcome::Success, 74), at(74))
+            .unwrap();
+        assert!(m.incidents(false).unwrap().is_empty());
+        let s = subjects(&m);
+        assert_eq!(s.len(), 4, "alert, two reminders, one resolved: {s:?}");
+        assert!(s[0].contains("backup staff failed"), "{s:?}");
+        assert!(s[3].contains("resolved"), "{s:?}");
+        assert_eq!(
+            m.remind(at(100)).unwrap(),
+            0,
+            "nothing open, nothing to remind"
+        );
+    }
+
+    #[test]
+    fn a_partial_backup_replaces_a_failure_and_an_interrupted_one_changes_nothing() {
+        let (_dir, config, conn) = setup();
+        let m = Monitor::new(&conn, &config).unwrap();
+        m.after_run(1, &run(RunKind::Backup, Outcome::Failed, 0), at(0))
+            .unwrap();
+        m.after_run(2, &run(RunKind::Backup, Outcome::Interrupted, 1), at(1))
+            .unwrap();
+        let open: Vec<String> = m
+            .incidents(false)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.kind)
+            .collect();
+        assert_eq!(
+            open,
+            ["backup-failed"],
+            "a shutdown is not a failure, nor a fix"
+        );
+        m.after_run(3, &run(RunKind::Backup, Outcome::Partial, 2), at(2))
+            .unwrap();
+        let open: Vec<String> = m
+            .incidents(false)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.kind)
+            .collect();
+        assert_eq!(open, ["backup-partial"]);
+        let s = subjects(&m);
+        assert_eq!(
+            s.len(),
+            3,
+            "failed, resolved, could not read some files: {s:?}"
+        );
+        assert!(s[2].contains("could not read some files"), "{s:?}");
+    }
+
+    #[test]
+    fn a_failed_drill_and_a_failed_prune_are_incidents_of_their_own() {
+        let (_dir, config, conn) = setup();
+        let m = Monitor::new(&conn, &config).unwrap();
+        m.after_run(1, &run(RunKind::Drill, Outcome::Damage, 0), at(0))
+            .unwrap();
+        m.after_run(2, &run(RunKind::Prune, Outcome::Failed, 0), at(0))
+            .unwrap();
+        m.after_run(3, &run(RunKind::Backup, Outcome::Success, 1), at(1))
+            .unwrap();
+        let mut open: Vec<String> = m
+            .incidents(false)
+            .unwrap()
+            .into_iter()
+            .map(|i| i.kind)
+            .collect();
+        open.sort();
+        assert_eq!(
+            open,
+            ["drill-failed", "job-failed"],
+            "a good backup fixes neither"
+        );
+        m.after_run(4, &run(RunKind::Drill, Outcome::Success, 2), at(2))
+            .unwrap();
+        m.after_run(5, &run(RunKind::Prune, Outcome::Success, 2), at(2))
+            .unwrap();
+        assert!(m.incidents(false).unwrap().is_empty());
+        assert_eq!(subjects(&m).len(), 4);
+    }
+}
