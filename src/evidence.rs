@@ -267,6 +267,22 @@ impl Evidence {
 }
 
 /// Write `evidence.json` and `evidence.html` into `dir` and sign both.
+/// Why a pack (or a proof) could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum EvidenceError {
+    /// The signing key, or a file of the pack.
+    #[error(transparent)]
+    Sign(#[from] sign::SignError),
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    /// What was asked for is not something a pack or proof can be made of (a note instead of
+    /// a drill, no recipients).
+    #[error("{0}")]
+    NotApplicable(String),
+}
+
 pub fn write_pack(
     dir: &std::path::Path,
     evidence: &Evidence,

@@ -594,10 +594,7 @@ async fn evidence_step(
         path: Some(secret.clone()),
         password_file: None,
     };
-    let e = service
-        .build_evidence(period, &pack, &key)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let e = service.build_evidence(period, &pack, &key).await?;
     drop(service);
     outln!(
         "15. made an evidence signing key (key id {key_id}; {} stays on the NAS, {} goes to the auditor)\n    and the signed evidence pack for {}: {}",

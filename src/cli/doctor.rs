@@ -111,7 +111,7 @@ fn mark(level: Level) -> &'static str {
 }
 
 async fn check_mail(config: &Config, test_email: bool) -> Result<MailReport> {
-    let mailer = crate::notify::mailer::mailer_for(config).map_err(anyhow::Error::msg)?;
+    let mailer = crate::notify::mailer::mailer_for(config)?;
     let mut report = MailReport {
         via: mailer.describe(),
         reachable: true,
@@ -120,7 +120,7 @@ async fn check_mail(config: &Config, test_email: bool) -> Result<MailReport> {
     };
     if let Err(e) = mailer.probe().await {
         report.reachable = false;
-        report.detail = Some(e);
+        report.detail = Some(e.to_string());
         return Ok(report);
     }
     if test_email {

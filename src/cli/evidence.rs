@@ -121,9 +121,7 @@ pub async fn build(
             .context("give --school NAME: the repository does not record the school's name")?;
         let (sk, pk) = key(signing, config.as_ref()).load()?;
         let repo = g.open().await?;
-        let inputs = crate::evidence::build::from_repository(repo.clone(), &school, period)
-            .await
-            .map_err(anyhow::Error::msg)?;
+        let inputs = crate::evidence::build::from_repository(repo.clone(), &school, period).await?;
         let e = Evidence::new(inputs, repo.clock().now(), sign::key_id(pk.keynum()));
         crate::evidence::write_pack(out, &e, &sk, &pk)?;
         print_summary(&e, out);
@@ -131,10 +129,7 @@ pub async fn build(
     }
     let service = service(g)?;
     let key = key(signing, Some(&service.config));
-    let e = service
-        .build_evidence(period, out, &key)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let e = service.build_evidence(period, out, &key).await?;
     print_summary(&e, out);
     Ok(EXIT_OK)
 }
@@ -216,10 +211,7 @@ pub async fn send(
 pub async fn proof(g: &GlobalArgs, run: i64, out: &Path, signing: SigningArgs) -> Result<i32> {
     let service = service(g)?;
     let key = key(signing, Some(&service.config));
-    let p = service
-        .evidence_proof(run, out, &key)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let p = service.evidence_proof(run, out, &key).await?;
     outln!(
         "signed proof of run #{run} (test restore {} on {}: {}) in {}: proof.html, proof.json and their signatures",
         p.report.plan,

@@ -126,7 +126,10 @@ pub struct Records<'a> {
 }
 
 /// From vouch.toml, the local journal and the repositories.
-pub async fn from_records(records: Records<'_>, period: Period) -> Result<Inputs, String> {
+pub async fn from_records(
+    records: Records<'_>,
+    period: Period,
+) -> Result<Inputs, super::EvidenceError> {
     let c = records.config;
     let all = records.journal;
     let repos = records.repositories;
@@ -187,20 +190,18 @@ pub async fn from_repository(
     repo: std::sync::Arc<Repository>,
     school: &str,
     period: Period,
-) -> Result<Inputs, String> {
+) -> Result<Inputs, super::EvidenceError> {
     let hosts: BTreeSet<String> = repo
         .store()
         .list("journal/")
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(crate::repo::RepoError::from)?
         .into_iter()
         .filter_map(|(k, _)| k.split('/').nth(1).map(str::to_string))
         .collect();
     let mut all: BTreeMap<(String, i64), Entry> = BTreeMap::new();
     for host in &hosts {
-        let (rows, _) = crate::journal::load_mirror(&repo, host)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (rows, _) = crate::journal::load_mirror(&repo, host).await?;
         for (seq, e) in rows {
             all.insert((host.clone(), seq), e);
         }
@@ -219,7 +220,7 @@ pub async fn from_repository(
         })
         .collect();
     let drills = drill_summaries(&rows, &repos).await;
-    let (snapshots, _) = repo.snapshots().await.map_err(|e| e.to_string())?;
+    let (snapshots, _) = repo.snapshots().await?;
     let mut schedules: BTreeMap<String, ScheduleInfo> = BTreeMap::new();
     for e in &rows {
         if let Record::Run(r) = &e.record {

@@ -59,16 +59,20 @@ pub async fn build_pack(
     now: time::OffsetDateTime,
     dir: &Path,
     key: &SigningKey,
-) -> Result<Evidence, String> {
-    let (sk, pk) = key.load().map_err(|e| e.to_string())?;
+) -> Result<Evidence, super::EvidenceError> {
+    let (sk, pk) = key.load()?;
     let inputs = build::from_records(records, period).await?;
     let evidence = Evidence::new(inputs, now, sign::key_id(pk.keynum()));
-    write_pack(dir, &evidence, &sk, &pk).map_err(|e| e.to_string())?;
+    write_pack(dir, &evidence, &sk, &pk)?;
     Ok(evidence)
 }
 
 /// The email that carries a pack.
-pub fn message(evidence: &Evidence, dir: &Path, to: &[String]) -> Result<Message, String> {
+pub fn message(
+    evidence: &Evidence,
+    dir: &Path,
+    to: &[String],
+) -> Result<Message, super::EvidenceError> {
     let i = &evidence.inputs;
     let d = &evidence.derived;
     let subject = format!(
@@ -113,8 +117,10 @@ pub fn message(evidence: &Evidence, dir: &Path, to: &[String]) -> Result<Message
         ("evidence.html.minisig", "text/plain; charset=utf-8"),
         ("evidence.json.minisig", "text/plain; charset=utf-8"),
     ] {
-        let bytes = std::fs::read(dir.join(name))
-            .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+        let bytes = std::fs::read(dir.join(name)).map_err(|e| SignError::File {
+            path: dir.join(name).display().to_string(),
+            detail: e.to_string(),
+        })?;
         attachments.push((name.to_string(), ct.to_string(), bytes));
     }
     Ok(Message {
@@ -143,25 +149,26 @@ pub async fn proof(
     now: time::OffsetDateTime,
     dir: &Path,
     key: &SigningKey,
-) -> Result<Proof, String> {
-    let (sk, pk) = key.load().map_err(|e| e.to_string())?;
+) -> Result<Proof, super::EvidenceError> {
+    let (sk, pk) = key.load()?;
     let run = entry.seq;
     let Record::Run(r) = &entry.record else {
-        return Err(format!("row {run} is a note, not a run"));
+        return Err(super::EvidenceError::NotApplicable(format!(
+            "row {run} is a note, not a run"
+        )));
     };
     let (Some(report_id), crate::journal::RunKind::Drill) = (r.report.clone(), r.kind) else {
-        return Err(format!(
+        return Err(super::EvidenceError::NotApplicable(format!(
             "run #{run} is a {} of {}, not a test restore with a report",
             r.kind, r.job
-        ));
+        )));
     };
     let report = repo
         .load_document(
             crate::repo::crypto::Kind::DrillReport,
             &format!("drills/{report_id}"),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let notes = notes
         .into_iter()
         .filter(|e| matches!(&e.record, Record::Annotation(a) if a.run == run))
@@ -177,6 +184,6 @@ pub async fn proof(
         report_id,
         report,
     };
-    super::proof::write(dir, &p, &sk, &pk).map_err(|e| e.to_string())?;
+    super::proof::write(dir, &p, &sk, &pk)?;
     Ok(p)
 }

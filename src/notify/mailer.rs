@@ -20,16 +20,23 @@ pub const SEND_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30
 /// lettre's per-step timeout, inside the deadline.
 const STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Why a message did not go out.
+/// Why a message did not go out, or mail cannot be set up.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MailError {
     /// The server cannot be reached, or did not answer in time: the other messages waiting
     /// would fare no better now.
     #[error("{0}")]
     Unreachable(String),
-    /// The server answered and refused this message (or it could not be built).
+    /// The server answered and refused this message.
     #[error("{0}")]
     Refused(String),
+    /// This message cannot be made (an address that is not one, no recipients).
+    #[error("{0}")]
+    Malformed(String),
+    /// The mail settings cannot be used (a password or CA file that cannot be read, a host
+    /// lettre refuses).
+    #[error("{0}")]
+    Setup(String),
 }
 
 #[async_trait]
@@ -40,22 +47,27 @@ pub trait Mailer: Send + Sync {
     fn describe(&self) -> String;
     /// Whether mail could go out now, without sending any: the SMTP server accepts a
     /// connection (TLS and login included), or the mail folder can be written.
-    async fn probe(&self) -> Result<(), String>;
+    async fn probe(&self) -> Result<(), MailError>;
 }
 
 /// Build the RFC 5322 message: plain text and HTML alternatives, and attachments.
-pub fn build(from: &str, message: &Message) -> Result<lettre::Message, String> {
+pub fn build(from: &str, message: &Message) -> Result<lettre::Message, MailError> {
+    let bad = MailError::Malformed;
     let from: Mailbox = from
         .parse()
-        .map_err(|e| format!("from address {from:?}: {e}"))?;
+        .map_err(|e| bad(format!("from address {from:?}: {e}")))?;
     let mut builder = lettre::Message::builder()
         .from(from)
         .subject(message.subject.clone());
     if message.to.is_empty() {
-        return Err("no recipients: add addresses to [alerts] to in vouch.toml".into());
+        return Err(bad(
+            "no recipients: add addresses to [alerts] to in vouch.toml".into(),
+        ));
     }
     for to in &message.to {
-        builder = builder.to(to.parse().map_err(|e| format!("recipient {to:?}: {e}"))?);
+        builder = builder.to(to
+            .parse()
+            .map_err(|e| bad(format!("recipient {to:?}: {e}")))?);
     }
     let alternative = MultiPart::alternative()
         .singlepart(SinglePart::plain(message.text.clone()))
@@ -70,7 +82,7 @@ pub fn build(from: &str, message: &Message) -> Result<lettre::Message, String> {
         }
         mixed
     };
-    builder.multipart(body).map_err(|e| e.to_string())
+    builder.multipart(body).map_err(|e| bad(e.to_string()))
 }
 
 /// Writes each message as a `.eml` file into a folder.
@@ -82,7 +94,7 @@ pub struct FileMailer {
 #[async_trait]
 impl Mailer for FileMailer {
     async fn send(&self, message: &Message) -> Result<(), MailError> {
-        let email = build(&self.from, message).map_err(MailError::Refused)?;
+        let email = build(&self.from, message)?;
         let folder_error = |e: std::io::Error| {
             MailError::Unreachable(format!("mail folder {}: {e}", self.folder.display()))
         };
@@ -103,8 +115,10 @@ impl Mailer for FileMailer {
         format!("the mail folder {}", self.folder.display())
     }
 
-    async fn probe(&self) -> Result<(), String> {
-        let fail = |e: std::io::Error| format!("mail folder {}: {e}", self.folder.display());
+    async fn probe(&self) -> Result<(), MailError> {
+        let fail = |e: std::io::Error| {
+            MailError::Unreachable(format!("mail folder {}: {e}", self.folder.display()))
+        };
         crate::sys::create_private_dir(&self.folder).map_err(fail)?;
         let probe = self.folder.join(".vouch-doctor-probe");
         std::fs::write(&probe, b"vouch doctor").map_err(fail)?;
@@ -120,26 +134,26 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
-    pub fn new(c: &SmtpConfig) -> Result<Self, String> {
+    pub fn new(c: &SmtpConfig) -> Result<Self, MailError> {
+        let setup = MailError::Setup;
         let mut b = match c.security {
-            SmtpSecurity::Tls => {
-                AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host).map_err(|e| e.to_string())?
-            }
+            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&c.host)
+                .map_err(|e| setup(e.to_string()))?,
             SmtpSecurity::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&c.host)
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| setup(e.to_string()))?,
             SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&c.host),
         }
         .port(c.port)
         .timeout(Some(STEP_TIMEOUT));
         if let (Some(ca), true) = (&c.ca_file, c.security != SmtpSecurity::None) {
-            let pem =
-                std::fs::read(ca).map_err(|e| format!("SMTP ca_file {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca)
+                .map_err(|e| setup(format!("SMTP ca_file {}: {e}", ca.display())))?;
             let cert = Certificate::from_pem(&pem)
-                .map_err(|e| format!("SMTP ca_file {}: {e}", ca.display()))?;
+                .map_err(|e| setup(format!("SMTP ca_file {}: {e}", ca.display())))?;
             let params = TlsParameters::builder(c.host.clone())
                 .add_root_certificate(cert)
                 .build_rustls()
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| setup(e.to_string()))?;
             b = b.tls(match c.security {
                 SmtpSecurity::Tls => Tls::Wrapper(params),
                 _ => Tls::Required(params),
@@ -147,7 +161,7 @@ impl SmtpMailer {
         }
         if let (Some(user), Some(file)) = (&c.username, &c.password_file) {
             let password = std::fs::read_to_string(file)
-                .map_err(|e| format!("SMTP password file {}: {e}", file.display()))?;
+                .map_err(|e| setup(format!("SMTP password file {}: {e}", file.display())))?;
             b = b.credentials(Credentials::new(
                 user.clone(),
                 password.lines().next().unwrap_or_default().to_string(),
@@ -164,7 +178,7 @@ impl SmtpMailer {
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, message: &Message) -> Result<(), MailError> {
-        let email = build(&self.from, message).map_err(MailError::Refused)?;
+        let email = build(&self.from, message)?;
         match tokio::time::timeout(SEND_DEADLINE, self.transport.send(email)).await {
             Err(_) => Err(MailError::Unreachable(format!(
                 "SMTP server {}: no answer within {} s",
@@ -189,25 +203,32 @@ impl Mailer for SmtpMailer {
         format!("the SMTP server {}", self.server)
     }
 
-    async fn probe(&self) -> Result<(), String> {
+    async fn probe(&self) -> Result<(), MailError> {
         match tokio::time::timeout(SEND_DEADLINE, self.transport.test_connection()).await {
-            Err(_) => Err(format!(
+            Err(_) => Err(MailError::Unreachable(format!(
                 "SMTP server {}: no answer within {} s",
                 self.server,
                 SEND_DEADLINE.as_secs()
-            )),
+            ))),
             Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => Err(format!(
+            Ok(Ok(false)) => Err(MailError::Unreachable(format!(
                 "SMTP server {}: connected, but it did not answer NOOP",
                 self.server
-            )),
-            Ok(Err(e)) => Err(format!("SMTP server {}: {e}", self.server)),
+            ))),
+            Ok(Err(e)) if e.is_permanent() => Err(MailError::Refused(format!(
+                "SMTP server {}: {e}",
+                self.server
+            ))),
+            Ok(Err(e)) => Err(MailError::Unreachable(format!(
+                "SMTP server {}: {e}",
+                self.server
+            ))),
         }
     }
 }
 
 /// SMTP when vouch.toml has [smtp], else the mail folder.
-pub fn mailer_for(config: &Config) -> Result<Box<dyn Mailer>, String> {
+pub fn mailer_for(config: &Config) -> Result<Box<dyn Mailer>, MailError> {
     Ok(match &config.smtp {
         Some(s) => Box::new(SmtpMailer::new(s)?),
         None => Box::new(FileMailer {

@@ -58,8 +58,8 @@ pub struct JobOutcome {
 pub enum ServiceError {
     #[error("{0}")]
     Journal(#[from] crate::journal::JournalError),
-    #[error("{0}")]
-    Mail(String),
+    #[error("mail cannot be set up: {0}")]
+    Mail(#[from] crate::notify::mailer::MailError),
     #[error("no schedule or restore-test plan is called {0:?}; `vouch status` lists them")]
     NoJob(String),
     #[error(
@@ -72,6 +72,10 @@ pub enum ServiceError {
     },
     #[error(transparent)]
     Open(#[from] OpenError),
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
 }
 
 /// Why a repository named in vouch.toml could not be opened.
@@ -91,6 +95,8 @@ pub enum OpenError {
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Repo(#[from] crate::repo::RepoError),
+    #[error(transparent)]
+    Evidence(#[from] crate::evidence::EvidenceError),
 }
 
 pub struct Service {
@@ -183,7 +189,7 @@ fn lock_repository(state_dir: &std::path::Path, name: &str) -> std::io::Result<R
 impl Service {
     pub fn new(config: Config, clock: Arc<dyn Clock>) -> Result<Service, ServiceError> {
         let journal = Journal::open(&config.state_dir)?;
-        let mailer = mailer_for(&config).map_err(ServiceError::Mail)?;
+        let mailer = mailer_for(&config)?;
         let service = Service {
             config,
             clock,

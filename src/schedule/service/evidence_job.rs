@@ -37,9 +37,9 @@ impl Service {
         period: Period,
         dir: &Path,
         key: &SigningKey,
-    ) -> Result<Evidence, String> {
-        let records = self.evidence_records().await.map_err(|e| e.to_string())?;
-        crate::evidence::send::build_pack(records, period, self.clock.now(), dir, key).await
+    ) -> Result<Evidence, ServiceError> {
+        let records = self.evidence_records().await?;
+        Ok(crate::evidence::send::build_pack(records, period, self.clock.now(), dir, key).await?)
     }
 
     /// Build the last school year's pack (or `period`'s) into the state directory and email
@@ -65,8 +65,12 @@ impl Service {
                 return Err("no recipients: add them to [evidence] to in vouch.toml".to_string());
             }
             let key = SigningKey::of_config(&self.config);
-            let evidence = self.build_evidence(period.clone(), &dir, &key).await?;
-            let message = crate::evidence::send::message(&evidence, &dir, &to)?;
+            let evidence = self
+                .build_evidence(period.clone(), &dir, &key)
+                .await
+                .map_err(|e| e.to_string())?;
+            let message =
+                crate::evidence::send::message(&evidence, &dir, &to).map_err(|e| e.to_string())?;
             self.with_journal(|j| {
                 crate::notify::Outbox::new(j.connection())?.enqueue(&message, self.clock.now())
             })
@@ -127,21 +131,21 @@ impl Service {
         run: i64,
         dir: &Path,
         key: &SigningKey,
-    ) -> Result<crate::evidence::proof::Proof, String> {
-        let (entry, all) = self
-            .with_journal(|j| Ok::<_, crate::journal::JournalError>((j.entry(run)?, j.entries()?)))
-            .map_err(|e| e.to_string())?;
+    ) -> Result<crate::evidence::proof::Proof, ServiceError> {
+        let (entry, all) = self.with_journal(|j| {
+            Ok::<_, crate::journal::JournalError>((j.entry(run)?, j.entries()?))
+        })?;
         let repository = match &entry.record {
             crate::journal::Record::Run(r) => r.repository.clone(),
             crate::journal::Record::Annotation(_) => {
-                return Err(format!("row {run} is a note, not a run"));
+                return Err(crate::evidence::EvidenceError::NotApplicable(format!(
+                    "row {run} is a note, not a run"
+                ))
+                .into());
             }
         };
-        let repo = self
-            .repository(&repository)
-            .await
-            .map_err(|e| e.to_string())?;
-        crate::evidence::send::proof(
+        let repo = self.repository(&repository).await?;
+        Ok(crate::evidence::send::proof(
             entry,
             all,
             &repo,
@@ -150,6 +154,6 @@ impl Service {
             dir,
             key,
         )
-        .await
+        .await?)
     }
 }

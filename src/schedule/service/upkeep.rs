@@ -384,9 +384,7 @@ impl Service {
         let mut released = 0;
         if let Some(id) = snapshot {
             let repo = self.repository(&r.repository).await?;
-            released = crate::retention::release(&repo, id, operator)
-                .await
-                .map_err(|e| ServiceError::Mail(e.to_string()))?;
+            released = crate::retention::release(&repo, id, operator).await?;
         }
         self.annotate(run, &format!("acknowledged: {note}"), operator)
             .await?;
