@@ -111,6 +111,55 @@ impl PackUse {
     }
 }
 
+/// What prune does with each pack (indices into the packs), decided from their use alone.
+#[derive(Debug, Default, PartialEq)]
+struct Decision {
+    remove: Vec<usize>,
+    keep: Vec<usize>,
+    repack: Vec<usize>,
+    /// Unused bytes left in kept packs.
+    unused_left: u64,
+}
+
+/// Remove the unused, keep the fully used, repack the most wasteful of the rest until what
+/// stays unused is at most `max_unused_percent` of the used bytes. Tree packs are small and
+/// read on every restore, so any waste in them is repacked.
+fn decide(packs: &[PackUse], used_bytes: u64, max_unused_percent: f64) -> Decision {
+    let mut d = Decision::default();
+    let mut partial: Vec<usize> = Vec::new();
+    for (i, p) in packs.iter().enumerate() {
+        if p.used.is_empty() {
+            d.remove.push(i);
+        } else if p.used.len() == p.index.blobs.len() {
+            d.keep.push(i);
+        } else {
+            partial.push(i);
+        }
+    }
+    let unused_of = |p: &PackUse| p.index.size.saturating_sub(p.used_bytes);
+    partial.sort_by(|a, b| {
+        let ratio = |p: &PackUse| unused_of(p) as f64 / p.index.size.max(1) as f64;
+        let (pa, pb) = (&packs[*a], &packs[*b]);
+        (pb.kind() == BlobKind::Tree)
+            .cmp(&(pa.kind() == BlobKind::Tree))
+            .then(ratio(pb).total_cmp(&ratio(pa)))
+    });
+    let allowed = (used_bytes as f64 * max_unused_percent / 100.0) as u64;
+    d.unused_left = partial.iter().map(|i| unused_of(&packs[*i])).sum();
+    for i in partial {
+        let p = &packs[i];
+        // Under Object Lock the old copy stays until its retention ends (it is no longer
+        // extended once no index lists it): the space comes back then.
+        if p.kind() == BlobKind::Tree || d.unused_left > allowed {
+            d.unused_left -= unused_of(p);
+            d.repack.push(i);
+        } else {
+            d.keep.push(i);
+        }
+    }
+    d
+}
+
 pub async fn prune(repo: Arc<Repository>, opts: &PruneOptions) -> Result<PruneReport, RepoError> {
     let lock = repo.lock(LockMode::Exclusive, "prune").await?;
     let mut result = prune_locked(repo.clone(), opts, &lock).await;
@@ -261,44 +310,13 @@ async fn prune_locked(
         )));
     }
 
-    // Decide: remove the unused, keep the fully used, repack the most wasteful of the rest
-    // until what stays unused is under the threshold. Tree packs are small and read on every
-    // restore, so any waste in them is repacked.
-    let mut remove: Vec<usize> = Vec::new();
-    let mut keep: Vec<usize> = Vec::new();
-    let mut partial: Vec<usize> = Vec::new();
-    for (i, p) in packs.iter().enumerate() {
-        if p.used.is_empty() {
-            remove.push(i);
-        } else if p.used.len() == p.index.blobs.len() {
-            keep.push(i);
-        } else {
-            partial.push(i);
-        }
-    }
+    let Decision {
+        remove,
+        keep,
+        repack,
+        unused_left,
+    } = decide(&packs, report.used_bytes, opts.max_unused_percent);
     report.packs_unused = remove.len();
-    let unused_of = |p: &PackUse| p.index.size.saturating_sub(p.used_bytes);
-    partial.sort_by(|a, b| {
-        let ratio = |p: &PackUse| unused_of(p) as f64 / p.index.size.max(1) as f64;
-        let (pa, pb) = (&packs[*a], &packs[*b]);
-        (pb.kind() == BlobKind::Tree)
-            .cmp(&(pa.kind() == BlobKind::Tree))
-            .then(ratio(pb).total_cmp(&ratio(pa)))
-    });
-    let allowed = (report.used_bytes as f64 * opts.max_unused_percent / 100.0) as u64;
-    let mut unused_left: u64 = partial.iter().map(|i| unused_of(&packs[*i])).sum();
-    let mut repack: Vec<usize> = Vec::new();
-    for i in partial {
-        let p = &packs[i];
-        // Under Object Lock the old copy stays until its retention ends (it is no longer
-        // extended once no index lists it): the space comes back then.
-        if p.kind() == BlobKind::Tree || unused_left > allowed {
-            unused_left -= unused_of(p);
-            repack.push(i);
-        } else {
-            keep.push(i);
-        }
-    }
     report.packs_repacked = repack.len();
     report.bytes_unused_kept = unused_left;
     let stored_size = |p: &PackUse| {
@@ -635,5 +653,69 @@ fn refused(report: &mut PruneReport, key: String, e: StorageError) -> Result<(),
         // Already gone (another prune got there first): nothing to free.
         e if e.is_not_found() => Ok(()),
         e => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::format::index::IndexBlob;
+
+    /// A pack of `blobs` blobs of 1000 bytes, of which those in `used` are used.
+    fn pack(n: u8, kind: BlobKind, blobs: usize, used: &[usize]) -> PackUse {
+        let index = IndexPack {
+            id: PackId::from_bytes([n; 32]),
+            size: blobs as u64 * 1000,
+            blobs: (0..blobs)
+                .map(|i| IndexBlob {
+                    id: BlobId::from_bytes([n.wrapping_add(i as u8); 32]),
+                    kind,
+                    offset: i as u32 * 1000,
+                    length: 1000,
+                    raw_length: 1000,
+                })
+                .collect(),
+        };
+        PackUse {
+            index,
+            used: used.to_vec(),
+            used_bytes: used.len() as u64 * 1000,
+        }
+    }
+
+    #[test]
+    fn unused_packs_go_used_ones_stay_and_the_most_wasteful_are_repacked_to_the_threshold() {
+        let packs = vec![
+            pack(1, BlobKind::Data, 10, &[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]), // all used
+            pack(2, BlobKind::Data, 10, &[]),                             // none used
+            pack(3, BlobKind::Data, 10, &[0]),                            // 90% waste
+            pack(4, BlobKind::Data, 10, &[0, 1, 2, 3, 4, 5, 6, 7, 8]),    // 10% waste
+            pack(5, BlobKind::Data, 10, &[0, 1, 2, 3, 4]),                // 50% waste
+        ];
+        let used: u64 = packs.iter().map(|p| p.used_bytes).sum(); // 25 000
+        // 5% of 25 000 = 1 250 may stay unused: repack the 90% and the 50% pack, keep the
+        // 10% one (1 000 unused).
+        let d = decide(&packs, used, 5.0);
+        assert_eq!(d.remove, [1]);
+        assert_eq!(d.repack, [2, 4]);
+        assert_eq!(d.keep, [0, 3]);
+        assert_eq!(d.unused_left, 1000);
+        // With 100% allowed nothing partly used is repacked.
+        let lax = decide(&packs, used, 100.0);
+        assert!(lax.repack.is_empty(), "{lax:?}");
+        assert_eq!(lax.unused_left, 9000 + 1000 + 5000);
+        // With 0% everything partly used is.
+        assert_eq!(decide(&packs, used, 0.0).repack, [2, 4, 3]);
+    }
+
+    #[test]
+    fn any_waste_in_a_tree_pack_is_repacked() {
+        let packs = vec![
+            pack(1, BlobKind::Tree, 10, &[0, 1, 2, 3, 4, 5, 6, 7, 8]),
+            pack(2, BlobKind::Data, 10, &[0, 1, 2, 3, 4, 5, 6, 7, 8]),
+        ];
+        let d = decide(&packs, 18_000, 100.0);
+        assert_eq!(d.repack, [0], "the tree pack, whatever the threshold");
+        assert_eq!(d.keep, [1]);
     }
 }
