@@ -488,41 +488,20 @@ async fn drill_locked(
         }
     }
 
-    // Restore time against the objective.
-    let full_restore_estimate_s = (restore.bytes_per_second > 0.0)
-        .then(|| snapshot.summary.total_bytes as f64 / restore.bytes_per_second);
-    let objective_s = plan.restore_time_objective.map(|d| d.as_secs_f64());
-    let objective_met = match (full_restore_estimate_s, objective_s) {
-        (Some(e), Some(o)) => Some(e <= o),
-        _ => None,
-    };
-
-    if !chosen.missing_must_include.is_empty() {
-        reasons.push(format!(
-            "must_include {} matched nothing in the snapshot",
-            chosen.missing_must_include.join(", ")
-        ));
-    }
-    if !failures.is_empty() {
-        let files = failures.iter().filter(|f| f.path.is_some()).count();
-        reasons.push(format!(
-            "verification failed: {} problem(s), {files} file(s)",
-            failures.len()
-        ));
-    }
-    let failed_checks = checks.iter().filter(|c| !c.passed).count();
-    if failed_checks > 0 {
-        reasons.push(format!("{failed_checks} application check(s) failed"));
-    }
-    if objective_met == Some(false) {
-        reasons.push(format!(
-            "a full restore would take {}, over the objective of {}",
-            humantime::format_duration(Duration::from_secs(
-                full_restore_estimate_s.unwrap_or_default() as u64
-            )),
-            humantime::format_duration(Duration::from_secs(objective_s.unwrap_or_default() as u64))
-        ));
-    }
+    let Verdict {
+        reasons,
+        full_restore_estimate_s,
+        objective_s,
+        objective_met,
+    } = judge(
+        reasons,
+        &chosen.missing_must_include,
+        &failures,
+        &checks,
+        restore.bytes_per_second,
+        snapshot.summary.total_bytes,
+        plan.restore_time_objective,
+    );
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "drill: checks done"
@@ -602,6 +581,70 @@ async fn drill_locked(
     Ok(DrillOutcome { report, report_id })
 }
 
+/// What a drill concluded.
+#[derive(Debug, PartialEq)]
+struct Verdict {
+    /// Why it failed; empty when it passed.
+    reasons: Vec<String>,
+    full_restore_estimate_s: Option<f64>,
+    objective_s: Option<f64>,
+    objective_met: Option<bool>,
+}
+
+/// The verdict, from what the drill found: `reasons` so far (a restore stopped at the plan's
+/// `max_duration`), must-include paths that matched nothing, verification failures at any
+/// level, application checks, and the restore rate against the plan's full-restore objective
+/// (the whole snapshot at the rate measured).
+fn judge(
+    mut reasons: Vec<String>,
+    missing_must_include: &[String],
+    failures: &[DrillFailure],
+    checks: &[AppCheckResult],
+    bytes_per_second: f64,
+    snapshot_bytes: u64,
+    objective: Option<Duration>,
+) -> Verdict {
+    let full_restore_estimate_s =
+        (bytes_per_second > 0.0).then(|| snapshot_bytes as f64 / bytes_per_second);
+    let objective_s = objective.map(|d| d.as_secs_f64());
+    let objective_met = match (full_restore_estimate_s, objective_s) {
+        (Some(e), Some(o)) => Some(e <= o),
+        _ => None,
+    };
+    if !missing_must_include.is_empty() {
+        reasons.push(format!(
+            "must_include {} matched nothing in the snapshot",
+            missing_must_include.join(", ")
+        ));
+    }
+    if !failures.is_empty() {
+        let files = failures.iter().filter(|f| f.path.is_some()).count();
+        reasons.push(format!(
+            "verification failed: {} problem(s), {files} file(s)",
+            failures.len()
+        ));
+    }
+    let failed_checks = checks.iter().filter(|c| !c.passed).count();
+    if failed_checks > 0 {
+        reasons.push(format!("{failed_checks} application check(s) failed"));
+    }
+    if objective_met == Some(false) {
+        reasons.push(format!(
+            "a full restore would take {}, over the objective of {}",
+            humantime::format_duration(Duration::from_secs(
+                full_restore_estimate_s.unwrap_or_default() as u64
+            )),
+            humantime::format_duration(Duration::from_secs(objective_s.unwrap_or_default() as u64))
+        ));
+    }
+    Verdict {
+        reasons,
+        full_restore_estimate_s,
+        objective_s,
+        objective_met,
+    }
+}
+
 fn empty_restore() -> DrillRestore {
     DrillRestore {
         files: 0,
@@ -630,5 +673,62 @@ pub fn describe_choice(c: &SnapshotChoice) -> String {
         SnapshotChoice::RandomWithin(d) => {
             format!("random within {}", humantime::format_duration(*d))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(level: u8, path: Option<&str>) -> DrillFailure {
+        DrillFailure {
+            level,
+            path: path.map(str::to_string),
+            pack: None,
+            expected: None,
+            actual: None,
+            detail: "damaged".into(),
+        }
+    }
+
+    #[test]
+    fn a_drill_passes_only_when_nothing_failed_and_the_objective_holds() {
+        let hour = Duration::from_secs(3600);
+        // 1 GB at 1 MB/s: 1000 s, inside an hour.
+        let ok = judge(vec![], &[], &[], &[], 1e6, 1_000_000_000, Some(hour));
+        assert!(ok.reasons.is_empty(), "{ok:?}");
+        assert_eq!(ok.objective_met, Some(true));
+        assert_eq!(ok.full_restore_estimate_s, Some(1000.0));
+        // No objective: nothing to meet.
+        let none = judge(vec![], &[], &[], &[], 1e6, 1_000_000_000, None);
+        assert_eq!(none.objective_met, None);
+        assert!(none.reasons.is_empty());
+        // 10 GB at 1 MB/s: over the hour.
+        let slow = judge(vec![], &[], &[], &[], 1e6, 10_000_000_000, Some(hour));
+        assert_eq!(slow.objective_met, Some(false));
+        assert_eq!(slow.reasons.len(), 1);
+        assert!(
+            slow.reasons[0].contains("over the objective of 1h"),
+            "{slow:?}"
+        );
+    }
+
+    #[test]
+    fn each_kind_of_problem_is_a_reason_of_its_own() {
+        let failures = [failure(1, None), failure(3, Some("/srv/a.docx"))];
+        let v = judge(
+            vec!["the restore did not finish within the plan's max_duration (1h)".into()],
+            &["Admin/SIMS/".into()],
+            &failures,
+            &[],
+            0.0,
+            1,
+            None,
+        );
+        assert_eq!(v.reasons.len(), 3, "{v:?}");
+        assert!(v.reasons[0].contains("max_duration"));
+        assert!(v.reasons[1].contains("must_include Admin/SIMS/ matched nothing"));
+        assert!(v.reasons[2].contains("2 problem(s), 1 file(s)"));
+        assert_eq!(v.full_restore_estimate_s, None, "no rate, no estimate");
     }
 }
