@@ -109,7 +109,10 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
             crate::notify::Monitor::new(j.connection(), &service.config)
                 .and_then(|m| m.incidents(false))
         })?;
-        let stale: Vec<_> = stale.into_iter().filter(|i| i.kind == "stale").collect();
+        let stale: Vec<_> = stale
+            .into_iter()
+            .filter(|i| i.kind == crate::notify::incident::IncidentKind::Stale)
+            .collect();
         for i in &stale {
             outln!("STALE: {}", i.detail);
         }

@@ -16,7 +16,7 @@ pub struct Incident {
     pub id: i64,
     /// What it is about, unique while open: "backup-failed:staff-nightly".
     pub key: String,
-    pub kind: String,
+    pub kind: IncidentKind,
     pub job: String,
     #[serde(with = "crate::repo::format::rfc3339")]
     pub opened: OffsetDateTime,
@@ -26,6 +26,72 @@ pub struct Incident {
     pub detail: String,
     /// The journal row of the run that opened it.
     pub run: Option<i64>,
+}
+
+/// What an incident is about. Stored (and shown in `status --json`) as its kebab-case name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IncidentKind {
+    BackupFailed,
+    BackupPartial,
+    /// No good backup within the schedule's RPO.
+    Stale,
+    DrillFailed,
+    /// No test restore passed within the policy's year.
+    NoDrill,
+    /// One is due within 30 days.
+    DrillDue,
+    /// Another job (prune, retention, evidence) failed.
+    JobFailed,
+    /// A night far above the schedule's normal change rate.
+    Ransomware,
+    /// A kind this vouch does not know (written by a later one).
+    Unknown,
+}
+
+impl IncidentKind {
+    const ALL: [IncidentKind; 8] = [
+        IncidentKind::BackupFailed,
+        IncidentKind::BackupPartial,
+        IncidentKind::Stale,
+        IncidentKind::DrillFailed,
+        IncidentKind::NoDrill,
+        IncidentKind::DrillDue,
+        IncidentKind::JobFailed,
+        IncidentKind::Ransomware,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IncidentKind::BackupFailed => "backup-failed",
+            IncidentKind::BackupPartial => "backup-partial",
+            IncidentKind::Stale => "stale",
+            IncidentKind::DrillFailed => "drill-failed",
+            IncidentKind::NoDrill => "no-drill",
+            IncidentKind::DrillDue => "drill-due",
+            IncidentKind::JobFailed => "job-failed",
+            IncidentKind::Ransomware => "ransomware",
+            IncidentKind::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> IncidentKind {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or(IncidentKind::Unknown)
+    }
+
+    /// The incident's key for a job: unique while open.
+    pub fn key(self, job: &str) -> String {
+        format!("{}:{job}", self.as_str())
+    }
+}
+
+impl std::fmt::Display for IncidentKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
 }
 
 fn db(e: rusqlite::Error) -> JournalError {
@@ -70,7 +136,7 @@ impl<'a> Monitor<'a> {
         Ok(Incident {
             id: r.get(0)?,
             key: r.get(1)?,
-            kind: r.get(2)?,
+            kind: IncidentKind::parse(&r.get::<_, String>(2)?),
             job: r.get(3)?,
             opened: parse(&r.get::<_, String>(4)?),
             resolved: r.get::<_, Option<String>>(5)?.map(|t| parse(&t)),
@@ -115,7 +181,7 @@ impl<'a> Monitor<'a> {
     pub fn open(
         &self,
         key: &str,
-        kind: &str,
+        kind: IncidentKind,
         job: &str,
         title: &str,
         detail: &str,
@@ -134,7 +200,7 @@ impl<'a> Monitor<'a> {
         self.conn
             .execute(
                 "INSERT INTO incidents (key, kind, job, opened, last_notified, title, detail, run) VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, ?7)",
-                params![key, kind, job, fmt(now), title, detail, run],
+                params![key, kind.as_str(), job, fmt(now), title, detail, run],
             )
             .map_err(db)?;
         let incident = self.find_open(key)?.expect("just opened");
@@ -212,7 +278,7 @@ impl<'a> Monitor<'a> {
         now: OffsetDateTime,
     ) -> Result<(), JournalError> {
         let job = &run.job;
-        let key = |kind: &str| format!("{kind}:{job}");
+        let key = |kind: IncidentKind| kind.key(job);
         let detail = run.error.clone().unwrap_or_else(|| run.summary.clone());
         if run.outcome == Outcome::Interrupted {
             // A shutdown is not a failure; staleness still catches a job that never resumes.
@@ -221,7 +287,11 @@ impl<'a> Monitor<'a> {
         use crate::journal::RunKind;
         match (run.kind, run.outcome) {
             (RunKind::Backup, Outcome::Success) => {
-                for k in ["backup-failed", "backup-partial", "stale"] {
+                for k in [
+                    IncidentKind::BackupFailed,
+                    IncidentKind::BackupPartial,
+                    IncidentKind::Stale,
+                ] {
                     self.resolve(
                         &key(k),
                         &format!("backup {} succeeded: {}", job, run.summary),
@@ -231,14 +301,14 @@ impl<'a> Monitor<'a> {
             }
             (RunKind::Backup, Outcome::Partial) => {
                 self.resolve(
-                    &key("backup-failed"),
+                    &key(IncidentKind::BackupFailed),
                     "the backup ran again (with some files unreadable)",
                     now,
                 )?;
-                self.resolve(&key("stale"), "a backup finished", now)?;
+                self.resolve(&key(IncidentKind::Stale), "a backup finished", now)?;
                 self.open(
-                    &key("backup-partial"),
-                    "backup-partial",
+                    &key(IncidentKind::BackupPartial),
+                    IncidentKind::BackupPartial,
                     job,
                     &format!("backup {job} could not read some files"),
                     &detail,
@@ -248,8 +318,8 @@ impl<'a> Monitor<'a> {
             }
             (RunKind::Backup, _) => {
                 self.open(
-                    &key("backup-failed"),
-                    "backup-failed",
+                    &key(IncidentKind::BackupFailed),
+                    IncidentKind::BackupFailed,
                     job,
                     &format!("backup {job} failed"),
                     &detail,
@@ -258,14 +328,15 @@ impl<'a> Monitor<'a> {
                 )?;
             }
             (RunKind::Drill, Outcome::Success) => {
-                self.resolve(&key("drill-failed"), &format!("drill {job} passed"), now)?;
-                self.resolve("no-drill:all", &format!("drill {job} passed"), now)?;
-                self.resolve("drill-due:all", &format!("drill {job} passed"), now)?;
+                let how = format!("drill {job} passed");
+                self.resolve(&key(IncidentKind::DrillFailed), &how, now)?;
+                self.resolve(&IncidentKind::NoDrill.key("all"), &how, now)?;
+                self.resolve(&IncidentKind::DrillDue.key("all"), &how, now)?;
             }
             (RunKind::Drill, _) => {
                 self.open(
-                    &key("drill-failed"),
-                    "drill-failed",
+                    &key(IncidentKind::DrillFailed),
+                    IncidentKind::DrillFailed,
                     job,
                     &format!("test restore {job} failed"),
                     &detail,
@@ -275,15 +346,15 @@ impl<'a> Monitor<'a> {
             }
             (_, Outcome::Success) => {
                 self.resolve(
-                    &key("job-failed"),
+                    &key(IncidentKind::JobFailed),
                     &format!("{} {job} succeeded", run.kind),
                     now,
                 )?;
             }
             (kind, _) => {
                 self.open(
-                    &key("job-failed"),
-                    "job-failed",
+                    &key(IncidentKind::JobFailed),
+                    IncidentKind::JobFailed,
                     job,
                     &format!("{kind} {job} failed"),
                     &detail,
@@ -307,7 +378,7 @@ impl<'a> Monitor<'a> {
                 continue;
             };
             let rpo = time::Duration::try_from(s.rpo).unwrap_or(time::Duration::days(1));
-            let key = format!("stale:{}", s.name);
+            let key = IncidentKind::Stale.key(&s.name);
             if now - *since > rpo {
                 let detail = if *ever {
                     format!(
@@ -327,7 +398,7 @@ impl<'a> Monitor<'a> {
                 };
                 self.open(
                     &key,
-                    "stale",
+                    IncidentKind::Stale,
                     &s.name,
                     &format!("backups of {} are out of date", s.name),
                     &detail,
@@ -363,10 +434,10 @@ impl<'a> Monitor<'a> {
         };
         if age > time::Duration::days(365) {
             // The warning becomes the alert: close it without a "resolved" email.
-            self.close_quietly("drill-due:all", now)?;
+            self.close_quietly(&IncidentKind::DrillDue.key("all"), now)?;
             self.open(
-                "no-drill:all",
-                "no-drill",
+                &IncidentKind::NoDrill.key("all"),
+                IncidentKind::NoDrill,
                 "all",
                 "no test restore has passed within a year",
                 &format!("{what}; the policy asks for one at least annually"),
@@ -375,8 +446,8 @@ impl<'a> Monitor<'a> {
             )?;
         } else if age > time::Duration::days(335) {
             self.open(
-                "drill-due:all",
-                "drill-due",
+                &IncidentKind::DrillDue.key("all"),
+                IncidentKind::DrillDue,
                 "all",
                 "a test restore is due within 30 days",
                 &format!(
@@ -508,11 +579,11 @@ mod tests {
             .unwrap();
         m.after_run(2, &run(RunKind::Backup, Outcome::Interrupted, 1), at(1))
             .unwrap();
-        let open: Vec<String> = m
+        let open: Vec<&str> = m
             .incidents(false)
             .unwrap()
             .into_iter()
-            .map(|i| i.kind)
+            .map(|i| i.kind.as_str())
             .collect();
         assert_eq!(
             open,
@@ -521,11 +592,11 @@ mod tests {
         );
         m.after_run(3, &run(RunKind::Backup, Outcome::Partial, 2), at(2))
             .unwrap();
-        let open: Vec<String> = m
+        let open: Vec<&str> = m
             .incidents(false)
             .unwrap()
             .into_iter()
-            .map(|i| i.kind)
+            .map(|i| i.kind.as_str())
             .collect();
         assert_eq!(open, ["backup-partial"]);
         let s = subjects(&m);
@@ -547,11 +618,11 @@ mod tests {
             .unwrap();
         m.after_run(3, &run(RunKind::Backup, Outcome::Success, 1), at(1))
             .unwrap();
-        let mut open: Vec<String> = m
+        let mut open: Vec<&str> = m
             .incidents(false)
             .unwrap()
             .into_iter()
-            .map(|i| i.kind)
+            .map(|i| i.kind.as_str())
             .collect();
         open.sort();
         assert_eq!(

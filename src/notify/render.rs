@@ -19,27 +19,28 @@ fn escape(s: &str) -> String {
 /// What a network manager should do about an incident of this kind.
 fn next_steps(i: &Incident) -> Vec<String> {
     let run = i.run.map(|r| format!("vouch journal show {r}"));
-    match i.kind.as_str() {
-        "backup-failed" => vec![
+    use super::incident::IncidentKind as K;
+    match i.kind {
+        K::BackupFailed => vec![
             run.unwrap_or_else(|| "vouch status".into()),
             "fix what the error names (a share not mounted, the repository unreachable, a disk full), then".into(),
             format!("vouch run {}", i.job),
         ],
-        "backup-partial" => vec![
+        K::BackupPartial => vec![
             run.unwrap_or_else(|| "vouch status".into()),
             "give the vouch user read access to the files listed, or exclude them in the schedule".into(),
         ],
-        "stale" => vec![
+        K::Stale => vec![
             "vouch status".into(),
             "check that the service runs: systemctl status vouch (or the NAS task scheduler)".into(),
             format!("vouch run {}", i.job),
         ],
-        "drill-failed" => vec![
+        K::DrillFailed => vec![
             run.unwrap_or_else(|| "vouch status".into()),
             "vouch check --read-data".into(),
             format!("vouch drill {}", i.job),
         ],
-        "no-drill" | "drill-due" => vec!["vouch status".into(), "vouch drill <plan> (restore-tests/ lists the plans)".into()],
+        K::NoDrill | K::DrillDue => vec!["vouch status".into(), "vouch drill <plan> (restore-tests/ lists the plans)".into()],
         _ => vec![run.unwrap_or_else(|| "vouch status".into())],
     }
 }

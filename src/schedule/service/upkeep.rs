@@ -182,8 +182,8 @@ impl Service {
             )
         );
         monitor.open(
-            &format!("ransomware:{}", record.job),
-            "ransomware",
+            &crate::notify::incident::IncidentKind::Ransomware.key(&record.job),
+            crate::notify::incident::IncidentKind::Ransomware,
             &record.job,
             text("title"),
             &detail,
@@ -198,7 +198,9 @@ impl Service {
         let open = self.with_journal(|j| {
             Monitor::new(j.connection(), &self.config).and_then(|m| m.incidents(false))
         })?;
-        Ok(open.iter().any(|i| i.key == format!("ransomware:{job}")))
+        Ok(open
+            .iter()
+            .any(|i| i.key == crate::notify::incident::IncidentKind::Ransomware.key(job)))
     }
 
     /// The schedule's retention, after a good backup; journalled as a `forget` run.
@@ -391,7 +393,7 @@ impl Service {
         let how = format!("acknowledged by {operator}: {note}");
         self.with_journal(|j| {
             Monitor::new(j.connection(), &self.config)?.resolve(
-                &format!("ransomware:{}", r.job),
+                &crate::notify::incident::IncidentKind::Ransomware.key(&r.job),
                 &how,
                 self.clock.now(),
             )
