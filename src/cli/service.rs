@@ -561,9 +561,7 @@ pub async fn daemon(explicit: Option<&Path>) -> Result<i32> {
             std::time::Duration::from_secs(30),
             std::time::Duration::from_millis,
         );
-    crate::schedule::daemon::run(path, Arc::new(SystemClock), signals, tick)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    crate::schedule::daemon::run(path, Arc::new(SystemClock), signals, tick).await?;
     Ok(EXIT_OK)
 }
 

@@ -6,11 +6,11 @@
 //! chmod or chown anything outside it: restores run as root, into live shares and drill
 //! sandboxes, and following one would be a privilege escalation.
 //!
-//! With `--overwrite`, what is in the way is replaced, never followed: a file is written
-//! under a temporary name and renamed over the old entry (so a symlink or a hard link to a
-//! file elsewhere is left pointing at an untouched file, and the old file stays if the new
-//! one fails its hash), and a symlink or file where the snapshot has a directory is removed
-//! and the directory made.
+//! With `--overwrite`, what is in the way is replaced, never followed: a regular file of the
+//! target's own (one link) is rewritten in place, checked through the descriptor that writes
+//! it; a symlink, a hard link (which may share its inode with a file elsewhere) or anything
+//! else is replaced by a new file renamed over it, so the file it pointed at is untouched; a
+//! symlink or file where the snapshot has a directory is removed and the directory made.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -294,6 +294,21 @@ impl Target {
                         "a directory is where the snapshot has a file",
                     ));
                 }
+                // A file of the target's own (not a symlink, not a hard link that may be
+                // shared with a file elsewhere) is rewritten in place, as restic and borg do:
+                // it is checked through the descriptor that will write it, so nothing can be
+                // swapped in between. Anything else is replaced by a new file renamed over it.
+                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                    if let Some(file) = own_file(&dir, name)? {
+                        return Ok(NewFile {
+                            file,
+                            parent: dir,
+                            name: name.to_os_string(),
+                            temp: None,
+                        });
+                    }
+                    Some(temp_name(name))
+                }
                 Ok(_) => Some(temp_name(name)),
                 Err(Errno::NOENT) => None,
                 Err(e) => return Err(io(e)),
@@ -440,6 +455,30 @@ pub fn fd_meta(fd: impl AsFd, node: &Node, root: bool, shown: &Path, warnings: &
             io(e)
         ));
     }
+}
+
+/// `name` opened for rewriting and emptied, if it is a regular file with one link; `None`
+/// when it is anything else (it is then replaced, not written through).
+fn own_file(dir: &OwnedFd, name: &OsStr) -> std::io::Result<Option<File>> {
+    let fd = match rustix::fs::openat(
+        dir,
+        name,
+        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        // A symlink (ELOOP), a FIFO with no reader (ENXIO), gone meanwhile: replace it.
+        Err(Errno::LOOP | Errno::NXIO | Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(io)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1 {
+        return Ok(None);
+    }
+    rustix::fs::ftruncate(&fd, 0).map_err(io)?;
+    // Back to blocking writes.
+    rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(io)?;
+    Ok(Some(File::from(fd)))
 }
 
 /// A name beside `name` for writing a replacement before renaming it into place.

@@ -122,15 +122,26 @@ pub fn listen(signals: Arc<Signals>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Why the daemon stopped without being asked to.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Service(#[from] super::service::ServiceError),
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+}
+
 /// Run until SIGTERM. `tick` is how often the daemon looks at the clock.
 pub async fn run(
     config_file: PathBuf,
     clock: Arc<dyn Clock>,
     signals: Arc<Signals>,
     tick: Duration,
-) -> Result<(), String> {
-    let config = Config::load(&config_file).map_err(|e| e.to_string())?;
-    let mut service = Arc::new(Service::new(config, clock.clone()).map_err(|e| e.to_string())?);
+) -> Result<(), DaemonError> {
+    let config = Config::load(&config_file)?;
+    let mut service = Arc::new(Service::new(config, clock.clone())?);
     let running: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut tasks: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     // Mail goes out from a task of its own, one round at a time: a mail server that accepts
@@ -168,9 +179,7 @@ pub async fn run(
         let considered = |name: &str| service.with_journal(|j| j.considered(name).ok().flatten());
         for job in &all {
             if considered(&job.name).is_none() {
-                service
-                    .with_journal(|j| j.set_considered(&job.name, now))
-                    .map_err(|e| e.to_string())?;
+                service.with_journal(|j| j.set_considered(&job.name, now))?;
             }
         }
         let due_now = due(&all, considered, &service.config.time_zone, now);
@@ -178,14 +187,10 @@ pub async fn run(
             if !running.lock().expect("running").insert(job.name.clone()) {
                 // Still running from its last slot: this slot is skipped, and said so.
                 tracing::warn!(job = %job.name, "still running when its next slot came; that slot is skipped");
-                service
-                    .with_journal(|j| j.set_considered(&job.name, now))
-                    .map_err(|e| e.to_string())?;
+                service.with_journal(|j| j.set_considered(&job.name, now))?;
                 continue;
             }
-            service
-                .with_journal(|j| j.set_considered(&job.name, now))
-                .map_err(|e| e.to_string())?;
+            service.with_journal(|j| j.set_considered(&job.name, now))?;
             let trigger = if first {
                 Trigger::CatchUp
             } else {

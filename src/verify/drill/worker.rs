@@ -61,10 +61,26 @@ fn to_hex(p: &Path) -> String {
     hex::encode(p.as_os_str().as_bytes())
 }
 
-fn from_hex(h: &str) -> Result<PathBuf, String> {
+/// Why the worker could not do its job (it says so on standard error, and the parent
+/// reports it as a drill that could not run).
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    #[error("the job is malformed: {0}")]
+    BadJob(String),
+    #[error(transparent)]
+    Url(#[from] crate::storage::UrlError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Repo(#[from] crate::repo::RepoError),
+    #[error(transparent)]
+    Restore(#[from] crate::restore::RestoreError),
+}
+
+fn from_hex(h: &str) -> Result<PathBuf, JobError> {
     hex::decode(h)
         .map(|b| PathBuf::from(std::ffi::OsString::from_vec(b)))
-        .map_err(|e| format!("bad path in the job: {e}"))
+        .map_err(|e| JobError::BadJob(format!("a path is not hex: {e}")))
 }
 
 /// The job's description of what to restore.
@@ -82,13 +98,13 @@ pub(super) fn to_wire(plan: &Plan) -> (Vec<WireEntry>, Vec<WireEntry>) {
     (dirs, files)
 }
 
-fn from_wire(job: &Job) -> Result<Plan, String> {
+fn from_wire(job: &Job) -> Result<Plan, JobError> {
     Ok(Plan {
         dirs: job
             .dirs
             .iter()
             .map(|(p, n)| Ok((from_hex(p)?, n.clone())))
-            .collect::<Result<_, String>>()?,
+            .collect::<Result<_, JobError>>()?,
         files: job
             .files
             .iter()
@@ -98,7 +114,7 @@ fn from_wire(job: &Job) -> Result<Plan, String> {
                     node: n.clone(),
                 })
             })
-            .collect::<Result<_, String>>()?,
+            .collect::<Result<_, JobError>>()?,
         symlinks: Vec::new(),
         damaged: Vec::new(),
         through: Default::default(),
@@ -224,8 +240,8 @@ pub fn main() -> i32 {
     }
 }
 
-async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String> {
-    let url = RepoUrl::parse(&job.url).map_err(|e| e.to_string())?;
+async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, JobError> {
+    let url = RepoUrl::parse(&job.url)?;
     let s3 = S3Options {
         endpoint: job.s3_endpoint.clone(),
         region: job.s3_region.clone(),
@@ -233,16 +249,12 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
         access_key_id: job.access_key_id.clone(),
         secret_access_key: job.secret_access_key.clone(),
     };
-    let store = Store::open(&url, &s3).map_err(|e| e.to_string())?;
+    let store = Store::open(&url, &s3)?;
     let mut master = [0u8; 32];
     hex::decode_to_slice(&job.master, &mut master)
-        .map_err(|e| format!("bad key in the job: {e}"))?;
-    let repo = Arc::new(
-        Repository::open_with_master(store, master, job.key_id)
-            .await
-            .map_err(|e| e.to_string())?,
-    );
-    let (index, _) = repo.load_index().await.map_err(|e| e.to_string())?;
+        .map_err(|e| JobError::BadJob(format!("the key is not hex: {e}")))?;
+    let repo = Arc::new(Repository::open_with_master(store, master, job.key_id).await?);
+    let (index, _) = repo.load_index().await?;
     let index = Arc::new(index);
     let verifier = Arc::new(PackVerifier::default());
     let plan = from_wire(job)?;
@@ -273,8 +285,7 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, String>
         )
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    .expect("the restore thread")?;
     let (packs_ok, packs_failed) = verifier.results();
     Ok(Outcome {
         report,
