@@ -421,7 +421,7 @@ fn build_trees(
                         Ok(Err(error)) => {
                             summary.unreadable.push(Problem {
                                 path: path.to_string_lossy().into_owned(),
-                                error,
+                                error: error.to_string(),
                             });
                             continue;
                         }

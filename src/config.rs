@@ -58,14 +58,14 @@ impl Source<'_> {
     pub fn error(
         &self,
         span: std::ops::Range<usize>,
-        message: impl Into<String>,
-        fix: impl Into<String>,
+        message: impl std::fmt::Display,
+        fix: impl std::fmt::Display,
     ) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             line: self.line_of(span.start),
-            message: message.into(),
-            fix: fix.into(),
+            message: message.to_string(),
+            fix: fix.to_string(),
         }
     }
 

@@ -22,6 +22,26 @@ pub struct Cron {
     text: String,
 }
 
+/// Why a cron expression could not be read; shown after "is not a cron expression: ".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CronError {
+    #[error("it has {0} field(s), not five")]
+    FieldCount(usize),
+    #[error("{value:?} is not a {field}")]
+    NotANumber { field: &'static str, value: String },
+    #[error("{field} {value} is out of range {min}-{max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u32,
+        min: u32,
+        max: u32,
+    },
+    #[error("step {0:?} is not a positive number")]
+    BadStep(String),
+    #[error("range {0:?} runs backwards")]
+    Backwards(String),
+}
+
 const MONTHS: [&str; 12] = [
     "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
 ];
@@ -32,13 +52,16 @@ fn field(
     min: u32,
     max: u32,
     names: &[&str],
-    what: &str,
-) -> Result<(u64, bool), String> {
-    let value = |v: &str| -> Result<u32, String> {
+    what: &'static str,
+) -> Result<(u64, bool), CronError> {
+    let value = |v: &str| -> Result<u32, CronError> {
         if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(v)) {
             return Ok(i as u32 + min);
         }
-        let n: u32 = v.parse().map_err(|_| format!("{v:?} is not a {what}"))?;
+        let n: u32 = v.parse().map_err(|_| CronError::NotANumber {
+            field: what,
+            value: v.to_string(),
+        })?;
         // Day of week 7 is Sunday too.
         let n = if what == "day of the week" && n == 7 {
             0
@@ -46,7 +69,12 @@ fn field(
             n
         };
         if n < min || n > max {
-            return Err(format!("{what} {n} is out of range {min}-{max}"));
+            return Err(CronError::OutOfRange {
+                field: what,
+                value: n,
+                min,
+                max,
+            });
         }
         Ok(n)
     };
@@ -58,7 +86,7 @@ fn field(
                     .parse()
                     .ok()
                     .filter(|s| *s > 0)
-                    .ok_or(format!("step {s:?} is not a positive number"))?;
+                    .ok_or_else(|| CronError::BadStep(s.to_string()))?;
                 (r, step)
             }
             None => (part, 1),
@@ -68,7 +96,7 @@ fn field(
         } else if let Some((a, b)) = range.split_once('-') {
             let (a, b) = (value(a)?, value(b)?);
             if a > b {
-                return Err(format!("range {range:?} runs backwards"));
+                return Err(CronError::Backwards(range.to_string()));
             }
             (a, b)
         } else {
@@ -87,7 +115,7 @@ fn field(
 impl Cron {
     /// Parse `minute hour day-of-month month day-of-week`, or @hourly/@daily/@weekly/
     /// @monthly/@yearly.
-    pub fn parse(text: &str) -> Result<Cron, String> {
+    pub fn parse(text: &str) -> Result<Cron, CronError> {
         let expanded = match text.trim() {
             "@hourly" => "0 * * * *",
             "@daily" | "@midnight" => "0 0 * * *",
@@ -98,7 +126,7 @@ impl Cron {
         };
         let parts: Vec<&str> = expanded.split_whitespace().collect();
         if parts.len() != 5 {
-            return Err(format!("it has {} field(s), not five", parts.len()));
+            return Err(CronError::FieldCount(parts.len()));
         }
         let (minutes, _) = field(parts[0], 0, 59, &[], "minute")?;
         let (hours, _) = field(parts[1], 0, 23, &[], "hour")?;
@@ -207,12 +235,28 @@ mod tests {
         assert!(Cron::parse("*/15 8-17 * * mon-fri").is_ok());
         assert!(Cron::parse("0 8 1 9 *").is_ok());
         assert!(Cron::parse("@daily").is_ok());
-        assert!(Cron::parse("0 0 1 * * *").unwrap_err().contains("not five"));
-        assert!(Cron::parse("61 1 * * *").unwrap_err().contains("minute 61"));
-        assert!(
-            Cron::parse("0 1 * * funday")
-                .unwrap_err()
-                .contains("funday")
+        assert_eq!(
+            Cron::parse("0 0 1 * * *").unwrap_err().to_string(),
+            "it has 6 field(s), not five"
+        );
+        assert_eq!(
+            Cron::parse("61 1 * * *").unwrap_err().to_string(),
+            "minute 61 is out of range 0-59"
+        );
+        assert_eq!(
+            Cron::parse("0 1 * * funday").unwrap_err(),
+            CronError::NotANumber {
+                field: "day of the week",
+                value: "funday".into()
+            }
+        );
+        assert_eq!(
+            Cron::parse("0 1 * * */0").unwrap_err(),
+            CronError::BadStep("0".into())
+        );
+        assert_eq!(
+            Cron::parse("0 17-8 * * *").unwrap_err(),
+            CronError::Backwards("17-8".into())
         );
     }
 

@@ -90,6 +90,22 @@ impl RepoError {
     }
 }
 
+/// Why a stored object (a key file, a journal copy) cannot be used, whatever its kind: its
+/// name, its bytes against its name, its seal, its contents. Reports name the object beside it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    #[error("its name is not {0}")]
+    Name(&'static str),
+    #[error("its bytes do not match its name (blake3)")]
+    NameMismatch,
+    #[error(transparent)]
+    Sealed(#[from] crypto::CryptoError),
+    #[error("not {what}: {why}")]
+    Contents { what: &'static str, why: String },
+    #[error("it holds row {held}, not the row its name says")]
+    WrongRow { held: i64 },
+}
+
 /// Why one blob could not be read back.
 #[derive(Debug, thiserror::Error)]
 pub enum BlobError {
@@ -304,7 +320,9 @@ impl Repository {
             config.pack_size = size;
         }
         config.object_lock = opts.object_lock;
-        config.validate().map_err(RepoError::Invalid)?;
+        config
+            .validate()
+            .map_err(|e| RepoError::Invalid(e.to_string()))?;
         let store = match opts.object_lock {
             Some(retention) => {
                 let settings = store.bucket_lock_settings().await?;
@@ -411,7 +429,9 @@ impl Repository {
             .map_err(|e| corrupt(e.to_string()))?;
         let config: RepoConfig =
             serde_json::from_slice(&plain).map_err(|e| corrupt(e.to_string()))?;
-        config.validate().map_err(RepoError::Unsupported)?;
+        config
+            .validate()
+            .map_err(|e| RepoError::Unsupported(e.to_string()))?;
         let store = match config.object_lock {
             Some(retention) if store.is_s3() => store.with_retention(retention)?,
             Some(_) => {

@@ -21,6 +21,7 @@ use crate::repo::crypto::Kind;
 use crate::repo::format::snapshot::Snapshot;
 use crate::repo::ids::SnapshotId;
 use crate::repo::{LockMode, RepoError, Repository};
+use crate::units::{ValueError, ValueKind};
 
 /// How many of a kind to keep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -31,13 +32,13 @@ pub enum Count {
 
 impl Count {
     /// "7", or "unlimited".
-    pub fn parse(s: &str) -> Result<Count, String> {
+    pub fn parse(s: &str) -> Result<Count, ValueError> {
         if s.eq_ignore_ascii_case("unlimited") {
             return Ok(Count::Unlimited);
         }
         s.parse::<u32>()
             .map(Count::N)
-            .map_err(|_| format!("{s:?} is not a count: give a whole number, or \"unlimited\""))
+            .map_err(|_| ValueError::new(ValueKind::Count, s))
     }
 }
 
@@ -51,12 +52,8 @@ pub struct Within {
 }
 
 impl Within {
-    pub fn parse(s: &str) -> Result<Within, String> {
-        let bad = || {
-            format!(
-                "{s:?} is not a span: write it like 90d, 6m, 1y or 1y2m3d4h (years, months, days, hours)"
-            )
-        };
+    pub fn parse(s: &str) -> Result<Within, ValueError> {
+        let bad = || ValueError::new(ValueKind::Span, s);
         let mut w = Within::default();
         let mut digits = String::new();
         let mut any = false;

@@ -34,7 +34,19 @@ pub struct BackupProgress {
 pub(super) struct FileJob {
     pub path: PathBuf,
     pub size: u64,
-    pub result: Sender<Result<FileOutcome, String>>,
+    pub result: Sender<Result<FileOutcome, ReadError>>,
+}
+
+/// Why a file could not be read into the backup: it is then named as a problem and kept from
+/// the parent snapshot, or the backup stops (cancelled).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadError {
+    #[error("{0}")]
+    Open(std::io::Error),
+    #[error("read failed after {read} bytes: {source}")]
+    Read { read: u64, source: std::io::Error },
+    #[error("backup cancelled")]
+    Cancelled,
 }
 
 /// What reading a file produced.
@@ -341,7 +353,7 @@ pub(super) fn read_loop(shared: &Shared, jobs: Receiver<FileJob>, seal: Sender<S
     let mut buf = Vec::new();
     for job in jobs {
         let outcome = if shared.is_cancelled() {
-            Err("backup cancelled".to_string())
+            Err(ReadError::Cancelled)
         } else {
             read_file(shared, &job, &seal, &mut buf)
         };
@@ -361,9 +373,9 @@ fn read_file(
     job: &FileJob,
     seal: &Sender<SealJob>,
     buf: &mut Vec<u8>,
-) -> Result<FileOutcome, String> {
-    let mut file = File::open(&job.path).map_err(|e| e.to_string())?;
-    let before = file.metadata().map_err(|e| e.to_string())?;
+) -> Result<FileOutcome, ReadError> {
+    let mut file = File::open(&job.path).map_err(ReadError::Open)?;
+    let before = file.metadata().map_err(ReadError::Open)?;
     let max = shared.chunker.max_size();
     if buf.len() < max + READ_SIZE {
         buf.resize(max + READ_SIZE, 0);
@@ -384,7 +396,12 @@ fn read_file(
             let n = match file.read(&mut buf[end..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("read failed after {total} bytes: {e}")),
+                Err(source) => {
+                    return Err(ReadError::Read {
+                        read: total,
+                        source,
+                    });
+                }
             };
             if n == 0 {
                 eof = true;
@@ -414,12 +431,12 @@ fn read_file(
                 data,
             };
             if seal.send(job).is_err() {
-                return Err("backup cancelled".into());
+                return Err(ReadError::Cancelled);
             }
         }
         start += len;
         if shared.is_cancelled() {
-            return Err("backup cancelled".into());
+            return Err(ReadError::Cancelled);
         }
     }
     let after = file.metadata().ok();

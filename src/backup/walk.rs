@@ -17,7 +17,7 @@ use crate::repo::format::tree::{Node, NodeKind, Tree};
 use crate::repo::index::MasterIndex;
 
 use super::exclude::Excludes;
-use super::pipeline::{FileJob, FileOutcome};
+use super::pipeline::{FileJob, FileOutcome, ReadError};
 
 /// One entry of a directory on its way to the tree builder.
 pub(super) enum Entry {
@@ -26,7 +26,7 @@ pub(super) enum Entry {
     /// the parent snapshot had a file of that name (changed, rather than new).
     Reading(
         Node,
-        crossbeam_channel::Receiver<Result<FileOutcome, String>>,
+        crossbeam_channel::Receiver<Result<FileOutcome, ReadError>>,
         bool,
     ),
     /// A directory whose tree the builder made earlier (post-order), by sequence number.

@@ -1,23 +1,24 @@
 //! Values people write in configuration files: durations ("90d", "8h", "13w") and sizes
 //! ("2GiB", "500 MB").
 
+use crate::units::{ValueError, ValueKind};
+
 /// A duration such as `60s`, `8h`, `90d` or `13w`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        format!(
-            "{text:?} is not a duration ({e}); write it like \"60s\", \"8h\", \"90d\" or \"13w\""
-        )
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, ValueError> {
+    humantime::parse_duration(text.trim()).map_err(|e| ValueError {
+        detail: Some(e.to_string()),
+        ..ValueError::new(ValueKind::Duration, text)
     })
 }
 
 /// A size such as `2GiB`, `500MB`, `750 KiB` or a plain number of bytes.
-pub fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, ValueError> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let err = || format!("{text:?} is not a size; write it like \"2GiB\", \"500MB\" or \"750KiB\"");
+    let err = || ValueError::new(ValueKind::Size, text);
     let n: f64 = number.parse().map_err(|_| err())?;
     let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
@@ -44,9 +45,14 @@ mod tests {
         assert_eq!(parse_size("500 MB").unwrap(), 500_000_000);
         assert_eq!(parse_size("1.5KiB").unwrap(), 1536);
         assert_eq!(parse_size("42").unwrap(), 42);
-        assert!(parse_size("lots").unwrap_err().contains("2GiB"));
+        assert_eq!(
+            parse_size("lots").unwrap_err().to_string(),
+            r#""lots" is not a size: write it like "2GiB", "500MB" or "750KiB""#
+        );
         assert_eq!(parse_duration("8h").unwrap().as_secs(), 8 * 3600);
         assert_eq!(parse_duration("13w").unwrap().as_secs(), 13 * 7 * 86400);
-        assert!(parse_duration("soon").unwrap_err().contains("90d"));
+        let e = parse_duration("soon").unwrap_err();
+        assert_eq!((e.kind, e.text.as_str()), (ValueKind::Duration, "soon"));
+        assert!(e.to_string().contains(r#""90d""#), "{e}");
     }
 }

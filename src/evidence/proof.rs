@@ -16,7 +16,7 @@ use crate::repo::crypto::Kind;
 use crate::verify::drill::DrillReport;
 
 use super::sign;
-use super::verify::VerifyOutcome;
+use super::verify::{Broken, VerifyOutcome};
 
 pub const PROOF_SCHEMA: &str = "vouch-drill-proof/1";
 
@@ -163,9 +163,17 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
     out.push("signature of proof.json", sign::verify_file(pk, &json));
     out.push("signature of proof.html", sign::verify_file(pk, &html));
     let p: Proof = match std::fs::read(&json)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+        .map_err(|e| Broken::Unreadable {
+            file: json.display().to_string(),
+            why: e.to_string(),
+        })
+        .and_then(|b| {
+            serde_json::from_slice(&b).map_err(|e| Broken::NotADocument {
+                file: json.display().to_string(),
+                what: "a restore proof",
+                why: e.to_string(),
+            })
+        }) {
         Ok(p) => p,
         Err(e) => {
             out.push("proof.json readable", Err(e));
@@ -175,10 +183,11 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
     if p.schema != PROOF_SCHEMA {
         out.push(
             "schema",
-            Err(format!(
-                "proof.json is {:?}; this vouch reads {PROOF_SCHEMA}",
-                p.schema
-            )),
+            Err(Broken::Schema {
+                file: "proof.json".into(),
+                found: p.schema.clone(),
+                reads: PROOF_SCHEMA,
+            }),
         );
         return out;
     }
@@ -194,7 +203,10 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
         if render(&p) == std::fs::read_to_string(&html).unwrap_or_default() {
             Ok("the page is exactly what the document says".into())
         } else {
-            Err("proof.html does not match proof.json: one of them was changed".into())
+            Err(Broken::PageDiffers {
+                page: "proof.html",
+                document: "proof.json",
+            })
         },
     );
     let row_ok = serde_json::to_string(&p.run.record)
@@ -209,10 +221,7 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
                 p.run.seq
             ))
         } else {
-            Err(
-                "the journal row does not match its hash, or does not name this report and outcome"
-                    .into(),
-            )
+            Err(Broken::ProofRowDisagrees)
         },
     );
     if let Some(repo) = repo {
@@ -223,24 +232,19 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
         let result = async {
             let (mirror, _) = crate::journal::load_mirror(repo, &host)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| Broken::RepositoryUnreadable { why: e.to_string() })?;
             if mirror.get(&p.run.seq).map(|m| &m.hash) != Some(&p.run.hash) {
-                return Err(format!(
-                    "the repository's journal does not have run #{} as the proof shows it",
-                    p.run.seq
-                ));
+                return Err(Broken::RunNotInRepository { run: p.run.seq });
             }
             let stored: DrillReport = repo
                 .load_document(Kind::DrillReport, &format!("drills/{}", p.report_id))
                 .await
-                .map_err(|e| {
-                    format!(
-                        "the repository does not hold report {}: {e}",
-                        super::verify::short_id(&p.report_id)
-                    )
+                .map_err(|e| Broken::ReportNotInRepository {
+                    report: super::verify::short_id(&p.report_id),
+                    why: e.to_string(),
                 })?;
             if serde_json::to_value(&stored).ok() != serde_json::to_value(&p.report).ok() {
-                return Err("the report differs from the repository's copy".into());
+                return Err(Broken::ReportDiffers);
             }
             Ok("the run and its report are in the repository, unchanged".to_string())
         }

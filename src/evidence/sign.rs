@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use minisign::{KeyPair, PublicKey, PublicKeyBox, SecretKey, SecretKeyBox, SignatureBox};
 
+use super::verify::Broken;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SignError {
     #[error("{path}: {detail}")]
@@ -143,29 +145,30 @@ pub fn sign_file(
     Ok(out)
 }
 
-/// Check `file` against `file.minisig`; the error says why in words an auditor can act on.
-pub fn verify_file(pk: &PublicKey, file: &Path) -> Result<String, String> {
+/// Check `file` against `file.minisig`: its trusted comment, or what is wrong in words an
+/// auditor can act on.
+pub fn verify_file(pk: &PublicKey, file: &Path) -> Result<String, Broken> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let sig_path = PathBuf::from(format!("{}.minisig", file.display()));
-    let sig = SignatureBox::from_file(&sig_path).map_err(|e| {
-        format!(
-            "{name}: its signature {}.minisig is missing or unreadable: {e}",
-            name
-        )
+    let sig = SignatureBox::from_file(&sig_path).map_err(|e| Broken::SignatureMissing {
+        file: name.clone(),
+        why: e.to_string(),
     })?;
     if sig.keynum() != pk.keynum() {
-        return Err(format!(
-            "{name}: signed with another key (key id {}), not the one given (key id {})",
-            key_id(sig.keynum()),
-            key_id(pk.keynum())
-        ));
+        return Err(Broken::OtherKey {
+            file: name,
+            signed_by: key_id(sig.keynum()),
+            given: key_id(pk.keynum()),
+        });
     }
-    let data = std::fs::File::open(file).map_err(|e| format!("{name}: {e}"))?;
-    minisign::verify(pk, &sig, data, true, false, false).map_err(|_| {
-        format!("{name}: the signature does not match the file: it was changed after it was signed")
+    let data = std::fs::File::open(file).map_err(|e| Broken::Unreadable {
+        file: name.clone(),
+        why: e.to_string(),
     })?;
+    minisign::verify(pk, &sig, data, true, false, false)
+        .map_err(|_| Broken::SignatureMismatch { file: name })?;
     Ok(sig.trusted_comment().unwrap_or_default())
 }

@@ -20,6 +20,105 @@ pub struct Check {
     pub what: String,
     pub ok: bool,
     pub detail: String,
+    /// What broke the check, for a script: its kind and the objects it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken: Option<Broken>,
+}
+
+/// What an auditor's check of a signed document found wrong: each case names the file, row,
+/// run or report concerned, and says in words what it means.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Broken {
+    #[error("{file}: its signature {file}.minisig is missing or unreadable: {why}")]
+    SignatureMissing { file: String, why: String },
+    #[error(
+        "{file}: signed with another key (key id {signed_by}), not the one given (key id {given})"
+    )]
+    OtherKey {
+        file: String,
+        signed_by: String,
+        given: String,
+    },
+    #[error("{file}: the signature does not match the file: it was changed after it was signed")]
+    SignatureMismatch { file: String },
+    #[error("{file}: {why}")]
+    Unreadable { file: String, why: String },
+    #[error("{file} is not {what}: {why}")]
+    NotADocument {
+        file: String,
+        what: &'static str,
+        why: String,
+    },
+    #[error(
+        "{file} is {found:?}; this vouch reads {reads}: verify it with the vouch that wrote it, or a later one"
+    )]
+    Schema {
+        file: String,
+        found: String,
+        reads: &'static str,
+    },
+    #[error("{file} names key id {named} but the key given is {given}")]
+    KeyNamed {
+        file: String,
+        named: String,
+        given: String,
+    },
+    #[error("{page} does not match {document}: one of them was changed")]
+    PageDiffers {
+        page: &'static str,
+        document: &'static str,
+    },
+    #[error("journal row {seq} does not match its hash: it was changed")]
+    RowChanged { seq: i64 },
+    #[error(
+        "journal rows {} to {} are missing from the pack: it skips from row {after} to row {next}",
+        after + 1,
+        next - 1
+    )]
+    RowsMissing { after: i64, next: i64 },
+    #[error("journal row {seq} does not follow row {prev}")]
+    RowUnlinked { seq: i64, prev: i64 },
+    #[error("{which} in evidence.json do not follow from the journal rows it carries")]
+    FiguresDiffer { which: &'static str },
+    #[error("run #{run} (test restore {plan}) names report {report} that the pack does not carry")]
+    ReportMissing {
+        run: i64,
+        plan: String,
+        report: String,
+    },
+    #[error("run #{run} and its report disagree on whether test restore {plan} passed")]
+    ReportDisagrees { run: i64, plan: String },
+    #[error("the journal row does not match its hash, or does not name this report and outcome")]
+    ProofRowDisagrees,
+    #[error("the repository cannot be read: {why}")]
+    RepositoryUnreadable { why: String },
+    #[error("the repository's drill report {key} cannot be read")]
+    RepositoryReportUnreadable { key: String },
+    #[error(
+        "the repository holds a test restore the pack leaves out: {plan} on {when} ({}), report {report}",
+        if *.passed { "passed" } else { "FAILED" }
+    )]
+    DrillLeftOut {
+        plan: String,
+        when: String,
+        passed: bool,
+        report: String,
+    },
+    #[error(
+        "the repository's journal has row {seq} from {host} ({what}) that the pack does not carry as recorded"
+    )]
+    RowLeftOut {
+        seq: i64,
+        host: String,
+        what: String,
+    },
+    #[error("the repository's journal does not have run #{run} as the proof shows it")]
+    RunNotInRepository { run: i64 },
+    #[error("the repository does not hold report {report}: {why}")]
+    ReportNotInRepository { report: String, why: String },
+    #[error("the report differs from the repository's copy")]
+    ReportDiffers,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -35,15 +134,17 @@ impl VerifyOutcome {
         !self.checks.is_empty() && self.checks.iter().all(|c| c.ok)
     }
 
-    pub(crate) fn push(&mut self, what: &str, result: Result<String, String>) {
-        let (ok, detail) = match result {
-            Ok(d) => (true, d),
-            Err(d) => (false, d),
+    /// One check: what it passed with, or what broke it.
+    pub(crate) fn push(&mut self, what: &str, result: Result<String, Broken>) {
+        let (ok, detail, broken) = match result {
+            Ok(d) => (true, d, None),
+            Err(b) => (false, b.to_string(), Some(b)),
         };
         self.checks.push(Check {
             what: what.to_string(),
             ok,
             detail,
+            broken,
         });
     }
 }
@@ -67,7 +168,10 @@ pub async fn verify_pack(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) 
         Err(e) => {
             out.push(
                 "evidence.json readable",
-                Err(format!("{}: {e}", json_path.display())),
+                Err(Broken::Unreadable {
+                    file: json_path.display().to_string(),
+                    why: e.to_string(),
+                }),
             );
             return out;
         }
@@ -79,9 +183,11 @@ pub async fn verify_pack(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) 
     if let Some(schema) = schema.filter(|s| s != SCHEMA) {
         out.push(
             "schema",
-            Err(format!(
-                "evidence.json is {schema:?}; this vouch reads {SCHEMA}: verify it with the vouch that wrote it, or a later one"
-            )),
+            Err(Broken::Schema {
+                file: "evidence.json".into(),
+                found: schema,
+                reads: SCHEMA,
+            }),
         );
         return out;
     }
@@ -90,10 +196,11 @@ pub async fn verify_pack(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) 
         Err(e) => {
             out.push(
                 "evidence.json readable",
-                Err(format!(
-                    "{} is not an evidence document: {e}",
-                    json_path.display()
-                )),
+                Err(Broken::NotADocument {
+                    file: json_path.display().to_string(),
+                    what: "an evidence document",
+                    why: e.to_string(),
+                }),
             );
             return out;
         }
@@ -105,22 +212,27 @@ pub async fn verify_pack(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) 
     if evidence.signing_key_id != verifying_key {
         out.push(
             "key named in the pack",
-            Err(format!(
-                "evidence.json names key id {} but the key given is {verifying_key}",
-                evidence.signing_key_id
-            )),
+            Err(Broken::KeyNamed {
+                file: "evidence.json".into(),
+                named: evidence.signing_key_id.clone(),
+                given: verifying_key,
+            }),
         );
     }
     out.push(
         "evidence.html and evidence.json agree",
         match std::fs::read_to_string(&html_path) {
-            Err(e) => Err(format!("{}: {e}", html_path.display())),
+            Err(e) => Err(Broken::Unreadable {
+                file: html_path.display().to_string(),
+                why: e.to_string(),
+            }),
             Ok(html) if render_html(&evidence) == html => {
                 Ok("the report is exactly what the document says".into())
             }
-            Ok(_) => {
-                Err("evidence.html does not match evidence.json: one of them was changed".into())
-            }
+            Ok(_) => Err(Broken::PageDiffers {
+                page: "evidence.html",
+                document: "evidence.json",
+            }),
         },
     );
     out.push("journal chain in the pack", check_chain(&evidence));
@@ -138,33 +250,29 @@ pub async fn verify_pack(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) 
     out
 }
 
-fn check_chain(e: &Evidence) -> Result<String, String> {
+fn check_chain(e: &Evidence) -> Result<String, Broken> {
     let rows = &e.inputs.journal.rows;
     for (i, row) in rows.iter().enumerate() {
-        let json = serde_json::to_string(&row.record).map_err(|e| e.to_string())?;
-        if store_chain_hash(&row.prev_hash, &json) != row.hash {
-            return Err(format!(
-                "journal row {} does not match its hash: it was changed",
-                row.seq
-            ));
+        let changed = serde_json::to_string(&row.record).map_or(true, |json| {
+            store_chain_hash(&row.prev_hash, &json) != row.hash
+        });
+        if changed {
+            return Err(Broken::RowChanged { seq: row.seq });
         }
         if let Some(prev) = i.checked_sub(1).map(|j| &rows[j]) {
             if e.inputs.journal.contiguous && row.seq != prev.seq + 1 {
-                return Err(format!(
-                    "journal rows {} to {} are missing from the pack: it skips from row {} to row {}",
-                    prev.seq + 1,
-                    row.seq - 1,
-                    prev.seq,
-                    row.seq
-                ));
+                return Err(Broken::RowsMissing {
+                    after: prev.seq,
+                    next: row.seq,
+                });
             }
             // Rows from the repository's mirrors may come from several hosts, each with its
             // own numbering: links are checked where the pack is one journal's run of rows.
             if e.inputs.journal.contiguous && prev.hash != row.prev_hash {
-                return Err(format!(
-                    "journal row {} does not follow row {}",
-                    row.seq, prev.seq
-                ));
+                return Err(Broken::RowUnlinked {
+                    seq: row.seq,
+                    prev: prev.seq,
+                });
             }
         }
     }
@@ -179,7 +287,7 @@ fn check_chain(e: &Evidence) -> Result<String, String> {
     ))
 }
 
-fn check_derived(e: &Evidence) -> Result<String, String> {
+fn check_derived(e: &Evidence) -> Result<String, Broken> {
     let again = derive(&e.inputs, e.generated);
     if again == e.derived {
         return Ok("the summary, schedules, test restores and incidents recompute exactly".into());
@@ -198,27 +306,24 @@ fn check_derived(e: &Evidence) -> Result<String, String> {
     } else {
         "the count of journal rows"
     };
-    Err(format!(
-        "{which} in evidence.json do not follow from the journal rows it carries"
-    ))
+    Err(Broken::FiguresDiffer { which })
 }
 
-fn check_drills(e: &Evidence) -> Result<String, String> {
+fn check_drills(e: &Evidence) -> Result<String, Broken> {
     for row in &e.derived.drills {
         let Some(id) = &row.report_id else { continue };
         let Some(report) = e.inputs.drills.iter().find(|d| &d.report_id == id) else {
-            return Err(format!(
-                "run #{} (test restore {}) names report {} that the pack does not carry",
-                row.run,
-                row.plan,
-                short_id(id)
-            ));
+            return Err(Broken::ReportMissing {
+                run: row.run,
+                plan: row.plan.clone(),
+                report: short_id(id),
+            });
         };
         if report.passed != row.outcome.is_good() {
-            return Err(format!(
-                "run #{} and its report disagree on whether test restore {} passed",
-                row.run, row.plan
-            ));
+            return Err(Broken::ReportDisagrees {
+                run: row.run,
+                plan: row.plan.clone(),
+            });
         }
     }
     Ok(format!(
@@ -227,7 +332,7 @@ fn check_drills(e: &Evidence) -> Result<String, String> {
     ))
 }
 
-async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, String> {
+async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, Broken> {
     let period = &e.inputs.period;
     let hosts: BTreeSet<String> = e
         .inputs
@@ -246,36 +351,33 @@ async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, S
         .store()
         .list("drills/")
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| Broken::RepositoryUnreadable { why: e.to_string() })?
     {
         let id = key.rsplit('/').next().unwrap_or_default().to_string();
         let Ok(report) = repo
             .load_document::<DrillReport>(Kind::DrillReport, &key)
             .await
         else {
-            return Err(format!(
-                "the repository's drill report {key} cannot be read"
-            ));
+            return Err(Broken::RepositoryReportUnreadable { key });
         };
         if !period.contains(report.started) || !hosts.contains(&report.host) {
             continue;
         }
         reports += 1;
         if !e.inputs.drills.iter().any(|d| d.report_id == id) {
-            return Err(format!(
-                "the repository holds a test restore the pack leaves out: {} on {} ({}), report {}",
-                report.plan,
-                crate::clock::human(report.started),
-                if report.passed { "passed" } else { "FAILED" },
-                short_id(&id)
-            ));
+            return Err(Broken::DrillLeftOut {
+                plan: report.plan,
+                when: crate::clock::human(report.started),
+                passed: report.passed,
+                report: short_id(&id),
+            });
         }
     }
     let mut compared = 0;
     for host in &hosts {
         let (mirror, _) = crate::journal::load_mirror(repo, host)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Broken::RepositoryUnreadable { why: e.to_string() })?;
         for (seq, row) in &mirror {
             let when = match &row.record {
                 // A pack cannot carry the record of its own sending, and records of packs
@@ -290,10 +392,11 @@ async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, S
             compared += 1;
             // By hash: a pack whose rows were renumbered and re-chained still misses the row.
             if !e.inputs.journal.rows.iter().any(|r| r.hash == row.hash) {
-                return Err(format!(
-                    "the repository's journal has row {seq} from {host} ({}) that the pack does not carry as recorded",
-                    describe(&row.record)
-                ));
+                return Err(Broken::RowLeftOut {
+                    seq: *seq,
+                    host: host.clone(),
+                    what: describe(&row.record),
+                });
             }
         }
     }

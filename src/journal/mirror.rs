@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::repo::crypto::Kind;
 use crate::repo::ids::object_name;
-use crate::repo::{RepoError, Repository};
+use crate::repo::{Damage, RepoError, Repository};
 
 use super::store::{Entry, Journal, JournalError, Record};
 
@@ -43,7 +43,7 @@ pub async fn load_mirror(
             Ok(e) => {
                 rows.insert(e.seq, e);
             }
-            Err(why) => unreadable.push((key, why)),
+            Err(why) => unreadable.push((key, why.to_string())),
         }
     }
     Ok((rows, unreadable))
@@ -51,25 +51,21 @@ pub async fn load_mirror(
 
 /// One mirrored row: its name is `<row>-<blake3 of the stored bytes>`, and it opens as a
 /// journal row with that number.
-pub fn decode_mirror(repo: &Repository, key: &str, bytes: &[u8]) -> Result<Entry, String> {
+pub fn decode_mirror(repo: &Repository, key: &str, bytes: &[u8]) -> Result<Entry, Damage> {
     let name = key.rsplit('/').next().unwrap_or_default();
     let Some((seq, id)) = name.split_once('-') else {
-        return Err("its name is not <row>-<hash>".into());
+        return Err(Damage::Name("<row>-<hash>"));
     };
     if hex::encode(object_name(bytes)) != id {
-        return Err("its bytes do not match its name (blake3)".into());
+        return Err(Damage::NameMismatch);
     }
-    let plain = repo
-        .keys()
-        .open_document(Kind::Journal, bytes)
-        .map_err(|e| e.to_string())?;
-    let entry: Entry =
-        serde_json::from_slice(&plain).map_err(|e| format!("not a journal row: {e}"))?;
+    let plain = repo.keys().open_document(Kind::Journal, bytes)?;
+    let entry: Entry = serde_json::from_slice(&plain).map_err(|e| Damage::Contents {
+        what: "a journal row",
+        why: e.to_string(),
+    })?;
     if seq.parse::<i64>().ok() != Some(entry.seq) {
-        return Err(format!(
-            "it holds row {}, not the row its name says",
-            entry.seq
-        ));
+        return Err(Damage::WrongRow { held: entry.seq });
     }
     Ok(entry)
 }

@@ -93,7 +93,7 @@ impl Drop for Secret {
 }
 
 /// A sealed object failed authentication: wrong key, or the bytes were changed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum CryptoError {
     #[error("too short to be a sealed object ({len} bytes)")]
     TooShort { len: usize },

@@ -47,14 +47,26 @@ pub(crate) fn split_bytes(bytes: &[u8]) -> (Option<String>, Option<String>) {
 pub(crate) fn join_bytes(
     text: Option<String>,
     hex_text: Option<String>,
-    field: &str,
-) -> Result<Option<Vec<u8>>, String> {
+    field: &'static str,
+) -> Result<Option<Vec<u8>>, BytesError> {
     match (text, hex_text) {
         (Some(t), None) => Ok(Some(t.into_bytes())),
         (None, Some(h)) => hex::decode(h)
             .map(Some)
-            .map_err(|e| format!("{field}_hex is not hex: {e}")),
+            .map_err(|e| BytesError::NotHex { field, why: e }),
         (None, None) => Ok(None),
-        (Some(_), Some(_)) => Err(format!("both {field} and {field}_hex are present")),
+        (Some(_), Some(_)) => Err(BytesError::Both { field }),
     }
+}
+
+/// Why a field written by `split_bytes` cannot be read back.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BytesError {
+    #[error("{field}_hex is not hex: {why}")]
+    NotHex {
+        field: &'static str,
+        why: hex::FromHexError,
+    },
+    #[error("both {field} and {field}_hex are present")]
+    Both { field: &'static str },
 }

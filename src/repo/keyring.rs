@@ -6,10 +6,10 @@ use time::OffsetDateTime;
 
 use crate::storage::Store;
 
-use super::RepoError;
 use super::crypto::{self, KdfParams, Kind, MasterSecret, Secret};
 use super::format::key::KeyFile;
 use super::ids::{KeyId, object_name};
+use super::{Damage, RepoError};
 
 pub(super) async fn write_key(
     store: &Store,
@@ -72,7 +72,7 @@ pub(super) async fn list(
         };
         match parse(&key, &bytes) {
             Ok(k) => out.push(k),
-            Err(why) => bad.push((key, why)),
+            Err(why) => bad.push((key, why.to_string())),
         }
     }
     out.sort_by_key(|(_, k)| k.created);
@@ -81,16 +81,16 @@ pub(super) async fn list(
 }
 
 /// A key file's id and contents, or why it cannot be used.
-fn parse(key: &str, bytes: &[u8]) -> Result<(KeyId, KeyFile), String> {
+fn parse(key: &str, bytes: &[u8]) -> Result<(KeyId, KeyFile), Damage> {
     let name = key.rsplit('/').next().unwrap_or_default();
-    let id: KeyId = name
-        .parse()
-        .map_err(|e: super::ids::IdParseError| format!("its name is not a key id: {e}"))?;
+    let id: KeyId = name.parse().map_err(|_| Damage::Name("a key id"))?;
     if id.as_bytes() != &object_name(bytes) {
-        return Err("its bytes do not match its name (blake3)".into());
+        return Err(Damage::NameMismatch);
     }
-    let file: KeyFile =
-        serde_json::from_slice(bytes).map_err(|e| format!("not a valid key file: {e}"))?;
+    let file: KeyFile = serde_json::from_slice(bytes).map_err(|e| Damage::Contents {
+        what: "a valid key file",
+        why: e.to_string(),
+    })?;
     Ok((id, file))
 }
 

@@ -2,7 +2,7 @@
 //! lists (a lost or damaged index file). Packs carry their own header for exactly this.
 
 use super::format::index::{IndexBlob, IndexFile, IndexPack};
-use super::format::pack::{decode_header, header_range, index_blobs};
+use super::format::pack::{PackError, decode_header, header_range, index_blobs};
 use super::ids::PackId;
 use super::packer::pack_key;
 use super::{LockMode, RepoError, Repository};
@@ -44,7 +44,7 @@ async fn repair_locked(repo: &Repository) -> Result<RepairReport, RepoError> {
                 report.blobs_indexed += blobs.len();
                 packs.push(IndexPack { id, size, blobs });
             }
-            Err(e) => report.packs_unreadable.push((key, e)),
+            Err(e) => report.packs_unreadable.push((key, e.to_string())),
         }
     }
     report.packs_indexed = packs.len();
@@ -65,33 +65,37 @@ async fn repair_locked(repo: &Repository) -> Result<RepairReport, RepoError> {
     Ok(report)
 }
 
+/// Why a pack's header could not be read for the index.
+#[derive(Debug, thiserror::Error)]
+enum HeaderError {
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
+    #[error(transparent)]
+    Pack(#[from] PackError),
+}
+
 async fn read_pack_header(
     repo: &Repository,
     key: &str,
     size: u64,
-) -> Result<Vec<IndexBlob>, String> {
+) -> Result<Vec<IndexBlob>, HeaderError> {
     if size < 4 {
-        return Err(format!("{size} bytes is too short for a pack"));
+        return Err(PackError::TooShort(size as usize).into());
     }
-    let tail = repo
-        .store()
-        .get_range(key, size - 4..size)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tail = repo.store().get_range(key, size - 4..size).await?;
     let tail: [u8; 4] = tail
         .as_ref()
         .try_into()
-        .map_err(|_| "short read".to_string())?;
-    let range = header_range(size as usize, tail).map_err(|e| e.to_string())?;
+        .map_err(|_| PackError::TooShort(tail.len()))?;
+    let range = header_range(size as usize, tail)?;
     let sealed = repo
         .store()
         .get_range(key, range.start as u64..range.end as u64)
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let payload = repo
         .keys()
         .open(super::crypto::Kind::PackHeader, &sealed)
-        .map_err(|e| format!("pack header: {e}"))?;
-    let entries = decode_header(&payload).map_err(|e| e.to_string())?;
+        .map_err(PackError::Header)?;
+    let entries = decode_header(&payload)?;
     Ok(index_blobs(&entries))
 }

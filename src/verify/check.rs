@@ -354,33 +354,36 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
     };
     for dir in ["locks/", "drills/", "ledger/", "holds/", "journal/"] {
         let listed = repo.store().list(dir).await?;
-        let results: Vec<(String, Result<(), String>)> = futures::stream::iter(listed)
+        // Each object with, when it cannot be read, why (the finding's text).
+        let results: Vec<(String, Option<String>)> = futures::stream::iter(listed)
             .map(|(key, _)| async move {
                 let bytes = match repo.store().get(&key).await {
                     Ok(b) => b,
                     // Removed since the listing (a lock released, say).
-                    Err(e) if e.is_not_found() => return Ok((key, Ok(()))),
+                    Err(e) if e.is_not_found() => return Ok((key, None)),
                     // Not damage: the storage could not be read, and check cannot go on.
                     Err(e) => return Err(e),
                 };
                 let r = match dir {
                     "locks/" => repo
                         .decode::<crate::repo::format::lock::LockFile>(Kind::Lock, &key, &bytes)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                        .err()
+                        .map(|e| e.to_string()),
                     "drills/" => repo
                         .decode::<super::drill::DrillReport>(Kind::DrillReport, &key, &bytes)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                        .err()
+                        .map(|e| e.to_string()),
                     "ledger/" => repo
                         .decode::<LedgerRecord>(Kind::Ledger, &key, &bytes)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                        .err()
+                        .map(|e| e.to_string()),
                     "holds/" => repo
                         .decode::<serde_json::Value>(Kind::Hold, &key, &bytes)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
-                    _ => crate::journal::decode_mirror(repo, &key, &bytes).map(|_| ()),
+                        .err()
+                        .map(|e| e.to_string()),
+                    _ => crate::journal::decode_mirror(repo, &key, &bytes)
+                        .err()
+                        .map(|e| e.to_string()),
                 };
                 Ok((key, r))
             })
@@ -390,7 +393,7 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
             .into_iter()
             .collect::<Result<_, _>>()?;
         for (key, r) in results {
-            let Err(why) = r else { continue };
+            let Some(why) = r else { continue };
             let (severity, kind, advice) = if dir == "locks/" {
                 (
                     Severity::Warning,

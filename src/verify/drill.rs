@@ -253,7 +253,8 @@ async fn drill_locked(
         }));
     }
     let (snapshot_id, snapshot) =
-        select::snapshot(&candidates, &plan.snapshot, seed, repo.clock().now()).map_err(&cannot)?;
+        select::snapshot(&candidates, &plan.snapshot, seed, repo.clock().now())
+            .map_err(|e| cannot(e.to_string()))?;
 
     // The files.
     let (index, _) = repo.load_index().await?;

@@ -533,6 +533,37 @@ fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository
         "{}",
         run.stdout
     );
+    // A script reading --json gets what broke the check and the objects it names.
+    let run = y.verify(&forged, &["--repo", &y.repo, "--json"]).expect(4);
+    let out: Value = serde_json::from_str(&run.stdout).unwrap();
+    let failed: Vec<&Value> = out["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{}", run.stdout);
+    let broken = &failed[0]["broken"];
+    assert_eq!(broken["kind"], "drill-left-out", "{}", run.stdout);
+    assert_eq!(broken["plan"], "sims-check");
+    assert_eq!(broken["passed"], false);
+    let gap_run = y.verify(&gap, &["--json"]).expect(4);
+    let out: Value = serde_json::from_str(&gap_run.stdout).unwrap();
+    let chain = out["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == "journal chain in the pack")
+        .unwrap();
+    assert_eq!(
+        chain["broken"]["kind"], "rows-missing",
+        "{}",
+        gap_run.stdout
+    );
+    assert_eq!(
+        chain["broken"]["after"].as_i64().unwrap() + 1,
+        y.failed_drill
+    );
 }
 
 #[test]

@@ -54,13 +54,9 @@ impl RepoConfig {
     }
 
     /// Refuse parameters this build cannot honour.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ParamError> {
         if self.version != super::FORMAT_VERSION {
-            return Err(format!(
-                "repository format version {} is not supported by this vouch (it reads version {}); upgrade vouch",
-                self.version,
-                super::FORMAT_VERSION
-            ));
+            return Err(ParamError::Version(self.version));
         }
         let c = &self.chunker;
         if c.algorithm != "fastcdc-v2020"
@@ -70,24 +66,39 @@ impl RepoConfig {
             || c.min_size > c.avg_size
             || c.avg_size > c.max_size
         {
-            return Err(format!("unsupported chunker parameters {c:?}"));
+            return Err(ParamError::Chunker(c.clone()));
         }
         if self.compression.algorithm != "zstd" || !(1..=19).contains(&self.compression.level) {
-            return Err(format!("unsupported compression {:?}", self.compression));
+            return Err(ParamError::Compression(self.compression.clone()));
         }
         if !(1 << 20..=128 << 20).contains(&self.pack_size) {
-            return Err(format!("unsupported pack size {}", self.pack_size));
+            return Err(ParamError::PackSize(self.pack_size));
         }
         if let Some(lock) = &self.object_lock {
             if !(1..=crate::storage::Retention::MAX_DAYS).contains(&lock.days) {
-                return Err(format!(
-                    "unsupported Object Lock retention of {} days",
-                    lock.days
-                ));
+                return Err(ParamError::Retention(lock.days));
             }
         }
         Ok(())
     }
+}
+
+/// A repository parameter this build cannot honour.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    #[error(
+        "repository format version {0} is not supported by this vouch (it reads version {supported}); upgrade vouch",
+        supported = super::FORMAT_VERSION
+    )]
+    Version(u32),
+    #[error("unsupported chunker parameters {0:?}")]
+    Chunker(ChunkerParams),
+    #[error("unsupported compression {0:?}")]
+    Compression(CompressionParams),
+    #[error("unsupported pack size {0}")]
+    PackSize(u32),
+    #[error("unsupported Object Lock retention of {0} days")]
+    Retention(u32),
 }
 
 impl Default for ChunkerParams {

@@ -119,25 +119,37 @@ impl From<Node> for NodeRecord {
     }
 }
 
+/// Why a stored node cannot be a [`Node`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NodeError {
+    #[error("a node has no name")]
+    NoName,
+    #[error("invalid node name {0:?}")]
+    BadName(String),
+    #[error("a file node has no hash")]
+    NoHash,
+    #[error("a directory node has no subtree")]
+    NoSubtree,
+    #[error("a symlink node has no target")]
+    NoTarget,
+    #[error(transparent)]
+    Bytes(#[from] super::BytesError),
+}
+
 impl TryFrom<NodeRecord> for Node {
-    type Error = String;
-    fn try_from(r: NodeRecord) -> Result<Self, String> {
-        let name = super::join_bytes(r.name, r.name_hex, "name")?.ok_or("a node has no name")?;
+    type Error = NodeError;
+    fn try_from(r: NodeRecord) -> Result<Self, NodeError> {
+        let name = super::join_bytes(r.name, r.name_hex, "name")?.ok_or(NodeError::NoName)?;
         if name.is_empty() || name.contains(&b'/') || name == b"." || name == b".." {
-            return Err(format!(
-                "invalid node name {:?}",
-                String::from_utf8_lossy(&name)
+            return Err(NodeError::BadName(
+                String::from_utf8_lossy(&name).into_owned(),
             ));
         }
         let target = super::join_bytes(r.target, r.target_hex, "target")?;
         match r.kind {
-            NodeKind::File if r.hash.is_none() => return Err("a file node has no hash".into()),
-            NodeKind::Dir if r.subtree.is_none() => {
-                return Err("a directory node has no subtree".into());
-            }
-            NodeKind::Symlink if target.is_none() => {
-                return Err("a symlink node has no target".into());
-            }
+            NodeKind::File if r.hash.is_none() => return Err(NodeError::NoHash),
+            NodeKind::Dir if r.subtree.is_none() => return Err(NodeError::NoSubtree),
+            NodeKind::Symlink if target.is_none() => return Err(NodeError::NoTarget),
             _ => {}
         }
         Ok(Node {

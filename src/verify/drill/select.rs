@@ -11,13 +11,25 @@ use crate::restore::Plan;
 use crate::verify::check::seeded_rank;
 use crate::verify::ledger::Ledger;
 
+/// Why a drill has no snapshot to restore.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum NoSnapshot {
+    #[error("there is no snapshot to test")]
+    None,
+    #[error(
+        "no snapshot was taken in the last {}: the backups themselves need looking at first",
+        humantime::format_duration(*.0)
+    )]
+    NoneWithin(std::time::Duration),
+}
+
 /// Choose the snapshot for a drill among `candidates` (oldest first).
 pub(super) fn snapshot(
     candidates: &[(SnapshotId, Snapshot)],
     choice: &SnapshotChoice,
     seed: u64,
     now: OffsetDateTime,
-) -> Result<(SnapshotId, Snapshot), String> {
+) -> Result<(SnapshotId, Snapshot), NoSnapshot> {
     let pick = match choice {
         SnapshotChoice::Latest => candidates.last(),
         SnapshotChoice::Oldest => candidates.first(),
@@ -25,10 +37,7 @@ pub(super) fn snapshot(
             let since = now - *window;
             let recent: Vec<_> = candidates.iter().filter(|(_, s)| s.time >= since).collect();
             if recent.is_empty() {
-                return Err(format!(
-                    "no snapshot was taken in the last {}: the backups themselves need looking at first",
-                    humantime::format_duration(*window)
-                ));
+                return Err(NoSnapshot::NoneWithin(*window));
             }
             recent
                 .iter()
@@ -36,8 +45,7 @@ pub(super) fn snapshot(
                 .copied()
         }
     };
-    pick.cloned()
-        .ok_or_else(|| "there is no snapshot to test".to_string())
+    pick.cloned().ok_or(NoSnapshot::None)
 }
 
 /// Whether a must-include entry covers a file: an absolute entry is a path prefix; a relative
