@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
-use vouch::repo::crypto::{Keys, Kind, MasterSecret};
+use vouch::format::{Keys, Kind, MasterSecret};
 
 const BLOB: usize = 1 << 20;
 
@@ -97,7 +97,7 @@ fn main() {
         black_box(zstd::bulk::decompress(black_box(&packed), BLOB).unwrap());
     });
     let big = text(16 << 20);
-    let chunker = vouch::repo::chunker::Chunker::new(&Default::default(), keys.chunker_seed());
+    let chunker = vouch::format::Chunker::new(&Default::default(), keys.chunker_seed());
     measure("FastCDC 512K/1M/4M (keyed gear)", big.len(), || {
         black_box(chunker.split(black_box(&big)).len());
     });

@@ -10,7 +10,7 @@ mod values;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-pub use plan::{AppCheck, Plan, Selection, SnapshotChoice};
+pub use plan::{Plan, Selection, SnapshotChoice};
 pub use service::{Config, RepositoryConfig, Schedule, SmtpConfig, SmtpSecurity, config_path};
 pub use values::{parse_duration, parse_size};
 

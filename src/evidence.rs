@@ -21,7 +21,7 @@ use time::{Date, OffsetDateTime};
 use crate::journal::Entry;
 use crate::verify::drill::{DrillFailure, DrillReport};
 
-pub use derive::{Clause, Derived, DrillRow, IncidentRow, ScheduleStats, derive};
+pub use derive::{Derived, derive};
 pub use render::render_html;
 pub use verify::{VerifyOutcome, verify_pack};
 

@@ -8,13 +8,10 @@ mod mirror;
 pub mod schema;
 mod store;
 
-pub use mirror::{
-    MirrorCheck, decode_mirror, load_mirror, mirror_entry, mirror_pending, repository_of,
-    verify_mirror,
-};
+pub use mirror::{MirrorCheck, decode_mirror, load_mirror, mirror_entry, verify_mirror};
 pub use store::{
-    Annotation, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunKind, RunRecord,
-    Trigger, VerifyReport, chain_hash as store_chain_hash,
+    Annotation, Details, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunDetails,
+    RunKind, RunRecord, Trigger, VerifyReport, chain_hash as store_chain_hash,
 };
 
 /// The hash before the first row, as an owned string.

@@ -1,7 +1,10 @@
 //! vouch: backups for school file servers that prove they restore.
 //!
-//! The library holds every capability; `main.rs` only parses the command line. The public
-//! surface is the list of re-exports below.
+//! The library holds every capability; `main.rs` only runs the command line. The modules are
+//! the crate's own (docs/ARCHITECTURE.md maps them); what others may use is the list of
+//! re-exports below, and nothing else: the jobs and their options and reports at the top, and
+//! four groups beside them (the repository format, the records vouch keeps, what an auditor
+//! is given, the service).
 
 /// `println!` that never panics: a closed standard output (`vouch … | head`, a cron job whose
 /// mail pipe is gone) must not turn finished work into a crash. A closed pipe is ignored;
@@ -24,29 +27,78 @@ macro_rules! errln {
     }};
 }
 
-pub mod clock;
-pub mod config;
-pub mod cron;
-pub mod doctor;
-pub mod evidence;
-pub mod journal;
-pub mod notify;
-pub mod prune;
-pub mod repo;
-pub mod retention;
-pub mod schedule;
-pub mod storage;
-pub mod sys;
-pub mod units;
+mod backup;
+mod cli;
+mod clock;
+mod config;
+mod cron;
+mod doctor;
+mod evidence;
+mod journal;
+mod notify;
+mod prune;
+mod repo;
+mod restore;
+mod retention;
+mod schedule;
+mod storage;
+mod sys;
+mod units;
+mod verify;
 
+/// The command line: `main.rs` exits with what it returns.
+pub use cli::main;
+
+// Repositories, their storage and their clock.
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use repo::crypto::Secret;
-pub use repo::{InitOptions, LockMode, RepoError, Repository};
-pub use storage::{RepoUrl, Retention, RetentionMode, S3Options, StorageError, Store};
-pub mod backup;
+pub use repo::{BlobDecoder, InitOptions, LockMode, RepoError, Repository, TreeLoader};
+pub use storage::{
+    Fault, FaultyStore, RepoUrl, Retention, RetentionMode, S3Options, StorageError, Store,
+};
+
+// The jobs, with their options and reports.
 pub use backup::{BackupError, BackupOptions, BackupProgress, BackupReport, backup};
-pub mod restore;
+pub use prune::{PruneOptions, PruneReport, prune};
 pub use restore::{RestoreError, RestoreOptions, RestoreProgress, RestoreReport, restore};
-pub mod verify;
+pub use retention::{Count, ForgetOptions, Hold, Policy, forget, hold};
 pub use verify::{CheckOptions, CheckReport, ReadData, check};
-pub mod cli;
+
+/// The repository format as docs/FORMAT.md specifies it: keys, ids, the seal, packs and their
+/// headers, index, trees, snapshots, locks. For tools that read a repository, and for the
+/// tests that hold vouch to its specification.
+pub mod format {
+    pub use crate::repo::chunker::Chunker;
+    pub use crate::repo::crypto::{Keys, Kind, MasterSecret};
+    pub use crate::repo::format::{BlobKind, index, lock, pack, snapshot, tree};
+    pub use crate::repo::ids::{BlobId, PackId, SnapshotId};
+    pub use crate::repo::index::BlobLocation;
+    pub use crate::repo::packer::pack_key;
+}
+
+/// The records vouch keeps: the hash-chained journal (and its copies in the repository), the
+/// test restores' reports, the verification ledger.
+pub mod records {
+    pub use crate::journal::schema::VERSION as JOURNAL_VERSION;
+    pub use crate::journal::{
+        Entry, Journal, Outcome, Record, RunKind, Trigger, decode_mirror, store_chain_hash,
+    };
+    pub use crate::verify::drill::DrillReport;
+    pub use crate::verify::ledger::LedgerRecord;
+}
+
+/// What an auditor is given and checks: the signed evidence pack and its keys.
+pub mod audit {
+    pub use crate::evidence::sign::{load_public_key, load_secret_key, public_of};
+    pub use crate::evidence::{Evidence, VerifyOutcome, verify_pack, write_pack};
+}
+
+/// The service: vouch.toml, the daemon's timetable, the jobs it runs, the drill worker.
+pub mod service {
+    pub use crate::config::{Config, Plan, parse_duration, parse_size};
+    pub use crate::cron::Cron;
+    pub use crate::schedule::daemon::{due, jobs};
+    pub use crate::schedule::service::Service;
+    pub use crate::sys::hostname;
+    pub use crate::verify::drill::set_worker_program;
+}

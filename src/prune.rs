@@ -51,8 +51,10 @@ impl Default for PruneOptions {
     }
 }
 
-/// What prune found and did.
-#[derive(Clone, Debug, Default, Serialize)]
+/// What prune found and did; journalled as a prune run's details (figures a journal row from an
+/// earlier vouch lacks read as zero).
+#[derive(Clone, Debug, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PruneReport {
     pub dry_run: bool,
     pub snapshots: usize,

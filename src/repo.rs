@@ -31,7 +31,7 @@ use ids::{BlobId, IndexId, KeyId, PackId, SnapshotId, object_name};
 use index::{BlobLocation, MasterIndex};
 
 pub use lock::{LockGuard, LockMode, remove_locks};
-pub use repair::{RepairReport, repair_index};
+pub use repair::repair_index;
 pub use trees::TreeLoader;
 pub use verifier::PackVerifier;
 

@@ -22,7 +22,6 @@ use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::{RepoError, Repository, TreeLoader};
 
 pub use crate::repo::PackVerifier;
-pub use reader::BlobReader;
 pub use write::{Verification, write_plan};
 
 #[derive(Clone, Debug, Default)]

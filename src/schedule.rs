@@ -2,6 +2,5 @@
 //! their cron expressions (`crate::cron`) in the school's time zone, catches up runs missed
 //! while the NAS was off, and never runs two jobs on one repository at once.
 
-pub use crate::cron;
 pub mod daemon;
 pub mod service;

@@ -6,6 +6,4 @@ mod check;
 pub mod drill;
 pub mod ledger;
 
-pub use check::{
-    Affected, CheckOptions, CheckReport, Finding, FindingKind, ReadData, Severity, check,
-};
+pub use check::{CheckOptions, CheckReport, ReadData, Severity, check};

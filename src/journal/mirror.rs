@@ -10,7 +10,7 @@ use crate::repo::crypto::Kind;
 use crate::repo::ids::object_name;
 use crate::repo::{Damage, RepoError, Repository};
 
-use super::store::{Entry, Journal, JournalError, Record};
+use super::store::{Entry, Record};
 
 /// Store one row in the repository.
 pub async fn mirror_entry(repo: &Repository, host: &str, entry: &Entry) -> Result<(), RepoError> {
@@ -88,42 +88,6 @@ pub fn repository_of(entry: &Entry, all: &[Entry]) -> Option<String> {
                 })
         }
     }
-}
-
-/// Mirror every row still waiting; `open` gives the repository for a name (None when it
-/// cannot be reached now: the row waits for the next try). Returns rows mirrored.
-pub async fn mirror_pending<F, Fut>(
-    journal: &Journal,
-    host: &str,
-    mut open: F,
-) -> Result<usize, JournalError>
-where
-    F: FnMut(String) -> Fut,
-    Fut: std::future::Future<Output = Option<std::sync::Arc<Repository>>>,
-{
-    let pending = journal.pending_mirrors()?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let entries = journal.entries()?;
-    let mut done = 0;
-    for (seq, repository) in pending {
-        let Some(entry) = entries.iter().find(|e| e.seq == seq) else {
-            journal.mirrored(seq, &repository)?;
-            continue;
-        };
-        let Some(repo) = open(repository.clone()).await else {
-            continue;
-        };
-        match mirror_entry(&repo, host, entry).await {
-            Ok(()) => {
-                journal.mirrored(seq, &repository)?;
-                done += 1;
-            }
-            Err(e) => tracing::warn!(seq, %repository, error = %e, "journal row not mirrored yet"),
-        }
-    }
-    Ok(done)
 }
 
 /// The local chain held against the repository's copy.

@@ -114,9 +114,49 @@ pub struct RunRecord {
     pub report: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Figures for evidence and status (files, bytes, duration, …).
+    /// Figures for evidence and status (files, bytes, duration, …), in the shape of the run's
+    /// kind: read them with [`RunRecord::details_as`].
     #[serde(default)]
-    pub details: serde_json::Value,
+    pub details: Details,
+}
+
+/// What a run recorded beyond its summary. Each kind of run writes its own type (a
+/// [`RunDetails`]); the row keeps the JSON it was written as (members in sorted order), so that
+/// its hash never depends on how a later build would write the same figures, and figures a
+/// later vouch adds survive.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Details(serde_json::Value);
+
+/// The details one kind of run writes.
+pub trait RunDetails: Serialize + serde::de::DeserializeOwned {
+    const KIND: RunKind;
+}
+
+impl Details {
+    /// No details (a failed run, say).
+    pub fn none() -> Details {
+        Details(serde_json::Value::Null)
+    }
+
+    pub fn of<T: RunDetails>(details: &T) -> Details {
+        Details(serde_json::to_value(details).unwrap_or_default())
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.0.is_null()
+    }
+}
+
+impl RunRecord {
+    /// The details as this run's kind wrote them: `None` for a run of another kind, a run
+    /// that recorded none, or details this build cannot read.
+    pub fn details_as<T: RunDetails>(&self) -> Option<T> {
+        if self.kind != T::KIND || self.details.is_none() {
+            return None;
+        }
+        serde_json::from_value(self.details.0.clone()).ok()
+    }
 }
 
 /// A note on a run: the "resulting actions" a policy asks to be logged.
@@ -504,7 +544,7 @@ mod tests {
             snapshot: None,
             report: None,
             error: None,
-            details: serde_json::Value::Null,
+            details: Details::none(),
         })
     }
 

@@ -128,6 +128,7 @@ impl<'a> Monitor<'a> {
         })
     }
 
+    #[cfg(test)]
     pub fn outbox(&self) -> &Outbox<'a> {
         &self.outbox
     }
@@ -521,7 +522,7 @@ mod tests {
             snapshot: None,
             report: None,
             error: (outcome != Outcome::Success).then(|| "the share is not mounted".into()),
-            details: serde_json::Value::Null,
+            details: crate::journal::Details::none(),
         }
     }
 

@@ -333,6 +333,23 @@ pub struct KdfParams {
     pub salt: Vec<u8>,
 }
 
+/// Why a key file's passphrase cannot be turned into a key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KdfError {
+    #[error("unknown KDF {0:?}")]
+    Unknown(String),
+    #[error(
+        "argon2id parameters beyond what vouch writes or accepts ({memory_kib} KiB, {iterations} passes, {parallelism} lanes)"
+    )]
+    Beyond {
+        memory_kib: u32,
+        iterations: u32,
+        parallelism: u32,
+    },
+    #[error("argon2id: {0}")]
+    Argon2(argon2::Error),
+}
+
 impl KdfParams {
     /// Defaults: argon2id, 32 MiB, 2 passes (above OWASP's minimum; ~0.1 s on a NAS CPU).
     pub fn new_random() -> Self {
@@ -359,28 +376,29 @@ impl KdfParams {
     }
 
     /// The key-encryption key for a passphrase.
-    pub fn derive(&self, passphrase: &Secret) -> Result<[u8; 32], String> {
+    pub fn derive(&self, passphrase: &Secret) -> Result<[u8; 32], KdfError> {
         if self.algorithm != "argon2id" {
-            return Err(format!("unknown KDF {:?}", self.algorithm));
+            return Err(KdfError::Unknown(self.algorithm.clone()));
         }
         if self.memory_kib > Self::MAX_MEMORY_KIB
             || u64::from(self.memory_kib) * u64::from(self.iterations) > Self::MAX_MEMORY_PASSES_KIB
             || self.parallelism > Self::MAX_PARALLELISM
         {
-            return Err(format!(
-                "argon2id parameters beyond what vouch writes or accepts ({} KiB, {} passes, {} lanes)",
-                self.memory_kib, self.iterations, self.parallelism
-            ));
+            return Err(KdfError::Beyond {
+                memory_kib: self.memory_kib,
+                iterations: self.iterations,
+                parallelism: self.parallelism,
+            });
         }
         let params =
             argon2::Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
-                .map_err(|e| format!("bad argon2id parameters: {e}"))?;
+                .map_err(KdfError::Argon2)?;
         let argon =
             argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut out = [0u8; 32];
         argon
             .hash_password_into(passphrase.expose().as_bytes(), &self.salt, &mut out)
-            .map_err(|e| format!("argon2id failed: {e}"))?;
+            .map_err(KdfError::Argon2)?;
         Ok(out)
     }
 }
@@ -407,7 +425,7 @@ mod tests {
                 ..kdf.clone()
             };
             let e = k.derive(&pass).unwrap_err();
-            assert!(e.contains("beyond what vouch writes"), "{e}");
+            assert!(matches!(e, KdfError::Beyond { .. }), "{e}");
         }
     }
 

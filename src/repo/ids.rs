@@ -27,7 +27,7 @@ macro_rules! id_type {
             pub const fn as_bytes(&self) -> &[u8; 32] {
                 &self.0
             }
-            pub fn to_hex(&self) -> String {
+            pub fn to_hex(self) -> String {
                 hex::encode(self.0)
             }
             /// The first eight hex digits, as shown to people.
@@ -94,10 +94,6 @@ id_type!(
 id_type!(
     /// Name of a key object: blake3 of its stored bytes.
     KeyId, "key id"
-);
-id_type!(
-    /// Name of a lock object: blake3 of its stored bytes.
-    LockId, "lock id"
 );
 id_type!(
     /// Random identity of a repository, fixed at `init`.

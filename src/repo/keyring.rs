@@ -25,7 +25,7 @@ pub(super) async fn write_key(
     })
     .await
     .expect("kdf task");
-    let kek = kek.map_err(RepoError::Invalid)?;
+    let kek = kek.map_err(|e| RepoError::Invalid(e.to_string()))?;
     let mut sealed = Vec::new();
     crypto::seal_into(
         &kek,

@@ -13,7 +13,6 @@ use super::ids::{BlobId, PackId, object_name};
 pub struct PackWriter {
     buf: Vec<u8>,
     entries: Vec<HeaderEntry>,
-    raw_bytes: u64,
     target: usize,
 }
 
@@ -22,7 +21,6 @@ pub struct FinishedPack {
     pub id: PackId,
     pub bytes: Bytes,
     pub index: IndexPack,
-    pub raw_bytes: u64,
 }
 
 impl PackWriter {
@@ -30,7 +28,6 @@ impl PackWriter {
         Self {
             buf: Vec::new(),
             entries: Vec::new(),
-            raw_bytes: 0,
             target,
         }
     }
@@ -69,6 +66,7 @@ impl PackWriter {
     }
 
     /// Seal `codec || body` as a blob of `kind` and append it.
+    #[cfg(test)]
     pub fn add(
         &mut self,
         keys: &Keys,
@@ -102,14 +100,12 @@ impl PackWriter {
             length: (self.buf.len() - start) as u32,
             raw_length: raw_length as u32,
         });
-        self.raw_bytes += raw_length as u64;
     }
 
     /// Close the pack: append the sealed header and its length, and name it.
     pub fn finish(&mut self, keys: &Keys) -> FinishedPack {
         let mut buf = std::mem::take(&mut self.buf);
         let entries = std::mem::take(&mut self.entries);
-        let raw_bytes = std::mem::take(&mut self.raw_bytes);
         let header_start = buf.len();
         keys.seal_into(Kind::PackHeader, &encode_header(&entries), &mut buf);
         let header_len = (buf.len() - header_start) as u32;
@@ -124,7 +120,6 @@ impl PackWriter {
                 blobs,
             },
             bytes: Bytes::from(buf),
-            raw_bytes,
         }
     }
 }

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Plan, RepositoryConfig, Schedule};
-use crate::journal::{Journal, Outcome, Record, RunKind, RunRecord, Trigger};
+use crate::journal::{Details, Journal, Outcome, Record, RunDetails, RunKind, RunRecord, Trigger};
 use crate::notify::heartbeat::{Beat, ping};
 use crate::notify::{Mailer, Monitor, mailer_for};
 use crate::storage::{RepoUrl, S3Options, Store};
@@ -20,7 +21,70 @@ use crate::{BackupOptions, Repository, Secret};
 
 mod evidence_job;
 mod upkeep;
-pub use upkeep::{Suspicion, judge};
+
+/// What a backup run records: how long it waited for its repository, what the backup did (when
+/// it finished), and a possible-ransomware flag.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupDetails {
+    pub waited_for_repository_s: u64,
+    pub waited_past_next_slot: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<crate::repo::format::snapshot::BackupSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ransomware: Option<RansomwareFlag>,
+}
+
+/// A backup whose changes looked like ransomware: what the alert says, and the snapshot held.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RansomwareFlag {
+    pub title: String,
+    pub detail: String,
+    /// Hex id of the held snapshot.
+    pub snapshot: String,
+}
+
+impl RunDetails for BackupDetails {
+    const KIND: RunKind = RunKind::Backup;
+}
+
+/// What a retention run removed, and what the storage would not delete yet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetDetails {
+    /// Hex ids of the snapshots removed.
+    pub removed: Vec<String>,
+    pub refused: Vec<RefusedSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedSnapshot {
+    pub snapshot: String,
+    pub why: String,
+}
+
+impl RunDetails for ForgetDetails {
+    const KIND: RunKind = RunKind::Forget;
+}
+
+/// Where an evidence run wrote its pack, and for which period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceDetails {
+    pub dir: String,
+    pub period: crate::evidence::Period,
+}
+
+impl RunDetails for EvidenceDetails {
+    const KIND: RunKind = RunKind::Evidence;
+}
+
+/// A drill records its whole report.
+impl RunDetails for crate::verify::drill::DrillReport {
+    const KIND: RunKind = RunKind::Drill;
+}
+
+/// A prune records its report.
+impl RunDetails for crate::prune::PruneReport {
+    const KIND: RunKind = RunKind::Prune;
+}
 
 /// What the service runs. Its `key` names it in the journal's job state and for `vouch run`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -344,14 +408,15 @@ impl Service {
                     .map_err(BackupFailure::Backup)
             }
         };
-        let mut details = serde_json::json!({
-            "waited_for_repository_s": waited.as_secs(),
-            "waited_past_next_slot": late,
-        });
+        let mut details = BackupDetails {
+            waited_for_repository_s: waited.as_secs(),
+            waited_past_next_slot: late,
+            ..Default::default()
+        };
         let record = match result {
             Ok(report) => {
                 let sum = &report.snapshot.summary;
-                details["summary"] = serde_json::to_value(sum).unwrap_or_default();
+                details.summary = Some(sum.clone());
                 let outcome = if report.is_partial() {
                     Outcome::Partial
                 } else {
@@ -393,7 +458,7 @@ impl Service {
                 RunRecord {
                     snapshot: Some(report.snapshot_id.to_hex()),
                     error,
-                    details,
+                    details: Details::of(&details),
                     ..self.record(
                         RunKind::Backup,
                         &s.name,
@@ -415,7 +480,7 @@ impl Service {
                 };
                 RunRecord {
                     error: Some(e.to_string()),
-                    details,
+                    details: Details::of(&details),
                     ..self.record(
                         RunKind::Backup,
                         &s.name,
@@ -431,10 +496,8 @@ impl Service {
         };
         let mut record = record;
         let changes = record
-            .details
-            .get("summary")
-            .and_then(|s| s.get("changes"))
-            .and_then(|c| serde_json::from_value(c.clone()).ok());
+            .details_as::<BackupDetails>()
+            .and_then(|d| d.summary?.changes);
         let snapshot = record.snapshot.as_deref().and_then(|h| h.parse().ok());
         if let (Some(changes), Some(id), true) = (changes, snapshot, record.outcome.is_good()) {
             self.check_for_ransomware(s, id, &changes, &mut record)
@@ -532,7 +595,7 @@ impl Service {
                     snapshot: Some(r.snapshot.id.to_hex()),
                     report: Some(o.report_id.clone()),
                     error,
-                    details: serde_json::to_value(r).unwrap_or_default(),
+                    details: Details::of(r),
                     ..self.record(
                         RunKind::Drill,
                         &plan.name,
@@ -589,7 +652,7 @@ impl Service {
             snapshot: None,
             report: None,
             error: None,
-            details: serde_json::Value::Null,
+            details: Details::none(),
         }
     }
 
@@ -685,12 +748,14 @@ impl Service {
             let Ok(repo) = self.repository(&name).await else {
                 continue;
             };
-            if crate::journal::mirror_entry(&repo, &self.host, entry)
-                .await
-                .is_ok()
-            {
-                self.journal.lock().expect("journal").mirrored(seq, &name)?;
-                done += 1;
+            match crate::journal::mirror_entry(&repo, &self.host, entry).await {
+                Ok(()) => {
+                    self.journal.lock().expect("journal").mirrored(seq, &name)?;
+                    done += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(seq, repository = %name, error = %e, "journal row not mirrored yet")
+                }
             }
         }
         Ok(done)
@@ -788,5 +853,75 @@ impl Service {
 
     pub fn state_dir(&self) -> PathBuf {
         self.config.state_dir.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every run of the first release's journal reads back as its kind's details, and the
+    /// typed details write exactly the JSON the row holds: the hashes that chain the journal
+    /// do not move.
+    #[test]
+    fn typed_details_read_the_first_releases_rows_and_write_them_byte_for_byte() {
+        let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/journal-v0/journal.sqlite");
+        let db = rusqlite::Connection::open_with_flags(
+            &sample,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        let mut stmt = db
+            .prepare("SELECT record FROM journal ORDER BY seq")
+            .unwrap();
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let mut typed = 0;
+        for text in &rows {
+            let Record::Run(mut run) = serde_json::from_str::<Record>(text).unwrap() else {
+                continue;
+            };
+            let again = match run.kind {
+                RunKind::Backup => Details::of(&run.details_as::<BackupDetails>().unwrap()),
+                RunKind::Drill => Details::of(
+                    &run.details_as::<crate::verify::drill::DrillReport>()
+                        .unwrap(),
+                ),
+                other => panic!("the sample has no {other} runs: extend the test"),
+            };
+            run.details = again;
+            assert_eq!(&serde_json::to_string(&Record::Run(run)).unwrap(), text);
+            typed += 1;
+        }
+        assert_eq!(typed, 5, "the sample's five runs");
+        // Another kind's details are not read as a backup's.
+        let Record::Run(mut run) = serde_json::from_str::<Record>(&rows[0]).unwrap() else {
+            panic!("the sample starts with a backup");
+        };
+        assert!(run.details_as::<BackupDetails>().is_some());
+        run.kind = RunKind::Prune;
+        assert!(run.details_as::<BackupDetails>().is_none());
+    }
+
+    #[test]
+    fn a_ransomware_flag_is_written_with_its_members_in_sorted_order() {
+        let d = BackupDetails {
+            waited_for_repository_s: 3,
+            waited_past_next_slot: true,
+            summary: None,
+            ransomware: Some(RansomwareFlag {
+                title: "Possible ransomware".into(),
+                detail: "40% of files changed".into(),
+                snapshot: "ab12".into(),
+            }),
+        };
+        assert_eq!(
+            serde_json::to_string(&Details::of(&d)).unwrap(),
+            r#"{"ransomware":{"detail":"40% of files changed","snapshot":"ab12","title":"Possible ransomware"},"waited_for_repository_s":3,"waited_past_next_slot":true}"#
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::config::{Plan, Selection, SnapshotChoice};
+use crate::config::{Plan, Selection};
 use crate::repo::crypto::Kind;
 use crate::repo::ids::{FileHash, SnapshotId};
 use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
@@ -663,17 +663,6 @@ fn empty_levels() -> DrillLevels {
         blobs_checked: false,
         files_verified: 0,
         source: None,
-    }
-}
-
-/// Snapshot choice for reports.
-pub fn describe_choice(c: &SnapshotChoice) -> String {
-    match c {
-        SnapshotChoice::Latest => "latest".into(),
-        SnapshotChoice::Oldest => "oldest".into(),
-        SnapshotChoice::RandomWithin(d) => {
-            format!("random within {}", humantime::format_duration(*d))
-        }
     }
 }
 

@@ -125,3 +125,64 @@ fn the_librarys_modules_import_one_way_and_never_the_command_line() {
         }
     }
 }
+
+/// Below the command line, errors are types a caller can match on: no function returns
+/// `Result<_, String>` (a `String` error is what made a drill branch on the words of a
+/// message, and a repository that cannot be opened read as a source that cannot be used).
+#[test]
+fn below_the_command_line_no_result_carries_a_string_error() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    let mut scanned = 0;
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = e.path();
+            let rel = path
+                .strip_prefix(&src)
+                .unwrap()
+                .to_string_lossy()
+                .to_string();
+            if rel == "cli" || rel == "cli.rs" || rel == "main.rs" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            scanned += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                // The error type is the last argument of `Result<…>`: find `, String>` that
+                // closes a `Result<`, however the success type nests.
+                for (i, _) in line.match_indices("Result<") {
+                    let mut depth = 0;
+                    let mut last_comma = None;
+                    for (j, c) in line[i + "Result<".len()..].char_indices() {
+                        match c {
+                            '<' | '(' | '[' => depth += 1,
+                            '>' | ')' | ']' if depth > 0 => depth -= 1,
+                            '>' => {
+                                let start = i + "Result<".len();
+                                if let Some(k) = last_comma {
+                                    if line[start + k + 1..start + j].trim() == "String" {
+                                        found.push(format!("src/{rel}:{}: {}", n + 1, line.trim()));
+                                    }
+                                }
+                                break;
+                            }
+                            ',' if depth == 0 => last_comma = Some(j),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(scanned > 50, "the scan found the sources ({scanned} files)");
+    assert!(
+        found.is_empty(),
+        "String errors below cli:\n{}",
+        found.join("\n")
+    );
+}

@@ -8,8 +8,8 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 
 use serde_json::Value;
-use vouch::journal::{Outcome, Record, Trigger};
-use vouch::schedule::service::Service;
+use vouch::records::{Outcome, Record, Trigger};
+use vouch::service::Service;
 use vouch::{Clock, ManualClock};
 
 use crate::support::{Env, Run, Smtp, noise, text, write};
@@ -166,12 +166,12 @@ fn with_s3(cmd: &mut Command) -> &mut Command {
 fn year() -> &'static Year {
     static YEAR: OnceLock<Year> = OnceLock::new();
     YEAR.get_or_init(|| {
-        vouch::verify::drill::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
+        vouch::service::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
         let env = Env::new();
         let bucket = crate::support::bucket_name("evidence_year");
         let dir = school(&env, None, Some(&bucket));
         let clock = ManualClock::new(time::macros::datetime!(2025-09-01 01:00 UTC));
-        let config = vouch::config::Config::load(&dir.join("vouch.toml")).unwrap();
+        let config = vouch::service::Config::load(&dir.join("vouch.toml")).unwrap();
         let service = Service::new(config, Arc::new(clock.clone())).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
         let failed_drill = rt.block_on(async {
@@ -210,7 +210,7 @@ fn year() -> &'static Year {
             }
             // The daemon's own reckoning: on 1 September at 08:00 (school time) the evidence
             // job, and only it, comes due.
-            use vouch::schedule::daemon::{due, jobs};
+            use vouch::service::{due, jobs};
             let all = jobs(&service.config);
             let tz = service.config.time_zone.clone();
             let considered = |_: &str| Some(time::macros::datetime!(2026-08-31 12:00 UTC));
@@ -235,7 +235,7 @@ fn year() -> &'static Year {
                 .run_job(&fired[0].name, Trigger::Schedule, "vouch daemon")
                 .await
                 .unwrap();
-            assert_eq!(o.record.kind, vouch::journal::RunKind::Evidence);
+            assert_eq!(o.record.kind, vouch::records::RunKind::Evidence);
             assert_eq!(o.record.outcome, Outcome::Success, "{:?}", o.record.error);
             // The daemon delivers what the jobs queued, apart from them.
             service.flush_outbox().await.unwrap();
@@ -475,13 +475,13 @@ fn changing_the_pack_fails_verification_and_says_which_part() {
 fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository() {
     let y = year();
     let env = Env::new();
-    let secret = vouch::evidence::sign::load_secret_key(
+    let secret = vouch::audit::load_secret_key(
         &y.dir.join("keys/evidence.key"),
         Some(KEY_PASSPHRASE.into()),
     )
     .unwrap();
-    let public = vouch::evidence::sign::public_of(&secret).unwrap();
-    let original: vouch::evidence::Evidence =
+    let public = vouch::audit::public_of(&secret).unwrap();
+    let original: vouch::audit::Evidence =
         serde_json::from_slice(&std::fs::read(y.pack.join("evidence.json")).unwrap()).unwrap();
     let without = |rechain: bool| {
         let mut inputs = original.inputs.clone();
@@ -497,19 +497,19 @@ fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository
             for (i, row) in inputs.journal.rows.iter_mut().enumerate() {
                 row.seq = first + i as i64;
                 row.prev_hash = prev;
-                row.hash = vouch::journal::store_chain_hash(
+                row.hash = vouch::records::store_chain_hash(
                     &row.prev_hash,
                     &serde_json::to_string(&row.record).unwrap(),
                 );
                 prev = row.hash.clone();
             }
         }
-        vouch::evidence::Evidence::new(inputs, original.generated, original.signing_key_id.clone())
+        vouch::audit::Evidence::new(inputs, original.generated, original.signing_key_id.clone())
     };
 
     // Rows simply taken out leave a gap in the chain.
     let gap = env.path("gap");
-    vouch::evidence::write_pack(&gap, &without(false), &secret, &public).unwrap();
+    vouch::audit::write_pack(&gap, &without(false), &secret, &public).unwrap();
     let run = y.verify(&gap, &[]).expect(4);
     assert!(
         run.stdout.contains("FAIL journal chain in the pack")
@@ -523,7 +523,7 @@ fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository
     let forged = env.path("forged");
     let e = without(true);
     assert!(e.derived.incidents.iter().all(|i| i.kind != "drill-failed"));
-    vouch::evidence::write_pack(&forged, &e, &secret, &public).unwrap();
+    vouch::audit::write_pack(&forged, &e, &secret, &public).unwrap();
     y.verify(&forged, &[]).expect(0);
     let run = y.verify(&forged, &["--repo", &y.repo]).expect(4);
     assert!(

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use object_store::local::LocalFileSystem;
-use vouch::storage::{Fault, FaultyStore};
 use vouch::{BackupError, BackupOptions, Repository, Secret, StorageError, Store};
+use vouch::{Fault, FaultyStore};
 
 use crate::support::{Env, PASSWORD, noise, write};
 
@@ -100,14 +100,14 @@ fn credentials_that_cannot_delete_still_back_up_and_prune_reports_the_refusals()
     f.faulty.inject(Fault::DenyDeletes);
     f.backup()
         .expect("a backup does not need to delete anything");
-    let policy = vouch::retention::Policy {
-        last: Some(vouch::retention::Count::N(1)),
+    let policy = vouch::Policy {
+        last: Some(vouch::Count::N(1)),
         ..Default::default()
     };
     let forget = rt
-        .block_on(vouch::retention::forget(
+        .block_on(vouch::forget(
             repo,
-            &vouch::retention::ForgetOptions {
+            &vouch::ForgetOptions {
                 policy,
                 tags: Vec::new(),
                 schedule: None,
@@ -138,7 +138,7 @@ fn credentials_that_cannot_delete_still_back_up_and_prune_reports_the_refusals()
         .id;
     std::fs::remove_file(repo_dir.join(format!("snapshots/{}", first.to_hex()))).unwrap();
     let report = rt
-        .block_on(vouch::prune::prune(repo.clone(), &Default::default()))
+        .block_on(vouch::prune(repo.clone(), &Default::default()))
         .expect("prune carries on past refused deletes");
     assert_eq!(report.packs_removed, 0);
     assert!(

@@ -2,9 +2,9 @@
 //! key derivation, AES-256-GCM with ring), by the library, and compared with the document.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use vouch::repo::crypto::{Keys, Kind, MasterSecret};
-use vouch::repo::format::BlobKind;
-use vouch::repo::format::pack::{HeaderEntry, encode_header};
+use vouch::format::BlobKind;
+use vouch::format::pack::{HeaderEntry, encode_header};
+use vouch::format::{Keys, Kind, MasterSecret};
 
 fn vectors_in_doc() -> std::collections::BTreeMap<String, String> {
     let doc =

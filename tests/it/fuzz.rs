@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use vouch::repo::crypto::Kind;
-use vouch::repo::format::index::IndexFile;
-use vouch::repo::format::lock::LockFile;
-use vouch::repo::format::snapshot::Snapshot;
-use vouch::repo::format::tree::Tree;
-use vouch::repo::ids::{BlobId, PackId};
-use vouch::repo::index::BlobLocation;
+use vouch::format::BlobLocation;
+use vouch::format::Kind;
+use vouch::format::index::IndexFile;
+use vouch::format::lock::LockFile;
+use vouch::format::snapshot::Snapshot;
+use vouch::format::tree::Tree;
+use vouch::format::{BlobId, PackId};
 use vouch::{RepoUrl, Repository, Secret, Store};
 
 use crate::support::{Env, PASSWORD, Run, noise, packs, text, write};
@@ -314,8 +314,7 @@ impl Corpus {
                 .unwrap(),
         );
         let (id, _) = rt.block_on(repo.find_snapshot("latest")).unwrap();
-        rt.block_on(vouch::retention::hold(&repo, id, "fuzz corpus"))
-            .unwrap();
+        rt.block_on(vouch::hold(&repo, id, "fuzz corpus")).unwrap();
         Corpus { env, dir, repo, rt }
     }
 
@@ -365,8 +364,8 @@ impl Corpus {
             })
         ];
         fuzz("pack header", 256, strategy, |bytes| {
-            let _ = vouch::repo::format::pack::read_header(&keys, &bytes);
-            let _ = vouch::repo::format::pack::decode_header(&bytes);
+            let _ = vouch::format::pack::read_header(&keys, &bytes);
+            let _ = vouch::format::pack::decode_header(&bytes);
             Ok(())
         });
     }
@@ -390,12 +389,12 @@ impl Corpus {
                 keys.seal_into(Kind::DataBlob, &payload, &mut sealed);
                 let loc = BlobLocation {
                     pack: 0,
-                    kind: vouch::repo::format::BlobKind::Data,
+                    kind: vouch::format::BlobKind::Data,
                     offset: 0,
                     length: sealed.len() as u32,
                     raw_length: raw,
                 };
-                let mut decoder = vouch::repo::BlobDecoder::new();
+                let mut decoder = vouch::BlobDecoder::new();
                 let id = BlobId::from_bytes([7; 32]);
                 let _ = decoder.decode(
                     &keys,
@@ -437,17 +436,9 @@ impl Corpus {
     fn documents(&self) {
         self.document::<IndexFile>("index file", "index", Kind::Index);
         self.document::<Snapshot>("snapshot", "snapshots", Kind::Snapshot);
-        self.document::<vouch::verify::ledger::LedgerRecord>(
-            "ledger record",
-            "ledger",
-            Kind::Ledger,
-        );
-        self.document::<vouch::verify::drill::DrillReport>(
-            "drill report",
-            "drills",
-            Kind::DrillReport,
-        );
-        self.document::<vouch::retention::Hold>("hold", "holds", Kind::Hold);
+        self.document::<vouch::records::LedgerRecord>("ledger record", "ledger", Kind::Ledger);
+        self.document::<vouch::records::DrillReport>("drill report", "drills", Kind::DrillReport);
+        self.document::<vouch::Hold>("hold", "holds", Kind::Hold);
         // A lock as a prune would find it.
         let lock = LockFile {
             version: 1,
@@ -512,7 +503,7 @@ impl Corpus {
             } else {
                 key.clone()
             };
-            let _ = vouch::journal::decode_mirror(&repo, &key, &bytes);
+            let _ = vouch::records::decode_mirror(&repo, &key, &bytes);
             Ok(())
         });
     }
@@ -546,7 +537,7 @@ fn hex(bytes: &[u8]) -> String {
 fn evidence_pack(env: &Env) {
     let pack = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/evidence-v1");
     let json = std::fs::read(pack.join("evidence.json")).unwrap();
-    let pk = vouch::evidence::sign::load_public_key(&pack.join("evidence.pub")).unwrap();
+    let pk = vouch::audit::load_public_key(&pack.join("evidence.pub")).unwrap();
     let dir = env.path("evidence");
     std::fs::create_dir_all(&dir).unwrap();
     for f in [
@@ -559,7 +550,7 @@ fn evidence_pack(env: &Env) {
     let rt = tokio::runtime::Runtime::new().unwrap();
     fuzz("evidence pack", 128, damaged(json), |bytes| {
         std::fs::write(dir.join("evidence.json"), &bytes).unwrap();
-        let out = rt.block_on(vouch::evidence::verify_pack(&dir, &pk, None));
+        let out = rt.block_on(vouch::audit::verify_pack(&dir, &pk, None));
         let _ = format!("{out:?}");
         Ok(())
     });
@@ -579,11 +570,11 @@ fn configuration(env: &Env) {
         let config = etc.join("vouch.toml");
         fuzz("configuration", 96, damaged(good.clone()), |bytes| {
             std::fs::write(file, &bytes).unwrap();
-            let (_, errors) = vouch::config::Config::check_all(&config);
+            let (_, errors) = vouch::service::Config::check_all(&config);
             for e in &errors {
                 let _ = e.to_string();
             }
-            let _ = vouch::config::Plan::load(&etc.join("restore-tests/monthly.toml"));
+            let _ = vouch::service::Plan::load(&etc.join("restore-tests/monthly.toml"));
             Ok(())
         });
         std::fs::write(file, &good).unwrap();
@@ -608,7 +599,7 @@ fn cron() {
     ];
     let start: jiff::Timestamp = "2026-03-29T00:30:00Z".parse().unwrap();
     fuzz("cron", 512, strategy, |text| {
-        if let Ok(c) = vouch::schedule::cron::Cron::parse(&text) {
+        if let Ok(c) = vouch::service::Cron::parse(&text) {
             let _ = c.next_after(start, &tz);
         }
         Ok(())
@@ -619,8 +610,8 @@ fn cron() {
 /// the configuration.
 fn typed_values() {
     fuzz("typed values", 512, ".{0,40}", |text| {
-        let _ = vouch::config::parse_duration(&text);
-        let _ = vouch::config::parse_size(&text);
+        let _ = vouch::service::parse_duration(&text);
+        let _ = vouch::service::parse_size(&text);
         let _ = vouch::RepoUrl::parse(&text);
         Ok(())
     });

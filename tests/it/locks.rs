@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use vouch::repo::crypto::Kind;
-use vouch::repo::format::lock::LockFile;
+use vouch::format::Kind;
+use vouch::format::lock::LockFile;
 use vouch::{LockMode, RepoUrl, Repository, Secret, Store};
 
 use crate::support::{Env, PASSWORD, write};
@@ -70,7 +70,7 @@ fn a_lock_left_by_a_dead_process_is_stale_and_unlock_removes_it() {
     let repo = open(&rt, &repo_dir);
     let lock = LockFile {
         version: 1,
-        host: vouch::sys::hostname(),
+        host: vouch::service::hostname(),
         pid: dead_pid,
         username: "vouch".into(),
         time: vouch::Clock::now(&vouch::SystemClock),

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vouch::storage::Fault;
+use vouch::Fault;
 use vouch::{InitOptions, Repository, Secret};
 
 use crate::support::{
@@ -657,7 +657,7 @@ fn sqlite(db: &Path, query: &str) -> Vec<String> {
 
 #[test]
 fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
-    use vouch::schedule::service::Service;
+    use vouch::service::Service;
     let port = silent_mail_server();
     let site = Site::new(port, "0 1 * * *");
     // A heartbeat receiver on loopback that records the paths it is asked for.
@@ -694,7 +694,7 @@ fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
     )
     .unwrap();
     let clock = vouch::ManualClock::new(time::macros::datetime!(2026-05-11 00:30 UTC));
-    let config = vouch::config::Config::load(&site.dir.join("vouch.toml")).unwrap();
+    let config = vouch::service::Config::load(&site.dir.join("vouch.toml")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The SMTP transport is built inside a runtime.
     let _inside = rt.enter();
@@ -704,7 +704,7 @@ fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
         // A failure queues an alert that cannot go out.
         std::fs::rename(&share, site.env.path("away")).unwrap();
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         std::fs::rename(site.env.path("away"), &share).unwrap();
@@ -713,14 +713,14 @@ fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
         // The next good backup, an hour later: the heartbeat says success.
         clock.advance(time::Duration::hours(1));
         let o = service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
-        assert_eq!(o.record.outcome, vouch::journal::Outcome::Success);
+        assert_eq!(o.record.outcome, vouch::records::Outcome::Success);
         // Thirteen hours on, mail has still not gone: a good backup pings /fail.
         clock.advance(time::Duration::hours(13));
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         let stuck = service.outbox_stuck().unwrap().expect("stuck");

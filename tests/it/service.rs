@@ -6,7 +6,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use vouch::schedule::service::Service;
+use vouch::service::Service;
 use vouch::{Clock, ManualClock};
 
 use crate::support::{Env, Run, Smtp, noise, packs, write};
@@ -191,15 +191,15 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
     let site = Site::new(None);
     let clock = ManualClock::new(time::macros::datetime!(2026-05-11 00:30 UTC));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = vouch::config::Config::load(&site.config()).unwrap();
+    let config = vouch::service::Config::load(&site.config()).unwrap();
     let service = Service::new(config, Arc::new(clock.clone())).unwrap();
     rt.block_on(async {
         let s = service.config.schedule("staff-nightly").unwrap().clone();
         let o = service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
-        assert_eq!(o.record.outcome, vouch::journal::Outcome::Success);
+        assert_eq!(o.record.outcome, vouch::records::Outcome::Success);
         clock.advance(time::Duration::hours(25));
         service.housekeeping().await.unwrap();
         service.flush_outbox().await.unwrap();
@@ -230,7 +230,7 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
         assert_eq!(site.mail_folder().len(), 2);
         // The next good backup resolves it.
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         service.flush_outbox().await.unwrap();
@@ -393,8 +393,8 @@ fn sigterm_during_a_daemon_backup_leaves_a_repository_that_passes_check() {
     }
     // The nightly backup was last considered days ago: the daemon catches it up at once.
     {
-        let config = vouch::config::Config::load(&site.config()).unwrap();
-        let j = vouch::journal::Journal::open(&config.state_dir).unwrap();
+        let config = vouch::service::Config::load(&site.config()).unwrap();
+        let j = vouch::records::Journal::open(&config.state_dir).unwrap();
         j.set_considered(
             "staff-nightly",
             time::macros::datetime!(2026-01-01 00:00 UTC),
@@ -503,26 +503,26 @@ fn heartbeat_urls_are_pinged_on_start_and_success() {
 
 #[test]
 fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_it() {
-    vouch::verify::drill::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
+    vouch::service::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
     let site = Site::new(None);
     let clock = ManualClock::new(time::macros::datetime!(2026-09-01 09:00 UTC));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let config = vouch::config::Config::load(&site.config()).unwrap();
+    let config = vouch::service::Config::load(&site.config()).unwrap();
     let service = Service::new(config, Arc::new(clock.clone())).unwrap();
     rt.block_on(async {
         let plan = service.config.plan("monthly").unwrap().clone();
         let s = service.config.schedule("staff-nightly").unwrap().clone();
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         let o = service
-            .run_drill(&plan, vouch::journal::Trigger::Schedule, "test")
+            .run_drill(&plan, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         assert_eq!(
             o.record.outcome,
-            vouch::journal::Outcome::Success,
+            vouch::records::Outcome::Success,
             "{:?}",
             o.record.error
         );
@@ -530,7 +530,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
         // Keep the backups fresh so that only the drill clock speaks.
         clock.advance(time::Duration::days(330));
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         service.flush_outbox().await.unwrap();
@@ -541,7 +541,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
         );
         clock.advance(time::Duration::days(6));
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         service.flush_outbox().await.unwrap();
@@ -553,7 +553,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
         );
         clock.advance(time::Duration::days(30));
         service
-            .run_backup(&s, vouch::journal::Trigger::Schedule, "test")
+            .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         service.flush_outbox().await.unwrap();
@@ -564,7 +564,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             "{mail:#?}"
         );
         service
-            .run_drill(&plan, vouch::journal::Trigger::Manual, "test")
+            .run_drill(&plan, vouch::records::Trigger::Manual, "test")
             .await
             .unwrap();
         service.flush_outbox().await.unwrap();

@@ -5,7 +5,7 @@
 //! full stores.
 
 use bytes::Bytes;
-use vouch::storage::{Fault, FaultyStore};
+use vouch::{Fault, FaultyStore};
 use vouch::{RepoUrl, Retention, RetentionMode, S3Options, StorageError, Store};
 
 use crate::support::{Env, bucket_name, noise, s3, with_faults};

@@ -392,8 +392,8 @@ pub fn bucket_name(test: &str) -> String {
 /// damage can be aimed at one file.
 pub fn blob_location(repo: &Path, path: &str) -> (PathBuf, usize) {
     use std::sync::Arc;
-    use vouch::repo::TreeLoader;
-    use vouch::repo::packer::pack_key;
+    use vouch::TreeLoader;
+    use vouch::format::pack_key;
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let store = vouch::Store::open(
@@ -504,10 +504,10 @@ impl Drop for Smtp {
 
 /// The same objects as `store`, through a fault-injecting wrapper around its real store, and
 /// the handle that switches the faults.
-pub fn with_faults(store: vouch::Store) -> (vouch::Store, vouch::storage::FaultyStore) {
+pub fn with_faults(store: vouch::Store) -> (vouch::Store, vouch::FaultyStore) {
     let mut handle = None;
     let store = store.map_inner(|inner| {
-        let f = vouch::storage::FaultyStore::new(inner);
+        let f = vouch::FaultyStore::new(inner);
         handle = Some(f.clone());
         std::sync::Arc::new(f)
     });

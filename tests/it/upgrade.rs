@@ -23,7 +23,7 @@ fn a_journal_from_the_first_release_is_migrated_and_nothing_is_lost() {
     // The rows' copies are filed under the host that wrote them; this machine is that host.
     let hosts = crate::support::files_in(&repo.join("journal"));
     assert_eq!(hosts.len(), 1);
-    let here = repo.join("journal").join(vouch::sys::hostname());
+    let here = repo.join("journal").join(vouch::service::hostname());
     if hosts[0] != here {
         std::fs::rename(&hosts[0], &here).unwrap();
     }
@@ -83,7 +83,7 @@ fn a_journal_from_the_first_release_is_migrated_and_nothing_is_lost() {
     );
     assert_eq!(
         sqlite(&db, "PRAGMA user_version"),
-        vouch::journal::schema::VERSION.to_string(),
+        vouch::records::JOURNAL_VERSION.to_string(),
         "migrated on first open"
     );
     // The open incident and the email still waiting.

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use crate::evidence::send::SigningKey;
 use crate::evidence::{Evidence, Period};
-use crate::journal::{Outcome, RunRecord, Trigger};
+use crate::journal::{Details, Outcome, RunRecord, Trigger};
 
-use super::{JobOutcome, Service, ServiceError};
+use super::{EvidenceDetails, JobOutcome, Service, ServiceError};
 
 impl Service {
     /// Everything a pack is built from: the configuration, the journal, and each repository
@@ -119,7 +119,10 @@ impl Service {
             snapshot: None,
             report: None,
             error,
-            details: serde_json::json!({ "dir": dir.display().to_string(), "period": period }),
+            details: Details::of(&EvidenceDetails {
+                dir: dir.display().to_string(),
+                period,
+            }),
         };
         let outcome = self.record_run(record).await?;
         Ok((outcome, dir))

@@ -1,12 +1,11 @@
 //! The service's upkeep of a repository: the ransomware check after each backup, the
 //! schedule's retention, the scheduled prune, and a person's acknowledgement of an alert.
 
-use serde_json::json;
-
+use super::{BackupDetails, ForgetDetails, RansomwareFlag, RefusedSnapshot};
 use super::{JobOutcome, Service, ServiceError};
 use crate::backup::changes::ChangeStats;
 use crate::config::Schedule;
-use crate::journal::{Outcome, Record, RunKind, RunRecord, Trigger};
+use crate::journal::{Details, Outcome, Record, RunKind, RunRecord, Trigger};
 use crate::notify::Monitor;
 use crate::repo::ids::SnapshotId;
 
@@ -112,10 +111,9 @@ impl Service {
         let mut out: Vec<ChangeStats> = runs
             .iter()
             .filter(|(_, r)| r.kind == RunKind::Backup && r.job == job && r.outcome.is_good())
-            .filter(|(_, r)| r.details.get("ransomware").is_none())
-            .filter_map(|(_, r)| {
-                serde_json::from_value(r.details.get("summary")?.get("changes")?.clone()).ok()
-            })
+            .filter_map(|(_, r)| r.details_as::<BackupDetails>())
+            .filter(|d| d.ransomware.is_none())
+            .filter_map(|d| d.summary?.changes)
             .collect();
         let skip = out.len().saturating_sub(HISTORY);
         out.drain(..skip);
@@ -152,11 +150,13 @@ impl Service {
         record
             .summary
             .push_str(&format!("; {}", suspicion.title.to_uppercase()));
-        record.details["ransomware"] = json!({
-            "title": suspicion.title,
-            "detail": detail,
-            "snapshot": snapshot.to_hex(),
+        let mut details = record.details_as::<BackupDetails>().unwrap_or_default();
+        details.ransomware = Some(RansomwareFlag {
+            title: suspicion.title,
+            detail,
+            snapshot: snapshot.to_hex(),
         });
+        record.details = Details::of(&details);
         Ok(())
     }
 
@@ -167,14 +167,16 @@ impl Service {
         seq: i64,
         record: &RunRecord,
     ) -> Result<(), ServiceError> {
-        let Some(r) = record.details.get("ransomware") else {
+        let Some(r) = record
+            .details_as::<BackupDetails>()
+            .and_then(|d| d.ransomware)
+        else {
             return Ok(());
         };
-        let text = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or_default();
-        let snapshot = text("snapshot");
+        let snapshot = &r.snapshot;
         let detail = format!(
             "{}{}",
-            text("detail"),
+            r.detail,
             advice(
                 &record.job,
                 &seq.to_string(),
@@ -185,7 +187,7 @@ impl Service {
             &crate::notify::incident::IncidentKind::Ransomware.key(&record.job),
             crate::notify::incident::IncidentKind::Ransomware,
             &record.job,
-            text("title"),
+            &r.title,
             &detail,
             Some(seq),
             self.clock.now(),
@@ -237,7 +239,7 @@ impl Service {
                     s.name
                 ),
                 None,
-                serde_json::Value::Null,
+                Details::none(),
             );
             return Ok(Some(self.finish(r).await?));
         }
@@ -274,9 +276,16 @@ impl Service {
                     Outcome::Success,
                     summary,
                     None,
-                    json!({
-                        "removed": report.removed.iter().map(|i| i.to_hex()).collect::<Vec<_>>(),
-                        "refused": report.refused.iter().map(|(i, why)| json!({"snapshot": i.to_hex(), "why": why})).collect::<Vec<_>>(),
+                    Details::of(&ForgetDetails {
+                        removed: report.removed.iter().map(|i| i.to_hex()).collect(),
+                        refused: report
+                            .refused
+                            .iter()
+                            .map(|(i, why)| RefusedSnapshot {
+                                snapshot: i.to_hex(),
+                                why: why.to_string(),
+                            })
+                            .collect(),
                     }),
                 )
             }
@@ -284,7 +293,7 @@ impl Service {
                 Outcome::Failed,
                 format!("retention for {} failed", s.name),
                 Some(e),
-                serde_json::Value::Null,
+                Details::none(),
             ),
         };
         Ok(Some(self.finish(r).await?))
@@ -327,18 +336,13 @@ impl Service {
                         r.retention_extended
                     ));
                 }
-                (
-                    Outcome::Success,
-                    summary,
-                    None,
-                    serde_json::to_value(&r).unwrap_or_default(),
-                )
+                (Outcome::Success, summary, None, Details::of(&r))
             }
             Err(e) => (
                 Outcome::Failed,
                 format!("prune of {repository} failed"),
                 Some(e),
-                serde_json::Value::Null,
+                Details::none(),
             ),
         };
         let record = RunRecord {
@@ -373,16 +377,13 @@ impl Service {
                 "row {run} is a note, not a run"
             )));
         };
-        let Some(flag) = r.details.get("ransomware") else {
+        let Some(flag) = r.details_as::<BackupDetails>().and_then(|d| d.ransomware) else {
             return Err(ServiceError::NoJob(format!(
                 "run #{run} ({} {}) raised no ransomware alert; `vouch status` lists open incidents",
                 r.kind, r.job
             )));
         };
-        let snapshot: Option<SnapshotId> = flag
-            .get("snapshot")
-            .and_then(|s| s.as_str())
-            .and_then(|s| s.parse().ok());
+        let snapshot: Option<SnapshotId> = flag.snapshot.parse().ok();
         let mut released = 0;
         if let Some(id) = snapshot {
             let repo = self.repository(&r.repository).await?;
