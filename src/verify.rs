@@ -4,6 +4,8 @@
 
 mod check;
 pub mod drill;
+pub mod finding;
 pub mod ledger;
 
-pub use check::{CheckOptions, CheckReport, ReadData, Severity, check};
+pub use check::{CheckOptions, CheckReport, ReadData, check};
+pub use finding::Severity;

@@ -19,6 +19,7 @@ use crate::repo::index::MasterIndex;
 use crate::repo::packer::pack_key;
 use crate::repo::{BlobDecoder, BlobError, RepoError, Repository, TreeLoader};
 
+use super::finding::{Affected, Finding, FindingKind, Object, Severity};
 use super::ledger::{self, Ledger, LedgerRecord};
 
 /// How much stored data to re-read.
@@ -36,62 +37,6 @@ pub struct CheckOptions {
     /// Seed for the subset; random when unset.
     pub seed: Option<u64>,
     pub threads: Option<usize>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    /// Data is missing or altered: some snapshot cannot be fully restored.
-    Damage,
-    /// Something to tidy that loses nothing.
-    Warning,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum FindingKind {
-    PackMissing,
-    PackSize,
-    PackHash,
-    PackHeader,
-    PackIndexMismatch,
-    BlobDamaged,
-    BlobMissing,
-    IndexUnreadable,
-    SnapshotUnreadable,
-    TreeUnreadable,
-    FileSize,
-    PackUnindexed,
-    LockStale,
-    /// A key file that cannot be read: its passphrase no longer opens the repository.
-    KeyUnreadable,
-    /// A lock file that cannot be read (it protects nothing; `vouch unlock` removes it).
-    LockUnreadable,
-    /// A drill report, ledger record, hold or journal copy that cannot be read.
-    RecordUnreadable,
-    /// A write killed before it finished, left on a local disk.
-    PartialUpload,
-}
-
-/// A file that damage makes unrestorable.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub struct Affected {
-    pub snapshot: String,
-    pub path: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Finding {
-    pub severity: Severity,
-    pub kind: FindingKind,
-    /// The damaged object (`data/ab/ab12…`, `index/…`, `snapshots/…`).
-    pub object: String,
-    pub message: String,
-    /// Files that cannot be restored because of it (first 100).
-    pub affected: Vec<Affected>,
-    pub affected_total: usize,
-    #[serde(skip)]
-    blobs: Vec<BlobId>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -125,21 +70,8 @@ impl CheckReport {
 
 const AFFECTED_SHOWN: usize = 100;
 
-fn finding(
-    severity: Severity,
-    kind: FindingKind,
-    object: impl Into<String>,
-    message: impl Into<String>,
-) -> Finding {
-    Finding {
-        severity,
-        kind,
-        object: object.into(),
-        message: message.into(),
-        affected: Vec::new(),
-        affected_total: 0,
-        blobs: Vec::new(),
-    }
+fn finding(kind: FindingKind, object: impl Into<Object>, message: impl Into<String>) -> Finding {
+    Finding::new(kind, object, message)
 }
 
 pub async fn check(repo: Arc<Repository>, opts: &CheckOptions) -> Result<CheckReport, RepoError> {
@@ -167,7 +99,6 @@ async fn check_locked(
     let (index, bad_indexes) = repo.load_index().await?;
     for (key, err) in bad_indexes {
         findings.push(finding(
-            Severity::Damage,
             FindingKind::IndexUnreadable,
             key,
             format!("index file unreadable: {err}; the blobs it listed are reported below"),
@@ -183,9 +114,8 @@ async fn check_locked(
                 missing_packs.insert(pos as u32);
                 findings.push(with_blobs(
                     finding(
-                        Severity::Damage,
                         FindingKind::PackMissing,
-                        &key,
+                        pack.id,
                         "pack is missing from storage",
                     ),
                     index
@@ -197,9 +127,8 @@ async fn check_locked(
             }
             Some(&size) if size != pack.size => findings.push(with_blobs(
                 finding(
-                    Severity::Damage,
                     FindingKind::PackSize,
-                    &key,
+                    pack.id,
                     format!("pack is {size} bytes, the index says {}", pack.size),
                 ),
                 index
@@ -219,8 +148,7 @@ async fn check_locked(
     unindexed.sort();
     for key in unindexed {
         findings.push(finding(
-            Severity::Warning,
-            FindingKind::PackUnindexed,
+                        FindingKind::PackUnindexed,
             key.clone(),
             "pack is not listed in any index: left by an interrupted backup, or its index was lost (`vouch repair index` lists it again)",
         ));
@@ -232,7 +160,6 @@ async fn check_locked(
     let (snapshots, bad_snapshots) = repo.snapshots().await?;
     for (key, err) in bad_snapshots {
         findings.push(finding(
-            Severity::Damage,
             FindingKind::SnapshotUnreadable,
             key,
             format!("snapshot unreadable: {err}"),
@@ -320,7 +247,8 @@ async fn check_locked(
             f.affected = all;
         }
     }
-    findings.sort_by(|a, b| a.severity.cmp(&b.severity).then(a.object.cmp(&b.object)));
+    // By severity, then by the object as it is named.
+    findings.sort_by_cached_key(|f| (f.severity, f.object.to_string()));
     report.findings = findings;
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -337,8 +265,7 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
     let (_, bad_keys) = repo.list_keys().await?;
     for (key, why) in bad_keys {
         out.push(finding(
-            Severity::Damage,
-            FindingKind::KeyUnreadable,
+                        FindingKind::KeyUnreadable,
             key,
             format!(
                 "key file cannot be read ({why}): its passphrase no longer opens the repository; the others still do. Remove it with `vouch key remove`, and `vouch key add` a new one if that passphrase is still needed"
@@ -394,21 +321,18 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
             .collect::<Result<_, _>>()?;
         for (key, r) in results {
             let Some(why) = r else { continue };
-            let (severity, kind, advice) = if dir == "locks/" {
+            let (kind, advice) = if dir == "locks/" {
                 (
-                    Severity::Warning,
                     FindingKind::LockUnreadable,
                     "; it blocks other jobs until it is 30 minutes old, and protects nothing: `vouch unlock` removes it",
                 )
             } else {
                 (
-                    Severity::Damage,
                     FindingKind::RecordUnreadable,
                     "; the evidence it held is lost from the repository",
                 )
             };
             out.push(finding(
-                severity,
                 kind,
                 key,
                 format!("{} cannot be read: {why}{advice}", what(dir)),
@@ -421,8 +345,7 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
         .partial_uploads(crate::repo::UNFINISHED_MARGIN)?
     {
         out.push(finding(
-            Severity::Warning,
-            FindingKind::PartialUpload,
+                        FindingKind::PartialUpload,
             path.display().to_string(),
             "an unfinished write left by a process that was stopped; nothing uses it, and `vouch prune` removes it",
         ));
@@ -553,11 +476,13 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
             Visit::Unreadable { path, id, error } => {
                 let (object, why) = match &error {
                     BlobError::NotIndexed(_) => (
-                        "index/".to_string(),
+                        Object::from("index/"),
                         format!("its tree blob {} is in no index", id.short()),
                     ),
                     other => (
-                        other.pack().map(|p| pack_key(&p)).unwrap_or_default(),
+                        other
+                            .pack()
+                            .map_or(Object::Stored(String::new()), Object::Pack),
                         other.to_string(),
                     ),
                 };
@@ -566,12 +491,7 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
                     display(path),
                     sid.short()
                 );
-                let f = finding(
-                    Severity::Damage,
-                    FindingKind::TreeUnreadable,
-                    object,
-                    message,
-                );
+                let f = finding(FindingKind::TreeUnreadable, object, message);
                 out.findings.push(affecting(f, sid, display(path)));
             }
             Visit::Leaf { path, node } if node.kind == NodeKind::File => {
@@ -592,12 +512,7 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
                         "{path}: its blobs hold {sum} bytes, the file had {}",
                         node.size
                     );
-                    let f = finding(
-                        Severity::Damage,
-                        FindingKind::FileSize,
-                        format!("snapshots/{sid}"),
-                        message,
-                    );
+                    let f = finding(FindingKind::FileSize, format!("snapshots/{sid}"), message);
                     out.findings.push(affecting(f, sid, path.to_string()));
                 }
             }
@@ -608,8 +523,7 @@ async fn walk_structure(trees: &TreeLoader, snapshots: &[(SnapshotId, Snapshot)]
     if !missing.is_empty() {
         out.findings.push(with_blobs(
             finding(
-                Severity::Damage,
-                FindingKind::BlobMissing,
+                                FindingKind::BlobMissing,
                 "index/",
                 format!(
                     "{} blob(s) that snapshots need are in no index (a lost index file: `vouch repair index` rebuilds it from the packs; or packs deleted by hand)",
@@ -739,12 +653,7 @@ fn verify_pack(
                 0,
                 0,
                 vec![with_blobs(
-                    finding(
-                        Severity::Damage,
-                        kind,
-                        key,
-                        format!("pack could not be read: {e}"),
-                    ),
+                    finding(kind, pack, format!("pack could not be read: {e}")),
                     all_blobs(),
                 )],
             );
@@ -753,9 +662,8 @@ fn verify_pack(
     let mut findings = Vec::new();
     if object_name(bytes) != *pack.as_bytes() {
         findings.push(finding(
-            Severity::Damage,
             FindingKind::PackHash,
-            &key,
+            pack,
             format!(
                 "pack bytes hash to {}, not to its name: the stored file was altered",
                 hex::encode(object_name(bytes))
@@ -774,9 +682,8 @@ fn verify_pack(
             if !stray.is_empty() {
                 findings.push(with_blobs(
                     finding(
-                        Severity::Damage,
                         FindingKind::PackIndexMismatch,
-                        &key,
+                        pack,
                         format!("{} blob(s) are not where the index says", stray.len()),
                     ),
                     stray,
@@ -784,9 +691,8 @@ fn verify_pack(
             }
         }
         Err(e) => findings.push(finding(
-            Severity::Damage,
             FindingKind::PackHeader,
-            &key,
+            pack,
             format!("pack header unreadable: {e}"),
         )),
     }
@@ -821,7 +727,7 @@ fn verify_pack(
             first_error.unwrap_or_default()
         );
         findings.push(with_blobs(
-            finding(Severity::Damage, FindingKind::BlobDamaged, &key, msg),
+            finding(FindingKind::BlobDamaged, pack, msg),
             bad,
         ));
     }

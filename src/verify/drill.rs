@@ -23,6 +23,7 @@ use crate::repo::ids::{FileHash, SnapshotId};
 use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
 use crate::storage::S3Options;
 
+use super::finding::{Finding, FindingKind};
 use super::ledger::{self, Ledger, LedgerRecord};
 
 pub use sandbox::{CommandOutcome, Confinement, sandbox_exec};
@@ -131,6 +132,21 @@ pub struct DrillFailure {
     pub expected: Option<FileHash>,
     pub actual: Option<FileHash>,
     pub detail: String,
+}
+
+/// A drill report records each finding by its level, the file and pack it names, and the
+/// hashes (the shape docs/EVIDENCE.md gives `failures`).
+impl From<&Finding> for DrillFailure {
+    fn from(f: &Finding) -> DrillFailure {
+        DrillFailure {
+            level: f.level(),
+            path: f.file_path().map(str::to_string),
+            pack: f.object.pack().map(|p| p.to_hex()),
+            expected: f.expected,
+            actual: f.actual,
+            detail: f.message.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -354,56 +370,15 @@ async fn drill_locked(
             let (tree_ok, tree_failed) = tree_packs.results();
             out.packs_ok.extend(tree_ok);
             out.packs_failed.extend(tree_failed);
-            for (pack, detail) in &out.packs_failed {
-                failures.push(DrillFailure {
-                    level: 1,
-                    path: None,
-                    pack: Some(pack.to_hex()),
-                    expected: None,
-                    actual: None,
-                    detail: detail.clone(),
-                });
-            }
-            for d in &out.report.damaged {
-                failures.push(DrillFailure {
-                    level: 2,
-                    path: Some(d.path.clone()),
-                    pack: d.pack.clone(),
-                    expected: d.expected,
-                    actual: d.actual,
-                    detail: d.error.clone(),
-                });
-            }
-            // A file the sandbox would not take was not verified: the drill cannot vouch for it.
-            for u in &out.report.unwritable {
-                failures.push(DrillFailure {
-                    level: 3,
-                    path: Some(u.path.clone()),
-                    pack: None,
-                    expected: None,
-                    actual: None,
-                    detail: format!("not verified: the sandbox refused it ({})", u.error),
-                });
-            }
-            for m in &out.report.mismatches {
-                failures.push(DrillFailure {
-                    level: 3,
-                    path: Some(m.path.clone()),
-                    pack: None,
-                    expected: Some(m.expected),
-                    actual: Some(m.actual),
-                    detail: "the restored file does not match the hash recorded at backup time"
-                        .into(),
-                });
-            }
-            let bad: std::collections::HashSet<&str> = out
-                .report
-                .damaged
+            let mut found: Vec<Finding> = out
+                .packs_failed
                 .iter()
-                .map(|d| d.path.as_str())
-                .chain(out.report.mismatches.iter().map(|m| m.path.as_str()))
-                .chain(out.report.unwritable.iter().map(|u| u.path.as_str()))
+                .map(|(pack, detail)| Finding::new(FindingKind::PackHash, *pack, detail.clone()))
                 .collect();
+            // A file the sandbox would not take was not verified: the drill cannot vouch for it.
+            found.extend(super::finding::of_restore(&out.report));
+            let bad: std::collections::HashSet<&str> =
+                found.iter().filter_map(Finding::file_path).collect();
             let restored: Vec<&crate::restore::PlannedFile> = match plan.selection {
                 Selection::All => full.files.iter().collect(),
                 _ => chosen
@@ -416,6 +391,7 @@ async fn drill_locked(
                 .into_iter()
                 .filter(|f| !bad.contains(format!("/{}", f.rel.display()).as_str()))
                 .collect();
+            failures.extend(found.iter().map(DrillFailure::from));
             let rate = if out.restore_ms > 0 {
                 out.report.bytes as f64 * 1000.0 / out.restore_ms as f64
             } else {
@@ -450,14 +426,14 @@ async fn drill_locked(
         let refs: Vec<&crate::restore::PlannedFile> = ok_files.iter().collect();
         let (comparison, mismatches) = source::compare(&refs);
         for m in mismatches {
-            failures.push(DrillFailure {
-                level: 4,
-                path: Some(m.path),
-                pack: None,
-                expected: Some(m.expected),
-                actual: Some(m.actual),
-                detail: "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly".into(),
-            });
+            let f = Finding::file(
+                FindingKind::SourceDiffers,
+                &m.path,
+                Some(m.expected),
+                Some(m.actual),
+                "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly",
+            );
+            failures.push(DrillFailure::from(&f));
         }
         levels.source = Some(comparison);
     }
