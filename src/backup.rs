@@ -206,7 +206,7 @@ async fn run(
     path_strings: &[String],
     host: &str,
     excludes: Excludes,
-    time: time::OffsetDateTime,
+    time: jiff::Timestamp,
     progress: Arc<BackupProgress>,
 ) -> Result<(Snapshot, Option<SnapshotId>), BackupError> {
     let (index, _unreadable) = repo.load_index().await?;

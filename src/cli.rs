@@ -951,7 +951,8 @@ async fn run(cli: Cli) -> Result<i32> {
             let repo = g.open().await?;
             let (index, _) = repo.load_index().await?;
             let (ledger, bad) = crate::verify::ledger::Ledger::load(&repo).await?;
-            let window = time::Duration::try_from(window).unwrap_or(time::Duration::weeks(13));
+            let window = jiff::SignedDuration::try_from(window)
+                .unwrap_or(jiff::SignedDuration::from_hours(168 * 13));
             let report =
                 crate::verify::ledger::coverage(&index, &ledger, repo.clock().now(), window);
             show_drill::coverage(repo.url(), &report, json);

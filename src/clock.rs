@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 
 pub trait Clock: Send + Sync {
-    fn now(&self) -> OffsetDateTime;
+    fn now(&self) -> Timestamp;
 }
 
 /// The system's wall clock, in UTC.
@@ -15,47 +15,57 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     #[allow(clippy::disallowed_methods)] // the one place the wall clock is read
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
     }
 }
 
 /// A clock that only moves when told to.
 #[derive(Clone, Debug)]
-pub struct ManualClock(Arc<Mutex<OffsetDateTime>>);
+pub struct ManualClock(Arc<Mutex<Timestamp>>);
 
 impl ManualClock {
-    pub fn new(start: OffsetDateTime) -> Self {
+    pub fn new(start: Timestamp) -> Self {
         Self(Arc::new(Mutex::new(start)))
     }
-    pub fn set(&self, t: OffsetDateTime) {
+    pub fn set(&self, t: Timestamp) {
         *self.0.lock().expect("clock lock") = t;
     }
-    pub fn advance(&self, d: time::Duration) {
+    pub fn advance(&self, d: jiff::SignedDuration) {
         let mut t = self.0.lock().expect("clock lock");
         *t += d;
     }
 }
 
 impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
+    fn now(&self) -> Timestamp {
         *self.0.lock().expect("clock lock")
     }
 }
 
 /// Format a time for people: `2026-11-22 13:05:09 UTC`.
-pub fn human(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
-    t.format(&f).unwrap_or_else(|_| t.to_string())
+pub fn human(t: Timestamp) -> String {
+    t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-/// Bridges to jiff, which the cron evaluator and the time zones use.
-pub fn to_jiff(t: time::OffsetDateTime) -> jiff::Timestamp {
-    jiff::Timestamp::from_nanosecond(t.unix_timestamp_nanos()).expect("a representable time")
+/// A time as the state database stores it: RFC 3339 in UTC, nanoseconds as needed.
+pub fn rfc3339(t: Timestamp) -> String {
+    t.to_string()
 }
 
-pub fn from_jiff(t: jiff::Timestamp) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp_nanos(t.as_nanosecond())
-        .expect("a representable time")
+/// A time the state database stored, if it reads as RFC 3339.
+pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+    text.parse().ok()
+}
+
+/// The UTC day a time falls on.
+pub fn utc_date(t: Timestamp) -> jiff::civil::Date {
+    t.to_zoned(jiff::tz::TimeZone::UTC).date()
+}
+
+/// Midnight UTC at the start of a day.
+pub fn start_of(d: jiff::civil::Date) -> Timestamp {
+    d.to_zoned(jiff::tz::TimeZone::UTC)
+        .map(|z| z.timestamp())
+        .unwrap_or(Timestamp::MAX)
 }

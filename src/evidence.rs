@@ -15,8 +15,9 @@ pub mod send;
 pub mod sign;
 mod verify;
 
+use jiff::Timestamp;
+use jiff::civil::Date;
 use serde::{Deserialize, Serialize};
-use time::{Date, OffsetDateTime};
 
 use crate::journal::Entry;
 use crate::verify::drill::{DrillFailure, DrillReport};
@@ -53,44 +54,40 @@ pub const CLAUSES: [(&str, &str); 6] = [
     ("annual-check", "annual back-up and restore check of data"),
 ];
 
-time::serde::format_description!(iso_date, Date, "[year]-[month]-[day]");
-
 /// The days a pack covers, both included; in the JSON as `"2025-09-01"`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
-    #[serde(with = "iso_date")]
+    #[serde(with = "crate::repo::format::iso_date")]
     pub from: Date,
-    #[serde(with = "iso_date")]
+    #[serde(with = "crate::repo::format::iso_date")]
     pub to: Date,
 }
 
 impl Period {
     /// The school year (1 September to 31 August) that ended most recently on or before `today`.
     pub fn school_year_before(today: Date) -> Period {
-        let this_year =
-            Date::from_calendar_date(today.year(), time::Month::August, 31).expect("valid date");
+        let this_year = jiff::civil::date(today.year(), 8, 31);
         let end = if today >= this_year {
             this_year
         } else {
-            Date::from_calendar_date(today.year() - 1, time::Month::August, 31).expect("valid date")
+            jiff::civil::date(today.year() - 1, 8, 31)
         };
         Period {
-            from: Date::from_calendar_date(end.year() - 1, time::Month::September, 1)
-                .expect("valid date"),
+            from: jiff::civil::date(end.year() - 1, 9, 1),
             to: end,
         }
     }
 
-    pub fn contains(&self, t: OffsetDateTime) -> bool {
-        let d = t.date();
+    pub fn contains(&self, t: Timestamp) -> bool {
+        let d = crate::clock::utc_date(t);
         d >= self.from && d <= self.to
     }
 
     /// "2025–26" for a school year, else the two dates.
     pub fn name(&self) -> String {
-        if self.from.month() == time::Month::September
+        if self.from.month() == 9
             && self.from.day() == 1
-            && self.to.month() == time::Month::August
+            && self.to.month() == 8
             && self.to.day() == 31
             && self.to.year() == self.from.year() + 1
         {
@@ -131,11 +128,11 @@ pub struct DrillSummary {
     pub report_id: String,
     pub plan: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub started: OffsetDateTime,
+    pub started: Timestamp,
     pub host: String,
     pub snapshot_id: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub snapshot_time: OffsetDateTime,
+    pub snapshot_time: Timestamp,
     pub snapshot_label: Option<String>,
     pub selection: String,
     pub files_restored: u64,
@@ -243,7 +240,7 @@ pub struct Inputs {
 pub struct Evidence {
     pub schema: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub generated: OffsetDateTime,
+    pub generated: Timestamp,
     pub generated_by: String,
     pub host: String,
     pub signing_key_id: String,
@@ -252,7 +249,7 @@ pub struct Evidence {
 }
 
 impl Evidence {
-    pub fn new(inputs: Inputs, generated: OffsetDateTime, signing_key_id: String) -> Evidence {
+    pub fn new(inputs: Inputs, generated: Timestamp, signing_key_id: String) -> Evidence {
         let derived = derive(&inputs, generated);
         Evidence {
             schema: SCHEMA.to_string(),
@@ -319,24 +316,32 @@ pub fn write_pack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use time::macros::date;
 
     #[test]
     fn the_default_period_is_the_last_school_year_ended() {
-        let p = Period::school_year_before(date!(2026 - 09 - 01));
+        let p = Period::school_year_before(jiff::civil::date(2026, 9, 1));
         assert_eq!(
             (p.from, p.to),
-            (date!(2025 - 09 - 01), date!(2026 - 08 - 31))
+            (
+                jiff::civil::date(2025, 9, 1),
+                jiff::civil::date(2026, 8, 31)
+            )
         );
-        let p = Period::school_year_before(date!(2026 - 08 - 30));
+        let p = Period::school_year_before(jiff::civil::date(2026, 8, 30));
         assert_eq!(
             (p.from, p.to),
-            (date!(2024 - 09 - 01), date!(2025 - 08 - 31))
+            (
+                jiff::civil::date(2024, 9, 1),
+                jiff::civil::date(2025, 8, 31)
+            )
         );
-        let p = Period::school_year_before(date!(2026 - 08 - 31));
+        let p = Period::school_year_before(jiff::civil::date(2026, 8, 31));
         assert_eq!(
             (p.from, p.to),
-            (date!(2025 - 09 - 01), date!(2026 - 08 - 31))
+            (
+                jiff::civil::date(2025, 9, 1),
+                jiff::civil::date(2026, 8, 31)
+            )
         );
         assert_eq!(p.name(), "the school year 2025–26");
     }

@@ -40,7 +40,7 @@ pub use verifier::PackVerifier;
 /// at the end). Locks already keep prune from running beside a backup; this is the second
 /// line, for a backup whose lock was judged stale while it was still writing (kopia keeps a
 /// similar margin).
-pub const UNFINISHED_MARGIN: time::Duration = time::Duration::hours(1);
+pub const UNFINISHED_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(1);
 
 /// Why the repository could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -12,10 +12,10 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use jiff::{Span, Zoned};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::repo::crypto::Kind;
 use crate::repo::format::snapshot::Snapshot;
@@ -129,7 +129,7 @@ impl Policy {
 pub struct Decision {
     pub id: SnapshotId,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     pub keep: bool,
     /// Why it is kept ("daily snapshot", "within 30d", "held: possible ransomware …").
     pub reasons: Vec<String>,
@@ -157,7 +157,7 @@ pub fn apply(
     snapshots: &[(SnapshotId, Snapshot)],
     held: &BTreeMap<SnapshotId, String>,
     tz: &TimeZone,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Vec<Group> {
     type Key = (String, Vec<String>);
     let mut groups: BTreeMap<Key, Vec<&(SnapshotId, Snapshot)>> = BTreeMap::new();
@@ -190,11 +190,11 @@ fn apply_group(
     mut list: Vec<&(SnapshotId, Snapshot)>,
     held: &BTreeMap<SnapshotId, String>,
     tz: &TimeZone,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Vec<Decision> {
     // Newest first; equal times in id order, so the answer does not depend on listing order.
     list.sort_by(|a, b| b.1.time.cmp(&a.1.time).then(a.0.cmp(&b.0)));
-    let zoned = |t: OffsetDateTime| crate::clock::to_jiff(t).to_zoned(tz.clone());
+    let zoned = |t: Timestamp| t.to_zoned(tz.clone());
     let mut buckets = [
         Bucket {
             count: policy.last,
@@ -311,7 +311,7 @@ pub struct Hold {
     pub version: u32,
     pub snapshot: SnapshotId,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     /// Why ("possible ransomware: 38% of files rewritten with encrypted-looking content").
     pub reason: String,
     /// Set on the document that releases the hold.
@@ -497,7 +497,7 @@ mod tests {
             SnapshotId::from_bytes(id),
             Snapshot {
                 version: 1,
-                time: crate::clock::from_jiff(ts),
+                time: ts,
                 host: "nas1".into(),
                 username: "root".into(),
                 paths: vec!["/volume1/staff".into()],
@@ -524,7 +524,8 @@ mod tests {
         out
     }
 
-    const NOW: OffsetDateTime = time::macros::datetime!(2026-09-01 12:00 UTC);
+    // 2026-09-01 12:00 UTC.
+    const NOW: Timestamp = Timestamp::constant(1788264000, 0);
 
     /// The local dates kept, newest first.
     fn kept(policy: &Policy, snaps: &[(SnapshotId, Snapshot)]) -> Vec<String> {
@@ -543,7 +544,7 @@ mod tests {
             .iter()
             .filter(|d| d.keep)
             .map(|d| {
-                let z = crate::clock::to_jiff(d.time).to_zoned(london());
+                let z = d.time.to_zoned(london());
                 z.strftime("%Y-%m-%d %H:%M").to_string()
             })
             .collect()

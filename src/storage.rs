@@ -82,7 +82,7 @@ pub enum StorageError {
     Retained {
         url: String,
         key: String,
-        until: time::OffsetDateTime,
+        until: jiff::Timestamp,
     },
 }
 
@@ -379,7 +379,7 @@ impl Store {
     pub async fn list_modified(
         &self,
         dir: &str,
-    ) -> Result<Vec<(String, u64, time::OffsetDateTime)>, StorageError> {
+    ) -> Result<Vec<(String, u64, jiff::Timestamp)>, StorageError> {
         let prefix = self.path(dir.trim_end_matches('/'));
         let strip = self.prefix.len();
         let result = self
@@ -389,10 +389,8 @@ impl Store {
                     self.inner
                         .list(Some(&prefix))
                         .map_ok(|m| {
-                            let at = time::OffsetDateTime::from_unix_timestamp(
-                                m.last_modified.timestamp(),
-                            )
-                            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+                            let at = jiff::Timestamp::from_second(m.last_modified.timestamp())
+                                .unwrap_or(jiff::Timestamp::UNIX_EPOCH);
                             (m.location.as_ref()[strip..].to_string(), m.size, at)
                         })
                         .try_collect::<Vec<_>>()
@@ -416,7 +414,7 @@ impl Store {
 
 /// Retention dates are compared by the storage with its own clock, so they come from the
 /// system clock, never from a test's manual one.
-pub(crate) fn now_utc() -> time::OffsetDateTime {
+pub(crate) fn now_utc() -> jiff::Timestamp {
     use crate::clock::Clock;
     crate::clock::SystemClock.now()
 }

@@ -378,7 +378,7 @@ async fn service_steps(
     pass_file: &Path,
 ) -> Result<PathBuf> {
     use crate::journal::Trigger;
-    use crate::schedule::daemon::{due, from_jiff, jobs, to_jiff};
+    use crate::schedule::daemon::{due, jobs};
     let etc = dir.join("etc");
     std::fs::create_dir_all(etc.join("schedules"))?;
     std::fs::create_dir_all(etc.join("restore-tests"))?;
@@ -417,8 +417,7 @@ async fn service_steps(
     // Yesterday evening, then through the night, a minute at a time as the daemon would.
     let tz = config.time_zone.clone();
     // Two nights that have passed: the journal's times stay in the past.
-    let now_local =
-        to_jiff(crate::clock::Clock::now(&crate::clock::SystemClock)).to_zoned(tz.clone());
+    let now_local = crate::clock::Clock::now(&crate::clock::SystemClock).to_zoned(tz.clone());
     let today = if now_local.hour() < 3 {
         now_local.date().yesterday()?
     } else {
@@ -430,14 +429,14 @@ async fn service_steps(
         .at(22, 0, 0, 0)
         .to_zoned(tz.clone())?
         .timestamp();
-    let clock = crate::clock::ManualClock::new(from_jiff(evening));
+    let clock = crate::clock::ManualClock::new(evening);
     let service = crate::schedule::service::Service::new(config, Arc::new(clock.clone()))?;
     let all = jobs(&service.config);
     // Move the clock a minute at a time until something is due (or `until`), and stop there.
     let fire = |until: jiff::Timestamp| -> Vec<String> {
         let mut fired = Vec::new();
-        while fired.is_empty() && to_jiff(crate::clock::Clock::now(&clock)) < until {
-            clock.advance(time::Duration::minutes(1));
+        while fired.is_empty() && crate::clock::Clock::now(&clock) < until {
+            clock.advance(jiff::SignedDuration::from_mins(1));
             let now = crate::clock::Clock::now(&clock);
             for j in due(
                 &all,
@@ -458,9 +457,7 @@ async fn service_steps(
         let o = service
             .run_job(&job, Trigger::Schedule, "vouch daemon (demo)")
             .await?;
-        let at = to_jiff(o.record.started)
-            .to_zoned(tz.clone())
-            .strftime("%H:%M %Z");
+        let at = o.record.started.to_zoned(tz.clone()).strftime("%H:%M %Z");
         outln!(
             "9. at {at} the schedule {job} fired: run #{} {}: {}",
             o.seq,
@@ -575,17 +572,7 @@ async fn evidence_step(
     use crate::evidence::{Period, send::SigningKey, sign};
     let keys = dir.join("etc/keys");
     let (secret, public, key_id) = sign::keygen(&keys, None, "vouch demo evidence key")?;
-    let date = |d: jiff::civil::Date| {
-        time::Date::from_calendar_date(
-            i32::from(d.year()),
-            time::Month::try_from(d.month() as u8).expect("a month"),
-            d.day() as u8,
-        )
-    };
-    let period = Period {
-        from: date(from)?,
-        to: date(to)?,
-    };
+    let period = Period { from, to };
     let config = crate::config::Config::load(config_file)?;
     let service =
         crate::schedule::service::Service::new(config, Arc::new(crate::clock::SystemClock))?;

@@ -38,12 +38,12 @@ pub fn keygen(out: &Path, password_file: Option<PathBuf>, unencrypted: bool) -> 
     Ok(EXIT_OK)
 }
 
-fn parse_date(s: &str) -> Result<time::Date> {
-    time::Date::parse(s, time::macros::format_description!("[year]-[month]-[day]"))
+fn parse_date(s: &str) -> Result<jiff::civil::Date> {
+    s.parse::<jiff::civil::Date>()
         .with_context(|| format!("{s:?} is not a date: write it as YYYY-MM-DD, like 2025-09-01"))
 }
 
-fn period(from: Option<String>, to: Option<String>, today: time::Date) -> Result<Period> {
+fn period(from: Option<String>, to: Option<String>, today: jiff::civil::Date) -> Result<Period> {
     let default = Period::school_year_before(today);
     let p = Period {
         from: from
@@ -63,8 +63,8 @@ fn period(from: Option<String>, to: Option<String>, today: time::Date) -> Result
     Ok(p)
 }
 
-fn today() -> time::Date {
-    crate::clock::Clock::now(&SystemClock).date()
+fn today() -> jiff::civil::Date {
+    crate::clock::utc_date(crate::clock::Clock::now(&SystemClock))
 }
 
 fn service(g: &GlobalArgs) -> Result<Service> {

@@ -119,7 +119,8 @@ fn show_forget(r: &ForgetReport, tz: &jiff::tz::TimeZone) {
             g.decisions.len()
         );
         for d in &g.decisions {
-            let when = crate::clock::to_jiff(d.time)
+            let when = d
+                .time
                 .to_zoned(tz.clone())
                 .strftime("%Y-%m-%d %H:%M %Z")
                 .to_string();

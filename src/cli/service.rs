@@ -9,7 +9,6 @@ use serde::Serialize;
 use crate::clock::{Clock, SystemClock, human};
 use crate::config::{Config, config_path};
 use crate::journal::{Journal, Outcome, Record, Trigger};
-use crate::schedule::daemon::{from_jiff, to_jiff};
 use crate::schedule::service::Service;
 
 use super::{EXIT_DAMAGE, EXIT_FAILED, EXIT_OK};
@@ -35,7 +34,7 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
         return Ok(EXIT_FAILED);
     }
     let c = config.expect("no errors");
-    let now = to_jiff(SystemClock.now());
+    let now = SystemClock.now();
     outln!(
         "{}: ok — {}, time zone {}",
         path.display(),
@@ -158,10 +157,10 @@ struct JobStatus {
     next_run: Option<String>,
     last_run: Option<i64>,
     last_outcome: Option<Outcome>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    last_ended: Option<time::OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    last_good: Option<time::OffsetDateTime>,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    last_ended: Option<jiff::Timestamp>,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    last_good: Option<jiff::Timestamp>,
     rpo_hours: Option<f64>,
     fresh: Option<bool>,
 }
@@ -171,9 +170,8 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
     let c = &service.config;
     let now = service.clock.now();
     let tz = &c.time_zone;
-    let local = |t: time::OffsetDateTime| {
-        to_jiff(t)
-            .to_zoned(tz.clone())
+    let local = |t: jiff::Timestamp| {
+        t.to_zoned(tz.clone())
             .strftime("%Y-%m-%d %H:%M %Z")
             .to_string()
     };
@@ -188,22 +186,20 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             })
             .map(|(_, r)| r.ended)
             .max();
-        let rpo = time::Duration::try_from(s.rpo).unwrap_or(time::Duration::days(1));
+        let rpo =
+            jiff::SignedDuration::try_from(s.rpo).unwrap_or(jiff::SignedDuration::from_hours(24));
         jobs.push(JobStatus {
             name: s.name.clone(),
             kind: "backup",
             repository: s.repository.clone(),
             cron: Some(s.cron.text().to_string()),
-            next_run: s
-                .cron
-                .next_after(to_jiff(now), tz)
-                .map(|t| local(from_jiff(t))),
+            next_run: s.cron.next_after(now, tz).map(&local),
             last_run: last.map(|(seq, _)| *seq),
             last_outcome: last.map(|(_, r)| r.outcome),
             last_ended: last.map(|(_, r)| r.ended),
             last_good: good,
             rpo_hours: Some(s.rpo.as_secs_f64() / 3600.0),
-            fresh: Some(good.is_some_and(|g| now - g <= rpo)),
+            fresh: Some(good.is_some_and(|g| now.duration_since(g) <= rpo)),
         });
     }
     for p in &c.plans {
@@ -222,9 +218,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             kind: "drill",
             repository: p.repository.clone().unwrap_or_default(),
             cron: p.cron.clone(),
-            next_run: cron
-                .and_then(|c| c.next_after(to_jiff(now), tz))
-                .map(|t| local(from_jiff(t))),
+            next_run: cron.and_then(|c| c.next_after(now, tz)).map(&local),
             last_run: last.map(|(seq, _)| *seq),
             last_outcome: last.map(|(_, r)| r.outcome),
             last_ended: last.map(|(_, r)| r.ended),
@@ -275,12 +269,12 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
         let health = match (j.kind, j.fresh, j.last_good) {
             ("backup", Some(true), Some(g)) => format!(
                 "last good backup {} ago, RPO {}h: ok",
-                crate::notify::incident::ago(now - g),
+                crate::notify::incident::ago(now.duration_since(g)),
                 j.rpo_hours.unwrap_or_default()
             ),
             ("backup", _, Some(g)) => format!(
                 "last good backup {} ago, RPO {}h: STALE",
-                crate::notify::incident::ago(now - g),
+                crate::notify::incident::ago(now.duration_since(g)),
                 j.rpo_hours.unwrap_or_default()
             ),
             ("backup", _, None) => "no good backup yet".to_string(),

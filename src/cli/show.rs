@@ -217,7 +217,7 @@ pub async fn ls(
                         NodeKind::File => '-',
                         NodeKind::Symlink => 'l',
                     };
-                    let t = time::OffsetDateTime::from_unix_timestamp_nanos(node.mtime_ns as i128)
+                    let t = jiff::Timestamp::from_nanosecond(node.mtime_ns as i128)
                         .map(human)
                         .unwrap_or_default();
                     let target = node

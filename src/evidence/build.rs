@@ -46,7 +46,7 @@ async fn immutability_of(repo: Option<&Repository>) -> String {
     }
 }
 
-fn entry_time(e: &Entry) -> time::OffsetDateTime {
+fn entry_time(e: &Entry) -> jiff::Timestamp {
     match &e.record {
         Record::Run(r) => r.started,
         Record::Annotation(a) => a.time,
@@ -80,7 +80,7 @@ async fn coverage_of(name: &str, repo: &Repository) -> Option<CoverageInfo> {
         &index,
         &ledger,
         repo.clock().now(),
-        time::Duration::weeks(13),
+        jiff::SignedDuration::from_hours(168 * 13),
     );
     Some(CoverageInfo {
         repository: name.to_string(),

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::journal::{Annotation, Outcome, Record, RunKind, RunRecord};
 
@@ -33,10 +33,10 @@ pub struct ScheduleStats {
     /// Good runs as a percentage of runs that finished (one decimal).
     pub success_rate: f64,
     pub longest_gap_hours: Option<f64>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub longest_gap_from: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub longest_gap_to: Option<OffsetDateTime>,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    pub longest_gap_from: Option<Timestamp>,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    pub longest_gap_to: Option<Timestamp>,
     pub rpo_hours: Option<f64>,
     pub within_rpo: Option<bool>,
 }
@@ -46,7 +46,7 @@ pub struct DrillRow {
     pub run: i64,
     pub plan: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub started: OffsetDateTime,
+    pub started: Timestamp,
     pub outcome: Outcome,
     pub summary: String,
     pub report_id: Option<String>,
@@ -59,9 +59,9 @@ pub struct IncidentRow {
     pub kind: String,
     pub job: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub from: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub to: Option<OffsetDateTime>,
+    pub from: Timestamp,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    pub to: Option<Timestamp>,
     pub detail: String,
     /// The journal row it comes from, when there is one.
     pub run: Option<i64>,
@@ -84,8 +84,8 @@ pub struct Derived {
     pub journal_rows_in_period: usize,
 }
 
-fn hours(d: time::Duration) -> f64 {
-    (d.as_seconds_f64() / 3600.0 * 10.0).round() / 10.0
+fn hours(d: jiff::SignedDuration) -> f64 {
+    (d.as_secs_f64() / 3600.0 * 10.0).round() / 10.0
 }
 
 fn runs_in_period(inputs: &Inputs) -> Vec<(i64, &RunRecord)> {
@@ -100,7 +100,7 @@ fn runs_in_period(inputs: &Inputs) -> Vec<(i64, &RunRecord)> {
         .collect()
 }
 
-pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
+pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
     let runs = runs_in_period(inputs);
     let mut actions_by_run: BTreeMap<i64, Vec<String>> = BTreeMap::new();
     let mut actions = Vec::new();
@@ -130,8 +130,8 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
         inputs
             .period
             .to
-            .next_day()
-            .map_or(generated, |d| d.midnight().assume_utc()),
+            .tomorrow()
+            .map_or(generated, crate::clock::start_of),
     );
     let mut schedules = Vec::new();
     for s in &inputs.schedules {
@@ -139,7 +139,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             .iter()
             .filter(|(_, r)| r.kind == RunKind::Backup && r.job == s.name)
             .collect();
-        let good: Vec<OffsetDateTime> = mine
+        let good: Vec<Timestamp> = mine
             .iter()
             .filter(|(_, r)| matches!(r.outcome, Outcome::Success | Outcome::Partial))
             .map(|(_, r)| r.ended)
@@ -156,16 +156,18 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             .iter()
             .filter(|(_, r)| r.outcome == Outcome::Interrupted)
             .count();
-        let mut longest: Option<(OffsetDateTime, OffsetDateTime)> = None;
+        let mut longest: Option<(Timestamp, Timestamp)> = None;
         let mut edges = good.clone();
         edges.sort();
         if let Some(last) = edges.last().copied() {
             edges.push(end_of_view.max(last));
         }
-        let rpo = s.rpo_hours.map(|h| time::Duration::seconds_f64(h * 3600.0));
+        let rpo = s
+            .rpo_hours
+            .map(|h| jiff::SignedDuration::from_secs_f64(h * 3600.0));
         for w in edges.windows(2) {
-            let gap = w[1] - w[0];
-            if longest.is_none_or(|(a, b)| gap > b - a) {
+            let gap = w[1].duration_since(w[0]);
+            if longest.is_none_or(|(a, b)| gap > b.duration_since(a)) {
                 longest = Some((w[0], w[1]));
             }
             if let Some(rpo) = rpo {
@@ -189,7 +191,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
                 }
             }
         }
-        let gap_hours = longest.map(|(a, b)| hours(b - a));
+        let gap_hours = longest.map(|(a, b)| hours(b.duration_since(a)));
         schedules.push(ScheduleStats {
             name: s.name.clone(),
             label: s.label.clone(),
@@ -209,7 +211,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
             rpo_hours: s.rpo_hours,
             // The exact gap, as the stale incidents use, not the rounded figure shown.
             within_rpo: match (longest, rpo) {
-                (Some((a, b)), Some(rpo)) => Some(b - a <= rpo),
+                (Some((a, b)), Some(rpo)) => Some(b.duration_since(a) <= rpo),
                 _ => None,
             },
         });
@@ -257,7 +259,7 @@ pub fn derive(inputs: &Inputs, generated: OffsetDateTime) -> Derived {
         incidents.push(IncidentRow {
             kind: "no-drill".into(),
             job: "all".into(),
-            from: inputs.period.from.midnight().assume_utc(),
+            from: crate::clock::start_of(inputs.period.from),
             to: None,
             detail: "no test restore passed during the period".into(),
             run: None,

@@ -5,9 +5,9 @@
 use std::fmt::Write;
 use std::path::Path;
 
+use jiff::Timestamp;
 use minisign::PublicKey;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::clock::human;
 use crate::journal::{Entry, Record, store_chain_hash};
@@ -25,7 +25,7 @@ pub struct Proof {
     pub schema: String,
     pub school: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub generated: OffsetDateTime,
+    pub generated: Timestamp,
     pub generated_by: String,
     pub signing_key_id: String,
     pub run: Entry,

@@ -19,8 +19,8 @@ fn size(n: u64) -> String {
 }
 
 /// A time in a table: minutes are enough, and the column says UTC.
-fn short(t: time::OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
+fn short(t: jiff::Timestamp) -> String {
+    let t = t.to_zoned(jiff::tz::TimeZone::UTC);
     format!("{}&nbsp;{:02}:{:02}", t.date(), t.hour(), t.minute())
 }
 

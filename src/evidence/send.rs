@@ -56,7 +56,7 @@ impl SigningKey {
 pub async fn build_pack(
     records: build::Records<'_>,
     period: Period,
-    now: time::OffsetDateTime,
+    now: jiff::Timestamp,
     dir: &Path,
     key: &SigningKey,
 ) -> Result<Evidence, super::EvidenceError> {
@@ -146,7 +146,7 @@ pub async fn proof(
     notes: Vec<crate::journal::Entry>,
     repo: &crate::repo::Repository,
     school: &str,
-    now: time::OffsetDateTime,
+    now: jiff::Timestamp,
     dir: &Path,
     key: &SigningKey,
 ) -> Result<Proof, super::EvidenceError> {

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 /// What started a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,9 +100,9 @@ pub struct RunRecord {
     pub host: String,
     pub repository: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub started: OffsetDateTime,
+    pub started: Timestamp,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub ended: OffsetDateTime,
+    pub ended: Timestamp,
     pub outcome: Outcome,
     /// One line for people.
     pub summary: String,
@@ -164,7 +164,7 @@ impl RunRecord {
 pub struct Annotation {
     pub run: i64,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     pub operator: String,
     pub text: String,
 }
@@ -428,7 +428,7 @@ impl Journal {
     }
 
     /// When the scheduler last considered a job (for catching up missed runs).
-    pub fn considered(&self, job: &str) -> Result<Option<OffsetDateTime>, JournalError> {
+    pub fn considered(&self, job: &str) -> Result<Option<Timestamp>, JournalError> {
         let text: Option<String> = self
             .conn
             .query_row(
@@ -438,15 +438,11 @@ impl Journal {
             )
             .optional()
             .map_err(|e| self.err(e))?;
-        Ok(text.and_then(|t| {
-            OffsetDateTime::parse(&t, &time::format_description::well_known::Rfc3339).ok()
-        }))
+        Ok(text.and_then(|t| crate::clock::parse_rfc3339(&t)))
     }
 
-    pub fn set_considered(&self, job: &str, t: OffsetDateTime) -> Result<(), JournalError> {
-        let text = t
-            .format(&time::format_description::well_known::Rfc3339)
-            .expect("times format");
+    pub fn set_considered(&self, job: &str, t: Timestamp) -> Result<(), JournalError> {
+        let text = crate::clock::rfc3339(t);
         self.conn
             .execute(
                 "INSERT INTO job_state (job, considered) VALUES (?1, ?2)
@@ -529,7 +525,7 @@ mod tests {
     }
 
     fn run(job: &str, outcome: Outcome) -> Record {
-        let t = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let t = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(24 * 20_000);
         Record::Run(RunRecord {
             kind: RunKind::Backup,
             job: job.into(),
@@ -538,7 +534,7 @@ mod tests {
             host: "nas1".into(),
             repository: "offsite".into(),
             started: t,
-            ended: t + time::Duration::minutes(3),
+            ended: t + jiff::SignedDuration::from_mins(3),
             outcome,
             summary: "ok".into(),
             snapshot: None,

@@ -1,9 +1,9 @@
 //! Incidents: something wrong that a person must hear about once when it starts, be reminded
 //! of while it lasts, and hear about once more when it is put right. Nothing else is sent.
 
+use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
-use time::OffsetDateTime;
 
 use crate::config::Config;
 use crate::journal::{JournalError, Outcome, RunRecord};
@@ -19,9 +19,9 @@ pub struct Incident {
     pub kind: IncidentKind,
     pub job: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub opened: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub resolved: Option<OffsetDateTime>,
+    pub opened: Timestamp,
+    #[serde(with = "crate::repo::format::rfc3339::option")]
+    pub resolved: Option<Timestamp>,
     pub title: String,
     pub detail: String,
     /// The journal row of the run that opened it.
@@ -101,14 +101,12 @@ fn db(e: rusqlite::Error) -> JournalError {
     }
 }
 
-fn fmt(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("times format")
+fn fmt(t: Timestamp) -> String {
+    crate::clock::rfc3339(t)
 }
 
-fn parse(t: &str) -> OffsetDateTime {
-    OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+fn parse(t: &str) -> Timestamp {
+    crate::clock::parse_rfc3339(t).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
 /// Opens and resolves incidents, and queues the emails they call for.
@@ -187,7 +185,7 @@ impl<'a> Monitor<'a> {
         title: &str,
         detail: &str,
         run: Option<i64>,
-        now: OffsetDateTime,
+        now: Timestamp,
     ) -> Result<bool, JournalError> {
         if let Some(existing) = self.find_open(key)? {
             self.conn
@@ -211,7 +209,7 @@ impl<'a> Monitor<'a> {
     }
 
     /// Resolve the open incident with this key, if any (an email goes out).
-    pub fn resolve(&self, key: &str, how: &str, now: OffsetDateTime) -> Result<bool, JournalError> {
+    pub fn resolve(&self, key: &str, how: &str, now: Timestamp) -> Result<bool, JournalError> {
         let Some(incident) = self.find_open(key)? else {
             return Ok(false);
         };
@@ -227,7 +225,7 @@ impl<'a> Monitor<'a> {
     }
 
     /// Close an open incident without telling anyone (it was superseded by another).
-    pub fn close_quietly(&self, key: &str, now: OffsetDateTime) -> Result<(), JournalError> {
+    pub fn close_quietly(&self, key: &str, now: Timestamp) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "UPDATE incidents SET resolved = ?2 WHERE key = ?1 AND resolved IS NULL",
@@ -238,9 +236,9 @@ impl<'a> Monitor<'a> {
     }
 
     /// Remind about incidents open longer than the reminder interval since the last email.
-    pub fn remind(&self, now: OffsetDateTime) -> Result<usize, JournalError> {
-        let every =
-            time::Duration::try_from(self.config.reminder).unwrap_or(time::Duration::days(1));
+    pub fn remind(&self, now: Timestamp) -> Result<usize, JournalError> {
+        let every = jiff::SignedDuration::try_from(self.config.reminder)
+            .unwrap_or(jiff::SignedDuration::from_hours(24));
         let mut sent = 0;
         let due: Vec<(Incident, String)> = {
             let mut stmt = self
@@ -272,12 +270,7 @@ impl<'a> Monitor<'a> {
     }
 
     /// Open or resolve incidents from a finished run.
-    pub fn after_run(
-        &self,
-        seq: i64,
-        run: &RunRecord,
-        now: OffsetDateTime,
-    ) -> Result<(), JournalError> {
+    pub fn after_run(&self, seq: i64, run: &RunRecord, now: Timestamp) -> Result<(), JournalError> {
         let job = &run.job;
         let key = |kind: IncidentKind| kind.key(job);
         let detail = run.error.clone().unwrap_or_else(|| run.summary.clone());
@@ -371,29 +364,30 @@ impl<'a> Monitor<'a> {
     /// per schedule, the end of its last good backup, or when it was first configured.
     pub fn check_freshness(
         &self,
-        last_good: &[(String, OffsetDateTime, bool)],
-        now: OffsetDateTime,
+        last_good: &[(String, Timestamp, bool)],
+        now: Timestamp,
     ) -> Result<(), JournalError> {
         for s in &self.config.schedules {
             let Some((_, since, ever)) = last_good.iter().find(|(n, _, _)| n == &s.name) else {
                 continue;
             };
-            let rpo = time::Duration::try_from(s.rpo).unwrap_or(time::Duration::days(1));
+            let rpo = jiff::SignedDuration::try_from(s.rpo)
+                .unwrap_or(jiff::SignedDuration::from_hours(24));
             let key = IncidentKind::Stale.key(&s.name);
-            if now - *since > rpo {
+            if now.duration_since(*since) > rpo {
                 let detail = if *ever {
                     format!(
                         "the last good backup of {} finished {} ({} ago); the schedule allows {}",
                         s.name,
                         crate::clock::human(*since),
-                        ago(now - *since),
+                        ago(now.duration_since(*since)),
                         ago(rpo)
                     )
                 } else {
                     format!(
                         "{} has had no good backup since it was set up {} ago; the schedule allows {}",
                         s.name,
-                        ago(now - *since),
+                        ago(now.duration_since(*since)),
                         ago(rpo)
                     )
                 };
@@ -417,15 +411,15 @@ impl<'a> Monitor<'a> {
     /// days of that a warning.
     pub fn check_drills(
         &self,
-        last_passed: Option<OffsetDateTime>,
-        first_seen: OffsetDateTime,
-        now: OffsetDateTime,
+        last_passed: Option<Timestamp>,
+        first_seen: Timestamp,
+        now: Timestamp,
     ) -> Result<(), JournalError> {
         if self.config.plans.is_empty() {
             return Ok(());
         }
         let since = last_passed.unwrap_or(first_seen);
-        let age = now - since;
+        let age = now.duration_since(since);
         let what = match last_passed {
             Some(t) => format!(
                 "the last test restore that passed was on {}",
@@ -433,7 +427,7 @@ impl<'a> Monitor<'a> {
             ),
             None => "no test restore has passed yet".to_string(),
         };
-        if age > time::Duration::days(365) {
+        if age > jiff::SignedDuration::from_hours(24 * 365) {
             // The warning becomes the alert: close it without a "resolved" email.
             self.close_quietly(&IncidentKind::DrillDue.key("all"), now)?;
             self.open(
@@ -445,7 +439,7 @@ impl<'a> Monitor<'a> {
                 None,
                 now,
             )?;
-        } else if age > time::Duration::days(335) {
+        } else if age > jiff::SignedDuration::from_hours(24 * 335) {
             self.open(
                 &IncidentKind::DrillDue.key("all"),
                 IncidentKind::DrillDue,
@@ -453,7 +447,7 @@ impl<'a> Monitor<'a> {
                 "a test restore is due within 30 days",
                 &format!(
                     "{what}; one must pass by {}",
-                    crate::clock::human(since + time::Duration::days(365))
+                    crate::clock::human(since + jiff::SignedDuration::from_hours(24 * 365))
                 ),
                 None,
                 now,
@@ -464,8 +458,8 @@ impl<'a> Monitor<'a> {
 }
 
 /// "3 days 4 hours".
-pub fn ago(d: time::Duration) -> String {
-    let secs = d.whole_seconds().max(0) as u64;
+pub fn ago(d: jiff::SignedDuration) -> String {
+    let secs = d.as_secs().max(0) as u64;
     let rounded = if secs > 3600 {
         secs / 3600 * 3600
     } else {
@@ -503,8 +497,9 @@ mod tests {
         (dir, config, conn)
     }
 
-    fn at(hours: i64) -> OffsetDateTime {
-        time::macros::datetime!(2026-05-11 01:00 UTC) + time::Duration::hours(hours)
+    fn at(hours: i64) -> Timestamp {
+        "2026-05-11T01:00:00Z".parse::<jiff::Timestamp>().unwrap()
+            + jiff::SignedDuration::from_hours(hours)
     }
 
     fn run(kind: RunKind, outcome: Outcome, hours: i64) -> RunRecord {

@@ -99,7 +99,7 @@ impl Mailer for FileMailer {
             MailError::Unreachable(format!("mail folder {}: {e}", self.folder.display()))
         };
         crate::sys::create_private_dir(&self.folder).map_err(folder_error)?;
-        let stamp = crate::clock::Clock::now(&crate::clock::SystemClock).unix_timestamp_nanos();
+        let stamp = crate::clock::Clock::now(&crate::clock::SystemClock).as_nanosecond();
         let name = format!(
             "{stamp}-{}.eml",
             hex::encode(crate::repo::crypto::random_array::<4>())

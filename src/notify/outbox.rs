@@ -1,9 +1,9 @@
 //! The outbox: messages are written to the journal database first and delivered from there,
 //! with backoff, so that nothing is lost to an SMTP outage or a restart.
 
+use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::journal::JournalError;
 
@@ -36,21 +36,20 @@ pub struct Queued {
 #[derive(Clone, Debug, Serialize)]
 pub struct Stuck {
     pub waiting: usize,
-    #[serde(with = "time::serde::rfc3339")]
-    pub since: OffsetDateTime,
+    #[serde(with = "crate::repo::format::rfc3339")]
+    pub since: Timestamp,
     pub last_error: String,
 }
 
 /// How long the oldest message may wait before that is itself reported.
-pub const OUTBOX_ALARM: time::Duration = time::Duration::hours(12);
+pub const OUTBOX_ALARM: jiff::SignedDuration = jiff::SignedDuration::from_hours(12);
 
 pub struct Outbox<'a> {
     conn: &'a Connection,
 }
 
-fn fmt(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .expect("times format")
+fn fmt(t: Timestamp) -> String {
+    crate::clock::rfc3339(t)
 }
 
 fn db(e: rusqlite::Error) -> JournalError {
@@ -61,8 +60,9 @@ fn db(e: rusqlite::Error) -> JournalError {
 }
 
 /// Wait before the next try after `attempts` failures: 1, 2, 4 … minutes, at most an hour.
-pub fn backoff(attempts: i64) -> time::Duration {
-    time::Duration::minutes(1i64 << attempts.clamp(0, 6)).min(time::Duration::hours(1))
+pub fn backoff(attempts: i64) -> jiff::SignedDuration {
+    jiff::SignedDuration::from_mins(1i64 << attempts.clamp(0, 6))
+        .min(jiff::SignedDuration::from_hours(1))
 }
 
 impl<'a> Outbox<'a> {
@@ -71,7 +71,7 @@ impl<'a> Outbox<'a> {
         Ok(Self { conn })
     }
 
-    pub fn enqueue(&self, message: &Message, now: OffsetDateTime) -> Result<i64, JournalError> {
+    pub fn enqueue(&self, message: &Message, now: Timestamp) -> Result<i64, JournalError> {
         let json = serde_json::to_string(message).expect("messages serialize");
         self.conn
             .execute(
@@ -83,7 +83,7 @@ impl<'a> Outbox<'a> {
     }
 
     /// Messages due for a try: (id, message, attempts so far).
-    pub fn due(&self, now: OffsetDateTime) -> Result<Vec<(i64, Message, i64)>, JournalError> {
+    pub fn due(&self, now: Timestamp) -> Result<Vec<(i64, Message, i64)>, JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT id, message, attempts FROM outbox WHERE sent IS NULL AND next_attempt <= ?1 ORDER BY id")
@@ -107,7 +107,7 @@ impl<'a> Outbox<'a> {
         Ok(out)
     }
 
-    pub fn sent(&self, id: i64, now: OffsetDateTime) -> Result<(), JournalError> {
+    pub fn sent(&self, id: i64, now: Timestamp) -> Result<(), JournalError> {
         self.conn
             .execute("UPDATE outbox SET sent = ?2, attempts = attempts + 1, last_error = NULL WHERE id = ?1", params![id, fmt(now)])
             .map_err(db)?;
@@ -119,7 +119,7 @@ impl<'a> Outbox<'a> {
         id: i64,
         attempts: i64,
         error: &str,
-        now: OffsetDateTime,
+        now: Timestamp,
     ) -> Result<(), JournalError> {
         self.conn
             .execute(
@@ -172,8 +172,8 @@ impl<'a> Outbox<'a> {
     /// taking mail. (One message refused for its own sake, while others go out, is not that.)
     pub fn stuck(
         &self,
-        now: OffsetDateTime,
-        alarm: time::Duration,
+        now: Timestamp,
+        alarm: jiff::SignedDuration,
     ) -> Result<Option<Stuck>, JournalError> {
         let row: Option<(String, Option<String>, i64, i64)> = self
             .conn
@@ -187,16 +187,15 @@ impl<'a> Outbox<'a> {
         let Some((created, last_error, attempts, waiting)) = row else {
             return Ok(None);
         };
-        let parse =
-            |t: &str| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok();
+        let parse = |t: &str| crate::clock::parse_rfc3339(t);
         let Some(since) = parse(&created) else {
             return Ok(None);
         };
         let delivered_lately = self
             .last_sent()?
             .and_then(|t| parse(&t))
-            .is_some_and(|t| now - t < alarm);
-        if now - since < alarm || attempts == 0 || delivered_lately {
+            .is_some_and(|t| now.duration_since(t) < alarm);
+        if now.duration_since(since) < alarm || attempts == 0 || delivered_lately {
             return Ok(None);
         }
         Ok(Some(Stuck {
@@ -221,11 +220,11 @@ mod tests {
 
     #[test]
     fn retries_back_off_from_a_minute_to_an_hour() {
-        assert_eq!(backoff(0), time::Duration::minutes(1));
-        assert_eq!(backoff(1), time::Duration::minutes(2));
-        assert_eq!(backoff(3), time::Duration::minutes(8));
-        assert_eq!(backoff(6), time::Duration::hours(1));
-        assert_eq!(backoff(40), time::Duration::hours(1));
+        assert_eq!(backoff(0), jiff::SignedDuration::from_mins(1));
+        assert_eq!(backoff(1), jiff::SignedDuration::from_mins(2));
+        assert_eq!(backoff(3), jiff::SignedDuration::from_mins(8));
+        assert_eq!(backoff(6), jiff::SignedDuration::from_hours(1));
+        assert_eq!(backoff(40), jiff::SignedDuration::from_hours(1));
     }
 
     #[test]
@@ -233,7 +232,7 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         crate::journal::schema::migrate(&conn).unwrap();
         let outbox = Outbox::new(&conn).unwrap();
-        let t0 = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let t0 = Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(24 * 20_000);
         let m = Message {
             to: vec!["nm@school.example".into()],
             subject: "s".into(),
@@ -246,12 +245,17 @@ mod tests {
         outbox.failed(id, 0, "connection refused", t0).unwrap();
         assert!(
             outbox
-                .due(t0 + time::Duration::seconds(59))
+                .due(t0 + jiff::SignedDuration::from_secs(59))
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(outbox.due(t0 + time::Duration::minutes(1)).unwrap()[0].2, 1);
-        outbox.sent(id, t0 + time::Duration::minutes(1)).unwrap();
+        assert_eq!(
+            outbox.due(t0 + jiff::SignedDuration::from_mins(1)).unwrap()[0].2,
+            1
+        );
+        outbox
+            .sent(id, t0 + jiff::SignedDuration::from_mins(1))
+            .unwrap();
         assert_eq!(outbox.pending().unwrap(), 0);
         assert_eq!(outbox.list(true).unwrap()[0].attempts, 2);
     }

@@ -1,7 +1,7 @@
 //! The words of the emails: plain English, what failed, since when, the error, what to do
 //! next, and the one command to look closer. Each has a plain-text and an HTML part.
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 
 use crate::clock::human;
 use crate::config::Config;
@@ -113,7 +113,7 @@ pub fn opened(config: &Config, i: &Incident) -> Message {
     )
 }
 
-pub fn reminder(config: &Config, i: &Incident, now: OffsetDateTime) -> Message {
+pub fn reminder(config: &Config, i: &Incident, now: Timestamp) -> Message {
     message(
         config,
         format!("[vouch] {}: still open: {}", config.school, i.title),
@@ -121,7 +121,7 @@ pub fn reminder(config: &Config, i: &Incident, now: OffsetDateTime) -> Message {
             format!(
                 "{} — still the case, {} after it started ({}).",
                 capital(&i.title),
-                ago(now - i.opened),
+                ago(now.duration_since(i.opened)),
                 human(i.opened)
             ),
             i.detail.clone(),
@@ -130,7 +130,7 @@ pub fn reminder(config: &Config, i: &Incident, now: OffsetDateTime) -> Message {
     )
 }
 
-pub fn resolved(config: &Config, i: &Incident, how: &str, now: OffsetDateTime) -> Message {
+pub fn resolved(config: &Config, i: &Incident, how: &str, now: Timestamp) -> Message {
     message(
         config,
         format!("[vouch] {}: resolved: {}", config.school, i.title),
@@ -139,7 +139,7 @@ pub fn resolved(config: &Config, i: &Incident, how: &str, now: OffsetDateTime) -
                 "Resolved: {} ({}, after {}).",
                 i.title,
                 human(now),
-                ago(now - i.opened)
+                ago(now.duration_since(i.opened))
             ),
             capital(how),
         ],

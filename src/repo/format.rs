@@ -30,9 +30,56 @@ impl BlobKind {
     }
 }
 
-/// Timestamps are RFC 3339 strings in UTC with nanoseconds.
+/// Timestamps are RFC 3339 strings in UTC with nanoseconds, as many digits as needed
+/// (`2026-12-01T23:55:36.01776191Z`); any RFC 3339 offset is read.
 pub mod rfc3339 {
-    pub use time::serde::rfc3339::{deserialize, serialize};
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(t)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+
+    /// The same, for a time that may be absent (`null`).
+    pub mod option {
+        use jiff::Timestamp;
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => s.collect_str(t),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+            let text = <Option<std::borrow::Cow<'de, str>>>::deserialize(d)?;
+            text.map(|t| t.parse().map_err(serde::de::Error::custom))
+                .transpose()
+        }
+    }
+}
+
+/// Days as `2025-09-01`.
+pub mod iso_date {
+    use jiff::civil::Date;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Date, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&d.strftime("%Y-%m-%d"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Date, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        jiff::fmt::strtime::parse("%Y-%m-%d", text.as_ref())
+            .and_then(|t| t.to_date())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// Bytes as a JSON string when they are UTF-8 without control characters, else as hex in a

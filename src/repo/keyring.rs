@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use time::OffsetDateTime;
+use jiff::Timestamp;
 
 use crate::storage::Store;
 
@@ -15,7 +15,7 @@ pub(super) async fn write_key(
     store: &Store,
     master: &MasterSecret,
     password: &Secret,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Result<KeyId, RepoError> {
     let kdf = KdfParams::new_random();
     let password = password.clone();

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 use tokio::sync::Mutex;
 
 use super::crypto::Kind;
@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::storage::{StorageError, Store};
 
 /// How long a lock lives without a refresh.
-pub const STALE_AFTER: time::Duration = time::Duration::minutes(30);
+pub const STALE_AFTER: jiff::SignedDuration = jiff::SignedDuration::from_mins(30);
 /// How often a held lock is refreshed.
 const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 
@@ -40,7 +40,7 @@ struct Held {
     key: Arc<Mutex<String>>,
     refresher: tokio::task::JoinHandle<()>,
     /// When the lock file in storage was last written, by the wall clock.
-    refreshed: Arc<std::sync::Mutex<OffsetDateTime>>,
+    refreshed: Arc<std::sync::Mutex<Timestamp>>,
     /// Set for good when two writes of the lock were further apart than `TRUST_FOR`: even
     /// once it is written again, another process may have judged it stale in between.
     lapsed: Arc<std::sync::atomic::AtomicBool>,
@@ -48,7 +48,7 @@ struct Held {
 
 /// A lock older than this may be judged stale by another process before the work that it
 /// covers is stored: `LockGuard::check` then refuses to go on.
-const TRUST_FOR: time::Duration = time::Duration::minutes(20);
+const TRUST_FOR: jiff::SignedDuration = jiff::SignedDuration::from_mins(20);
 
 impl LockGuard {
     /// No lock at all: reading a repository that refuses writes, or `--no-lock`.
@@ -65,17 +65,17 @@ impl LockGuard {
             return Ok(());
         };
         let refreshed = *held.refreshed.lock().unwrap_or_else(|e| e.into_inner());
-        let age = wall_clock() - refreshed;
+        let age = wall_clock().duration_since(refreshed);
         if held.lapsed.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(RepoError::LockLost {
                 url: held.url.clone(),
-                minutes: TRUST_FOR.whole_minutes(),
+                minutes: TRUST_FOR.as_mins(),
             });
         }
         if age > TRUST_FOR {
             return Err(RepoError::LockLost {
                 url: held.url.clone(),
-                minutes: age.whole_minutes(),
+                minutes: age.as_mins(),
             });
         }
         Ok(())
@@ -125,8 +125,8 @@ fn describe(l: &LockFile) -> String {
 }
 
 /// Whether a lock no longer protects anything.
-pub fn is_stale(l: &LockFile, now: OffsetDateTime, this_host: &str) -> bool {
-    if now - l.time > STALE_AFTER {
+pub fn is_stale(l: &LockFile, now: Timestamp, this_host: &str) -> bool {
+    if now.duration_since(l.time) > STALE_AFTER {
         return true;
     }
     l.host == this_host && !crate::sys::pid_alive(l.pid)
@@ -150,7 +150,7 @@ pub enum Holder {
     /// stale age: nobody can tell what it protects, so it conflicts with everything until it
     /// is that old or removed.
     Unreadable {
-        written: OffsetDateTime,
+        written: Timestamp,
         why: String,
     },
 }
@@ -191,7 +191,7 @@ pub async fn live_locks(repo: &Repository) -> Result<Vec<(String, Holder)>, Repo
             // Deleted between list and read: released meanwhile.
             Err(e) if e.is_storage_not_found() => {}
             Err(RepoError::Corrupt { detail, .. }) => {
-                if wall - written <= STALE_AFTER {
+                if wall.duration_since(written) <= STALE_AFTER {
                     out.push((
                         key,
                         Holder::Unreadable {
@@ -269,7 +269,7 @@ pub(super) async fn acquire(
                             let mut last = refreshed.lock().unwrap_or_else(|e| e.into_inner());
                             // A gap (storage unreachable, the machine asleep) long enough for
                             // others to judge the lock stale is not mended by writing it again.
-                            if written - *last > TRUST_FOR {
+                            if written.duration_since(*last) > TRUST_FOR {
                                 lapsed.store(true, std::sync::atomic::Ordering::SeqCst);
                             }
                             *last = written;
@@ -296,7 +296,7 @@ pub(super) async fn acquire(
 
 /// How long a lock has really been held is a question about the wall clock, whatever clock
 /// the repository's records are stamped with (tests run those on a manual one).
-fn wall_clock() -> OffsetDateTime {
+fn wall_clock() -> Timestamp {
     crate::clock::SystemClock.now()
 }
 
@@ -362,7 +362,7 @@ mod tests {
         guard.check().unwrap();
         let held = guard.held.as_ref().unwrap();
         // Last written 21 minutes ago: another process may judge it stale soon.
-        *held.refreshed.lock().unwrap() = wall_clock() - time::Duration::minutes(21);
+        *held.refreshed.lock().unwrap() = wall_clock() - jiff::SignedDuration::from_mins(21);
         assert!(matches!(guard.check(), Err(RepoError::LockLost { .. })));
         // Written again just now, but after a gap: still not trusted.
         *held.refreshed.lock().unwrap() = wall_clock();

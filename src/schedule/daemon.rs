@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -20,8 +20,6 @@ use super::service::{JobKind, Service};
 
 /// How long a running backup may take to finish after SIGTERM before it is stopped.
 pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(60);
-
-pub use crate::clock::{from_jiff, to_jiff};
 
 /// A job the daemon fires.
 #[derive(Clone, Debug)]
@@ -81,15 +79,15 @@ pub fn jobs(config: &Config) -> Vec<Job> {
 /// A job that has never been considered is not due; it starts counting now.
 pub fn due(
     jobs: &[Job],
-    considered: impl Fn(&str) -> Option<OffsetDateTime>,
+    considered: impl Fn(&str) -> Option<Timestamp>,
     tz: &jiff::tz::TimeZone,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Vec<Job> {
     jobs.iter()
         .filter(|j| {
             considered(&j.name)
-                .and_then(|c| j.cron.next_after(to_jiff(c), tz))
-                .is_some_and(|next| next <= to_jiff(now))
+                .and_then(|c| j.cron.next_after(c, tz))
+                .is_some_and(|next| next <= now)
         })
         .cloned()
         .collect()
@@ -286,21 +284,21 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn at(s: &str) -> OffsetDateTime {
-        from_jiff(s.parse().unwrap())
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
     }
 
     /// Step a manual clock a minute at a time and record when each job fires.
     fn simulate(jobs: &[Job], from: &str, to: &str) -> Vec<(String, String)> {
         let tz = jiff::tz::TimeZone::get("Europe/London").unwrap();
-        let mut considered: std::collections::HashMap<String, OffsetDateTime> =
+        let mut considered: std::collections::HashMap<String, Timestamp> =
             jobs.iter().map(|j| (j.name.clone(), at(from))).collect();
         let mut now = at(from);
         let mut fired = Vec::new();
         while now < at(to) {
-            now += time::Duration::minutes(1);
+            now += jiff::SignedDuration::from_mins(1);
             for j in due(jobs, |n| considered.get(n).copied(), &tz, now) {
-                let local = to_jiff(now).to_zoned(tz.clone());
+                let local = now.to_zoned(tz.clone());
                 fired.push((
                     j.name.clone(),
                     local.strftime("%Y-%m-%d %H:%M %Z").to_string(),
@@ -369,7 +367,15 @@ mod tests {
         let due_now = due(&jobs, |_| Some(last), &tz, now);
         assert_eq!(due_now.len(), 1, "three missed nights are one catch-up run");
         // Once considered at start-up, nothing more is due until the next night.
-        assert!(due(&jobs, |_| Some(now), &tz, now + time::Duration::hours(12)).is_empty());
+        assert!(
+            due(
+                &jobs,
+                |_| Some(now),
+                &tz,
+                now + jiff::SignedDuration::from_hours(12)
+            )
+            .is_empty()
+        );
         assert_eq!(
             due(&jobs, |_| Some(now), &tz, at("2026-06-09T00:00:00Z")).len(),
             1

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::clock::Clock;
 use crate::config::{Config, Plan, RepositoryConfig, Schedule};
@@ -384,10 +384,8 @@ impl Service {
         let started = self.clock.now();
         // Waiting for another job on the same repository past this job's next slot is worth
         // saying: the schedule is too tight for the repository.
-        let next_slot = s
-            .cron
-            .next_after(crate::clock::to_jiff(asked), &self.config.time_zone);
-        let late = next_slot.is_some_and(|n| crate::clock::to_jiff(started) > n);
+        let next_slot = s.cron.next_after(asked, &self.config.time_zone);
+        let late = next_slot.is_some_and(|n| started > n);
         if late {
             tracing::warn!(job = %s.name, waited_s = waited.as_secs(), "waited for the repository past this job's next slot");
         }
@@ -634,7 +632,7 @@ impl Service {
         trigger: Trigger,
         operator: &str,
         repository: &str,
-        started: OffsetDateTime,
+        started: Timestamp,
         outcome: Outcome,
         summary: String,
     ) -> RunRecord {
@@ -681,7 +679,7 @@ impl Service {
     }
 
     /// When each schedule last had a good backup (or was first seen, if never).
-    pub fn last_good(&self) -> Result<Vec<(String, OffsetDateTime, bool)>, ServiceError> {
+    pub fn last_good(&self) -> Result<Vec<(String, Timestamp, bool)>, ServiceError> {
         let j = self.journal.lock().expect("journal");
         let runs = j.runs()?;
         let mut out = Vec::new();
@@ -772,7 +770,7 @@ impl Service {
     pub async fn deliver(&self, now_all: bool) -> Result<(usize, usize), ServiceError> {
         let now = self.clock.now();
         let horizon = if now_all {
-            now + time::Duration::days(3650)
+            now + jiff::SignedDuration::from_hours(24 * 3650)
         } else {
             now
         };

@@ -9,7 +9,7 @@ impl Store {
     /// local store writes `name#N` and renames it into place), older than `older_than`.
     pub fn partial_uploads(
         &self,
-        older_than: time::Duration,
+        older_than: jiff::SignedDuration,
     ) -> Result<Vec<PathBuf>, StorageError> {
         let Some(root) = &self.local_root else {
             return Ok(Vec::new());

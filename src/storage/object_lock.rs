@@ -17,8 +17,8 @@ use aws_sdk_s3::types::{
     ObjectLockEnabled, ObjectLockMode, ObjectLockRetention, ObjectLockRetentionMode,
 };
 use bytes::Bytes;
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use super::StorageError;
 
@@ -80,8 +80,8 @@ pub struct Retention {
 impl Retention {
     pub const MAX_DAYS: u32 = 3650;
 
-    pub fn period(&self) -> time::Duration {
-        time::Duration::days(i64::from(self.days))
+    pub fn period(&self) -> jiff::SignedDuration {
+        jiff::SignedDuration::from_hours(24 * i64::from(self.days))
     }
 }
 
@@ -100,7 +100,7 @@ pub(super) struct S3Target {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectRetention {
     pub mode: Option<RetentionMode>,
-    pub until: Option<OffsetDateTime>,
+    pub until: Option<Timestamp>,
     /// The current version's id ("null" or none without versioning).
     pub version: Option<String>,
 }
@@ -182,7 +182,7 @@ impl ObjectLock {
         &self,
         key: &str,
         bytes: Bytes,
-        retention: Option<(RetentionMode, OffsetDateTime)>,
+        retention: Option<(RetentionMode, Timestamp)>,
         create_only: bool,
     ) -> Result<(), StorageError> {
         let mut req = self
@@ -227,7 +227,7 @@ impl ObjectLock {
         &self,
         key: &str,
         mode: RetentionMode,
-        until: OffsetDateTime,
+        until: Timestamp,
     ) -> Result<(), StorageError> {
         self.client
             .put_object_retention()
@@ -247,11 +247,7 @@ impl ObjectLock {
 
     /// Remove every version of `key`. Refused, before anything is deleted, when a version is
     /// retained past `now`; a key that does not exist is not an error.
-    pub async fn delete_all_versions(
-        &self,
-        key: &str,
-        now: OffsetDateTime,
-    ) -> Result<(), StorageError> {
+    pub async fn delete_all_versions(&self, key: &str, now: Timestamp) -> Result<(), StorageError> {
         let full = self.full_key(key);
         // Every version and delete marker of exactly this key, page by page.
         let (mut versions, mut markers) = (Vec::new(), Vec::new());
@@ -399,12 +395,12 @@ impl ObjectLock {
     }
 }
 
-fn to_sdk(t: OffsetDateTime) -> DateTime {
-    DateTime::from_secs(t.unix_timestamp())
+fn to_sdk(t: Timestamp) -> DateTime {
+    DateTime::from_secs(t.as_second())
 }
 
-fn from_sdk(t: &DateTime) -> Option<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp(t.secs()).ok()
+fn from_sdk(t: &DateTime) -> Option<Timestamp> {
+    Timestamp::from_second(t.secs()).ok()
 }
 
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(

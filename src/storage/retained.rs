@@ -45,7 +45,7 @@ impl Store {
     pub async fn extend_retention(
         &self,
         key: &str,
-        until: time::OffsetDateTime,
+        until: jiff::Timestamp,
     ) -> Result<(), StorageError> {
         let Some((lock, retention)) = &self.lock else {
             return Ok(());
@@ -91,7 +91,7 @@ impl Store {
             let _ = lock.delete_all_versions(&key, now).await;
         }
         let key = format!("doctor/canary-{}", hex::encode(rand_suffix()));
-        let until = now + time::Duration::minutes(5);
+        let until = now + jiff::SignedDuration::from_mins(5);
         lock.put(
             &key,
             Bytes::from_static(b"vouch doctor canary"),

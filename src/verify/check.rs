@@ -367,8 +367,7 @@ fn subset(
     seed: u64,
     skip: &HashSet<u32>,
 ) -> Vec<u32> {
-    let mut candidates: Vec<(Option<time::OffsetDateTime>, u64, u32)> = (0..index.packs().len()
-        as u32)
+    let mut candidates: Vec<(Option<jiff::Timestamp>, u64, u32)> = (0..index.packs().len() as u32)
         .filter(|p| !skip.contains(p))
         .map(|p| {
             let id = index.pack(p).id;

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::config::{Plan, Selection};
 use crate::repo::crypto::Kind;
@@ -83,7 +83,7 @@ pub enum DrillError {
 pub struct DrillSnapshot {
     pub id: SnapshotId,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     pub label: Option<String>,
     pub paths: Vec<String>,
     pub files: u64,
@@ -179,7 +179,7 @@ pub struct DrillReport {
     pub operator: String,
     pub trigger: String,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub started: OffsetDateTime,
+    pub started: Timestamp,
     pub duration_ms: u64,
     pub snapshot: DrillSnapshot,
     pub selection: DrillSelection,

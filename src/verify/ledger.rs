@@ -6,8 +6,8 @@
 
 use std::collections::HashMap;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::repo::crypto::Kind;
 use crate::repo::ids::{PackId, SnapshotId};
@@ -19,7 +19,7 @@ use crate::repo::{RepoError, Repository};
 pub struct LedgerRecord {
     pub version: u32,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     /// "drill" or "check".
     pub source: String,
     /// The drill or check this came from (a drill report id, or a description).
@@ -57,8 +57,8 @@ pub fn encode_paths<'a>(paths: impl Iterator<Item = &'a str>) -> String {
 /// When each pack and path was last verified.
 #[derive(Debug, Default)]
 pub struct Ledger {
-    packs: HashMap<PackId, OffsetDateTime>,
-    files: HashMap<u64, OffsetDateTime>,
+    packs: HashMap<PackId, Timestamp>,
+    files: HashMap<u64, Timestamp>,
     pub records: usize,
 }
 
@@ -78,11 +78,11 @@ impl Ledger {
         }
     }
 
-    pub fn pack_verified(&self, id: &PackId) -> Option<OffsetDateTime> {
+    pub fn pack_verified(&self, id: &PackId) -> Option<Timestamp> {
         self.packs.get(id).copied()
     }
 
-    pub fn file_verified(&self, path: &str) -> Option<OffsetDateTime> {
+    pub fn file_verified(&self, path: &str) -> Option<Timestamp> {
         self.files.get(&path_key(path)).copied()
     }
 
@@ -111,7 +111,7 @@ pub async fn record(repo: &Repository, record: &LedgerRecord) -> Result<(), Repo
 pub struct CoverageReport {
     pub window_days: f64,
     #[serde(with = "crate::repo::format::rfc3339")]
-    pub since: OffsetDateTime,
+    pub since: Timestamp,
     pub packs: usize,
     pub bytes: u64,
     pub packs_verified: usize,
@@ -128,12 +128,12 @@ pub struct CoverageReport {
 pub fn coverage(
     index: &MasterIndex,
     ledger: &Ledger,
-    now: OffsetDateTime,
-    window: time::Duration,
+    now: Timestamp,
+    window: jiff::SignedDuration,
 ) -> CoverageReport {
     let since = now - window;
     let mut r = CoverageReport {
-        window_days: window.as_seconds_f64() / 86_400.0,
+        window_days: window.as_secs_f64() / 86_400.0,
         since,
         packs: index.packs().len(),
         bytes: 0,
@@ -167,8 +167,8 @@ pub fn coverage(
 mod tests {
     use super::*;
 
-    fn at(day: i64) -> OffsetDateTime {
-        OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000 + day)
+    fn at(day: i64) -> Timestamp {
+        Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_hours(24 * 20_000 + day)
     }
 
     #[test]

@@ -170,7 +170,7 @@ fn year() -> &'static Year {
         let env = Env::new();
         let bucket = crate::support::bucket_name("evidence_year");
         let dir = school(&env, None, Some(&bucket));
-        let clock = ManualClock::new(time::macros::datetime!(2025-09-01 01:00 UTC));
+        let clock = ManualClock::new("2025-09-01T01:00:00Z".parse::<jiff::Timestamp>().unwrap());
         let config = vouch::service::Config::load(&dir.join("vouch.toml")).unwrap();
         let service = Service::new(config, Arc::new(clock.clone())).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -201,31 +201,32 @@ fn year() -> &'static Year {
                         .await
                         .unwrap();
                     assert!(!o.record.outcome.is_good(), "{:?}", o.record);
-                    clock.advance(time::Duration::days(2));
+                    clock.advance(jiff::SignedDuration::from_hours(24 * 2));
                     service.annotate(o.seq, ACTION, "j.patel").await.unwrap();
                     failed_drill = Some(o.seq);
-                    clock.advance(time::Duration::days(-2));
+                    clock.advance(jiff::SignedDuration::from_hours(24 * -2));
                 }
-                clock.advance(time::Duration::weeks(1));
+                clock.advance(jiff::SignedDuration::from_hours(168));
             }
             // The daemon's own reckoning: on 1 September at 08:00 (school time) the evidence
             // job, and only it, comes due.
             use vouch::service::{due, jobs};
             let all = jobs(&service.config);
             let tz = service.config.time_zone.clone();
-            let considered = |_: &str| Some(time::macros::datetime!(2026-08-31 12:00 UTC));
+            let considered =
+                |_: &str| Some("2026-08-31T12:00:00Z".parse::<jiff::Timestamp>().unwrap());
             let before = due(
                 &all,
                 considered,
                 &tz,
-                time::macros::datetime!(2026-09-01 06:59 UTC),
+                "2026-09-01T06:59:00Z".parse::<jiff::Timestamp>().unwrap(),
             );
             assert!(
                 before.is_empty(),
                 "{:?}",
                 before.iter().map(|j| &j.name).collect::<Vec<_>>()
             );
-            clock.set(time::macros::datetime!(2026-09-01 08:00 UTC));
+            clock.set("2026-09-01T08:00:00Z".parse::<jiff::Timestamp>().unwrap());
             let fired = due(&all, considered, &tz, clock.now());
             assert_eq!(
                 fired.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
@@ -665,10 +666,13 @@ fn evidence_send_emails_the_pack_and_the_attachments_verify() {
     vouch(&["run", "staff-weekly"]).expect(0);
     vouch(&["run", "monthly"]).expect(0);
     // A period around today, so that a run just before midnight still falls in it.
-    let today = vouch::SystemClock.now().date();
+    let today = vouch::SystemClock
+        .now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .date();
     let (from, to) = (
-        today.previous_day().unwrap().to_string(),
-        today.next_day().unwrap().to_string(),
+        today.yesterday().unwrap().to_string(),
+        today.tomorrow().unwrap().to_string(),
     );
     let sent = vouch(&["evidence", "send", "--from", &from, "--to", &to]).expect(0);
     assert!(sent.stdout.contains("1 sent"), "{}", sent.stdout);

@@ -445,7 +445,7 @@ impl Corpus {
             host: "nas1".into(),
             pid: 4242,
             username: "vouch".into(),
-            time: time::macros::datetime!(2026-12-01 02:00 UTC),
+            time: "2026-12-01T02:00:00Z".parse::<jiff::Timestamp>().unwrap(),
             exclusive: true,
             operation: "prune".into(),
         };

@@ -4,7 +4,7 @@
 //! reports the bucket's settings and proves enforcement with a canary, and whether mail can
 //! go out.
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 use vouch::{Retention, RetentionMode};
 
 use crate::support::{Env, Run, S3Repo, Smtp, assert_same_tree, noise, s3, text, write};
@@ -21,13 +21,13 @@ fn share(env: &Env) -> std::path::PathBuf {
 }
 
 /// The storage's clock: retention is judged by the S3 server against real time.
-fn wall_clock() -> OffsetDateTime {
+fn wall_clock() -> Timestamp {
     use vouch::Clock;
     vouch::SystemClock.now()
 }
 
-fn close_to(actual: OffsetDateTime, expected: OffsetDateTime) -> bool {
-    (actual - expected).abs() < time::Duration::minutes(5)
+fn close_to(actual: Timestamp, expected: Timestamp) -> bool {
+    actual.duration_since(expected).abs() < jiff::SignedDuration::from_mins(5)
 }
 
 #[test]
@@ -79,7 +79,10 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
         assert_eq!(ret.mode, Some(RetentionMode::Governance), "{key}");
         let until = ret.until.unwrap();
         assert!(
-            close_to(until, now + time::Duration::days(DAYS.into())),
+            close_to(
+                until,
+                now + jiff::SignedDuration::from_hours(24 * i64::from(DAYS))
+            ),
             "{key} retained until {until}"
         );
     }
@@ -164,7 +167,7 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
         })
         .unwrap()
         .clone();
-    let soon = wall_clock() + time::Duration::hours(1);
+    let soon = wall_clock() + jiff::SignedDuration::from_hours(1);
     rt.block_on(locked.extend_retention(&kept_pack, soon))
         .unwrap();
     let prune = r.run(&["prune"]).expect(0);
@@ -179,7 +182,7 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
     assert!(
         close_to(
             ret.until.unwrap(),
-            wall_clock() + time::Duration::days(DAYS.into())
+            wall_clock() + jiff::SignedDuration::from_hours(24 * i64::from(DAYS))
         ),
         "{kept_pack} retained until {:?}",
         ret.until
@@ -210,7 +213,7 @@ fn every_object_is_retained_and_prune_reports_what_it_cannot_delete() {
     r.run(&["backup", "-q", src.to_str().unwrap()]).expect(0);
     rt.block_on(r.store().delete(&format!("snapshots/{newest}")))
         .unwrap();
-    let moments = wall_clock() + time::Duration::seconds(2);
+    let moments = wall_clock() + jiff::SignedDuration::from_secs(2);
     rt.block_on(locked.extend_retention(&unused_pack, moments))
         .unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
@@ -525,7 +528,7 @@ fn a_planted_unreadable_snapshot_stops_prune_but_not_the_extension_of_retention(
         })
         .unwrap();
     let pack = r.keys(&rt, "data/")[0].clone();
-    rt.block_on(locked.extend_retention(&pack, wall_clock() + time::Duration::hours(1)))
+    rt.block_on(locked.extend_retention(&pack, wall_clock() + jiff::SignedDuration::from_hours(1)))
         .unwrap();
     let junk = format!("snapshots/{}", "ab".repeat(32));
     rt.block_on(
@@ -560,7 +563,7 @@ fn a_planted_unreadable_snapshot_stops_prune_but_not_the_extension_of_retention(
     assert!(
         close_to(
             ret.until.unwrap(),
-            wall_clock() + time::Duration::days(DAYS.into())
+            wall_clock() + jiff::SignedDuration::from_hours(24 * i64::from(DAYS))
         ),
         "{pack} retained until {:?}",
         ret.until

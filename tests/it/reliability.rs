@@ -563,9 +563,8 @@ fn a_mail_server_that_never_answers_does_not_hang_run_outbox_or_doctor() {
         outbox.stdout
     );
     // Queued thirteen hours ago and still not out: status says mail is not going out.
-    let then = (vouch::Clock::now(&vouch::SystemClock) - time::Duration::hours(13))
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let then =
+        (vouch::Clock::now(&vouch::SystemClock) - jiff::SignedDuration::from_hours(13)).to_string();
     sqlite(
         &site.env.path("state/journal.sqlite"),
         &format!("UPDATE outbox SET created = '{then}'"),
@@ -626,16 +625,14 @@ fn the_daemon_backs_up_on_time_while_the_mail_server_never_answers() {
         starts.len()
     );
     // Each started within its minute: none waited for the mail server.
-    let times: Vec<time::OffsetDateTime> = starts
+    let times: Vec<jiff::Timestamp> = starts
         .iter()
-        .map(|t| {
-            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).unwrap()
-        })
+        .map(|t| t.parse::<jiff::Timestamp>().unwrap())
         .collect();
     for w in times.windows(2) {
-        let gap = w[1] - w[0];
+        let gap = w[1].duration_since(w[0]);
         assert!(
-            gap < time::Duration::seconds(90),
+            gap < jiff::SignedDuration::from_secs(90),
             "backups {gap} apart on a per-minute schedule: {starts:?}"
         );
     }
@@ -693,7 +690,7 @@ fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
         ),
     )
     .unwrap();
-    let clock = vouch::ManualClock::new(time::macros::datetime!(2026-05-11 00:30 UTC));
+    let clock = vouch::ManualClock::new("2026-05-11T00:30:00Z".parse::<jiff::Timestamp>().unwrap());
     let config = vouch::service::Config::load(&site.dir.join("vouch.toml")).unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The SMTP transport is built inside a runtime.
@@ -711,14 +708,14 @@ fn mail_stuck_for_hours_fails_the_heartbeat_and_shows_in_status() {
         service.flush_outbox().await.unwrap();
         assert!(service.outbox_stuck().unwrap().is_none(), "not yet hours");
         // The next good backup, an hour later: the heartbeat says success.
-        clock.advance(time::Duration::hours(1));
+        clock.advance(jiff::SignedDuration::from_hours(1));
         let o = service
             .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
             .unwrap();
         assert_eq!(o.record.outcome, vouch::records::Outcome::Success);
         // Thirteen hours on, mail has still not gone: a good backup pings /fail.
-        clock.advance(time::Duration::hours(13));
+        clock.advance(jiff::SignedDuration::from_hours(13));
         service
             .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await

@@ -189,7 +189,7 @@ fn an_smtp_outage_delays_the_alert_and_nothing_is_lost_across_a_restart() {
 #[test]
 fn staleness_follows_the_rpo_on_a_manual_clock() {
     let site = Site::new(None);
-    let clock = ManualClock::new(time::macros::datetime!(2026-05-11 00:30 UTC));
+    let clock = ManualClock::new("2026-05-11T00:30:00Z".parse::<jiff::Timestamp>().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = vouch::service::Config::load(&site.config()).unwrap();
     let service = Service::new(config, Arc::new(clock.clone())).unwrap();
@@ -200,14 +200,14 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
             .await
             .unwrap();
         assert_eq!(o.record.outcome, vouch::records::Outcome::Success);
-        clock.advance(time::Duration::hours(25));
+        clock.advance(jiff::SignedDuration::from_hours(25));
         service.housekeeping().await.unwrap();
         service.flush_outbox().await.unwrap();
         assert!(
             site.mail_folder().is_empty(),
             "no alert before the RPO passes"
         );
-        clock.advance(time::Duration::hours(2));
+        clock.advance(jiff::SignedDuration::from_hours(2));
         service.housekeeping().await.unwrap();
         service.housekeeping().await.unwrap();
         service.flush_outbox().await.unwrap();
@@ -224,7 +224,7 @@ fn staleness_follows_the_rpo_on_a_manual_clock() {
             mail[0]
         );
         // A day later, still stale: one reminder.
-        clock.advance(time::Duration::hours(24));
+        clock.advance(jiff::SignedDuration::from_hours(24));
         service.housekeeping().await.unwrap();
         service.flush_outbox().await.unwrap();
         assert_eq!(site.mail_folder().len(), 2);
@@ -286,9 +286,7 @@ fn two_jobs_on_one_repository_never_overlap() {
         })
         .collect();
     assert_eq!(times.len(), 2);
-    let parse = |s: &str| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).unwrap()
-    };
+    let parse = |s: &str| s.parse::<jiff::Timestamp>().unwrap();
     let (first, second) = if parse(&times[0].0) <= parse(&times[1].0) {
         (&times[0], &times[1])
     } else {
@@ -397,7 +395,7 @@ fn sigterm_during_a_daemon_backup_leaves_a_repository_that_passes_check() {
         let j = vouch::records::Journal::open(&config.state_dir).unwrap();
         j.set_considered(
             "staff-nightly",
-            time::macros::datetime!(2026-01-01 00:00 UTC),
+            "2026-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap(),
         )
         .unwrap();
     }
@@ -505,7 +503,7 @@ fn heartbeat_urls_are_pinged_on_start_and_success() {
 fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_it() {
     vouch::service::set_worker_program(env!("CARGO_BIN_EXE_vouch").into());
     let site = Site::new(None);
-    let clock = ManualClock::new(time::macros::datetime!(2026-09-01 09:00 UTC));
+    let clock = ManualClock::new("2026-09-01T09:00:00Z".parse::<jiff::Timestamp>().unwrap());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = vouch::service::Config::load(&site.config()).unwrap();
     let service = Service::new(config, Arc::new(clock.clone())).unwrap();
@@ -528,7 +526,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
         );
         let drills_only = |m: &Vec<String>| m.iter().filter(|x| x.contains("test restore")).count();
         // Keep the backups fresh so that only the drill clock speaks.
-        clock.advance(time::Duration::days(330));
+        clock.advance(jiff::SignedDuration::from_hours(24 * 330));
         service
             .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
@@ -539,7 +537,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             0,
             "nothing before the last 30 days"
         );
-        clock.advance(time::Duration::days(6));
+        clock.advance(jiff::SignedDuration::from_hours(24 * 6));
         service
             .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await
@@ -551,7 +549,7 @@ fn a_year_without_a_passed_test_restore_warns_then_alerts_and_a_drill_resolves_i
             mail.iter()
                 .any(|m| m.contains("a test restore is due within 30 days"))
         );
-        clock.advance(time::Duration::days(30));
+        clock.advance(jiff::SignedDuration::from_hours(24 * 30));
         service
             .run_backup(&s, vouch::records::Trigger::Schedule, "test")
             .await

@@ -87,7 +87,7 @@ async fn contract(store: &Store, name: &str, retained: bool) {
     let now = vouch::Clock::now(&vouch::SystemClock);
     for (key, _, at) in store.list_modified("data/").await.unwrap() {
         assert!(
-            (now - at).abs() < time::Duration::minutes(10),
+            now.duration_since(at).abs() < jiff::SignedDuration::from_mins(10),
             "{name}: {key} written at {at}, now is {now}"
         );
     }

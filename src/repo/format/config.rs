@@ -1,7 +1,7 @@
 //! `config`: the repository's identity and parameters, sealed with the master key.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::repo::ids::RepoId;
 
@@ -10,7 +10,7 @@ pub struct RepoConfig {
     pub version: u32,
     pub id: RepoId,
     #[serde(with = "super::rfc3339")]
-    pub created: OffsetDateTime,
+    pub created: Timestamp,
     pub chunker: ChunkerParams,
     pub compression: CompressionParams,
     /// Packs are closed once they reach this many bytes.
@@ -38,7 +38,7 @@ pub struct CompressionParams {
 }
 
 impl RepoConfig {
-    pub fn new(id: RepoId, created: OffsetDateTime) -> Self {
+    pub fn new(id: RepoId, created: Timestamp) -> Self {
         Self {
             version: super::FORMAT_VERSION,
             id,

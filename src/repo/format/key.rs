@@ -2,8 +2,8 @@
 //! must be readable before any key is known); the master secret inside is sealed with the
 //! argon2id output.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::repo::crypto::KdfParams;
 
@@ -11,7 +11,7 @@ use crate::repo::crypto::KdfParams;
 pub struct KeyFile {
     pub version: u32,
     #[serde(with = "super::rfc3339")]
-    pub created: OffsetDateTime,
+    pub created: Timestamp,
     pub host: String,
     pub username: String,
     pub kdf: KdfParams,

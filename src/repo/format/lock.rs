@@ -1,7 +1,7 @@
 //! `locks/<id>`: who is using the repository, and how.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockFile {
@@ -11,7 +11,7 @@ pub struct LockFile {
     pub username: String,
     /// When the lock was written or last refreshed.
     #[serde(with = "super::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     pub exclusive: bool,
     /// What holds it ("backup", "check", …), for the message another process shows.
     pub operation: String,

@@ -1,7 +1,7 @@
 //! `snapshots/<id>`: one backup: when, of what, by whom, labelled how, and its root tree.
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
 
 use crate::repo::ids::{BlobId, SnapshotId};
 
@@ -9,7 +9,7 @@ use crate::repo::ids::{BlobId, SnapshotId};
 pub struct Snapshot {
     pub version: u32,
     #[serde(with = "super::rfc3339")]
-    pub time: OffsetDateTime,
+    pub time: Timestamp,
     pub host: String,
     pub username: String,
     /// The backed-up paths, absolute, as given.

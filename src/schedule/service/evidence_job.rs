@@ -53,7 +53,8 @@ impl Service {
         operator: &str,
     ) -> Result<(JobOutcome, PathBuf), ServiceError> {
         let started = self.clock.now();
-        let period = period.unwrap_or_else(|| Period::school_year_before(started.date()));
+        let period =
+            period.unwrap_or_else(|| Period::school_year_before(crate::clock::utc_date(started)));
         let dir = dir.unwrap_or_else(|| {
             self.state_dir()
                 .join("evidence")

@@ -2,7 +2,7 @@
 //! verified longest ago (or never) first, ties broken by a seeded shuffle; the seed is
 //! recorded, so a drill's selection can be repeated.
 
-use time::OffsetDateTime;
+use jiff::Timestamp;
 
 use crate::config::{Selection, SnapshotChoice};
 use crate::repo::format::snapshot::Snapshot;
@@ -28,7 +28,7 @@ pub(super) fn snapshot(
     candidates: &[(SnapshotId, Snapshot)],
     choice: &SnapshotChoice,
     seed: u64,
-    now: OffsetDateTime,
+    now: Timestamp,
 ) -> Result<(SnapshotId, Snapshot), NoSnapshot> {
     let pick = match choice {
         SnapshotChoice::Latest => candidates.last(),
