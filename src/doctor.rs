@@ -134,7 +134,7 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
             }
             match store.object_retention("config").await {
                 Ok(o) => match o.until {
-                    Some(until) if until <= crate::storage::now_utc() => {
+                    Some(until) if until <= store.clock().now() => {
                         r.config_retained_until = Some(crate::clock::human(until));
                         r.say(
                             Level::Problem,
@@ -144,7 +144,7 @@ pub async fn doctor(repo: &Repository) -> Result<DoctorReport, RepoError> {
                             ),
                         );
                     }
-                    Some(until) if until < crate::storage::now_utc() + ret.period() / 2 => {
+                    Some(until) if until < store.clock().now() + ret.period() / 2 => {
                         r.config_retained_until = Some(crate::clock::human(until));
                         r.say(
                             Level::Warning,

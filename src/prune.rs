@@ -288,7 +288,7 @@ async fn prune_locked(
     report.packs_before = stored.len();
     report.bytes_before = stored.values().sum();
     let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
-    let recent_after = crate::storage::now_utc() - UNINDEXED_MARGIN;
+    let recent_after = repo.store().clock().now() - UNINDEXED_MARGIN;
     let mut unindexed: Vec<String> = Vec::new();
     for (key, _, modified) in &listed {
         if indexed.contains(key) {
@@ -583,7 +583,7 @@ async fn extend_retention(repo: &Repository, extended: &mut usize) -> Result<(),
         .map(|(k, _)| k)
         .collect();
     live.retain(|k| !k.starts_with("snapshots/") || stored_snapshots.contains(k));
-    let now = crate::storage::now_utc();
+    let now = repo.store().clock().now();
     let horizon = now + retention.period() / 2;
     let until = now + retention.period();
     let results: Vec<Result<bool, RepoError>> = futures::stream::iter(live)

@@ -20,7 +20,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::storage::{StorageError, Store};
 
 use crypto::{Keys, Kind};
@@ -277,6 +277,8 @@ impl Repository {
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+    /// The repository's times (snapshots, locks, records) from `clock`; the store keeps its
+    /// own, the clock the storage judges retention by. A repository starts with its store's.
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
@@ -311,7 +313,7 @@ impl Repository {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
         }
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let clock = store.clock().clone();
         let master = crypto::MasterSecret::random();
         let keys = Arc::new(Keys::derive(&master));
         let mut config =
@@ -445,12 +447,12 @@ impl Repository {
             None => store,
         };
         Ok(Repository {
+            clock: store.clock().clone(),
             store,
             keys,
             config,
             key_id,
             master: Arc::new(master),
-            clock: Arc::new(SystemClock),
             no_lock: false,
         })
     }

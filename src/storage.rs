@@ -170,6 +170,9 @@ pub struct Store {
     lock: Option<(Arc<object_lock::ObjectLock>, Retention)>,
     /// The S3 control client, built on first use and shared by clones of this store.
     control: Arc<std::sync::OnceLock<Arc<object_lock::ObjectLock>>>,
+    /// The storage's clock. Retention dates and the age of local leftovers are judged by the
+    /// storage against real time, so this is the system clock unless a test gives another.
+    clock: Arc<dyn crate::clock::Clock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -182,6 +185,21 @@ impl Store {
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.retry = retry;
         self
+    }
+
+    /// The same store, its times taken from `clock` (a repository made with it takes the
+    /// same clock).
+    pub fn with_clock(mut self, clock: Arc<dyn crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn clock(&self) -> &Arc<dyn crate::clock::Clock> {
+        &self.clock
+    }
+
+    fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     /// The same objects through a different `ObjectStore` wrapper (fault injection in tests).
@@ -242,7 +260,7 @@ impl Store {
             let locked = !key.starts_with("locks/");
             return self
                 .retry_loop(key, || {
-                    let until = now_utc() + retention.period();
+                    let until = self.now() + retention.period();
                     let retain = locked.then_some((retention.mode, until));
                     lock.put(key, bytes.clone(), retain, create_only)
                 })
@@ -357,7 +375,7 @@ impl Store {
         if let Some((lock, _)) = &self.lock {
             if !key.starts_with("locks/") {
                 return self
-                    .retry_loop(key, || lock.delete_all_versions(key, now_utc()))
+                    .retry_loop(key, || lock.delete_all_versions(key, self.now()))
                     .await;
             }
         }
@@ -410,13 +428,6 @@ impl Store {
     pub fn is_s3(&self) -> bool {
         self.s3.is_some()
     }
-}
-
-/// Retention dates are compared by the storage with its own clock, so they come from the
-/// system clock, never from a test's manual one.
-pub(crate) fn now_utc() -> jiff::Timestamp {
-    use crate::clock::Clock;
-    crate::clock::SystemClock.now()
 }
 
 #[cfg(test)]

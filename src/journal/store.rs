@@ -108,7 +108,7 @@ pub struct RunRecord {
     pub summary: String,
     /// The snapshot a backup wrote, or a drill tested.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snapshot: Option<String>,
+    pub snapshot: Option<crate::repo::ids::SnapshotId>,
     /// The drill report in the repository.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<String>,

@@ -16,6 +16,7 @@ use crate::config::{Config, Plan, RepositoryConfig, Schedule};
 use crate::journal::{Details, Journal, Outcome, Record, RunDetails, RunKind, RunRecord, Trigger};
 use crate::notify::heartbeat::{Beat, ping};
 use crate::notify::{Mailer, Monitor, mailer_for};
+use crate::repo::ids::SnapshotId;
 use crate::storage::{RepoUrl, S3Options, Store};
 use crate::{BackupOptions, Repository, Secret};
 
@@ -39,8 +40,8 @@ pub struct BackupDetails {
 pub struct RansomwareFlag {
     pub title: String,
     pub detail: String,
-    /// Hex id of the held snapshot.
-    pub snapshot: String,
+    /// The held snapshot.
+    pub snapshot: SnapshotId,
 }
 
 impl RunDetails for BackupDetails {
@@ -454,7 +455,7 @@ impl Service {
                     )
                 });
                 RunRecord {
-                    snapshot: Some(report.snapshot_id.to_hex()),
+                    snapshot: Some(report.snapshot_id),
                     error,
                     details: Details::of(&details),
                     ..self.record(
@@ -496,7 +497,7 @@ impl Service {
         let changes = record
             .details_as::<BackupDetails>()
             .and_then(|d| d.summary?.changes);
-        let snapshot = record.snapshot.as_deref().and_then(|h| h.parse().ok());
+        let snapshot = record.snapshot;
         if let (Some(changes), Some(id), true) = (changes, snapshot, record.outcome.is_good()) {
             self.check_for_ransomware(s, id, &changes, &mut record)
                 .await?;
@@ -590,7 +591,7 @@ impl Service {
                 );
                 let error = (!r.passed).then(|| r.reasons.join("\n"));
                 RunRecord {
-                    snapshot: Some(r.snapshot.id.to_hex()),
+                    snapshot: Some(r.snapshot.id),
                     report: Some(o.report_id.clone()),
                     error,
                     details: Details::of(r),
@@ -914,12 +915,15 @@ mod tests {
             ransomware: Some(RansomwareFlag {
                 title: "Possible ransomware".into(),
                 detail: "40% of files changed".into(),
-                snapshot: "ab12".into(),
+                snapshot: SnapshotId::from_bytes([0xab; 32]),
             }),
         };
         assert_eq!(
             serde_json::to_string(&Details::of(&d)).unwrap(),
-            r#"{"ransomware":{"detail":"40% of files changed","snapshot":"ab12","title":"Possible ransomware"},"waited_for_repository_s":3,"waited_past_next_slot":true}"#
+            format!(
+                r#"{{"ransomware":{{"detail":"40% of files changed","snapshot":"{}","title":"Possible ransomware"}},"waited_for_repository_s":3,"waited_past_next_slot":true}}"#,
+                "ab".repeat(32)
+            )
         );
     }
 }

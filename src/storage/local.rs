@@ -2,7 +2,7 @@
 //! writes `name#N` and renames it into place), and durable, owner-only writes.
 use std::path::PathBuf;
 
-use super::{StorageError, Store, classify_io, now_utc};
+use super::{StorageError, Store, classify_io};
 
 impl Store {
     /// Files left on a local disk by writes that were killed before they finished (the
@@ -14,7 +14,7 @@ impl Store {
         let Some(root) = &self.local_root else {
             return Ok(Vec::new());
         };
-        let cutoff: std::time::SystemTime = (now_utc() - older_than).into();
+        let cutoff: std::time::SystemTime = (self.now() - older_than).into();
         let mut out = Vec::new();
         let mut stack = vec![root.clone()];
         while let Some(dir) = stack.pop() {

@@ -332,8 +332,12 @@ impl ObjectLock {
         Ok(())
     }
 
-    /// The bucket's versioning and Object Lock settings.
-    pub async fn bucket_settings(&self) -> Result<BucketLockSettings, StorageError> {
+    /// The bucket's versioning and Object Lock settings; `now` is the storage's time, for
+    /// removing the probe object some servers need.
+    pub async fn bucket_settings(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Result<BucketLockSettings, StorageError> {
         let mut settings = BucketLockSettings::default();
         match self
             .client
@@ -384,7 +388,7 @@ impl ObjectLock {
                 self.put(&probe, Bytes::from_static(b"vouch doctor"), None, false)
                     .await?;
                 let version = self.retention(&probe).await.map(|r| r.version);
-                self.delete_all_versions(&probe, super::now_utc()).await?;
+                self.delete_all_versions(&probe, now).await?;
                 match version? {
                     Some(v) if v != "null" => "Enabled".into(),
                     _ => "not enabled".into(),

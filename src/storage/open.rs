@@ -50,6 +50,7 @@ impl Store {
                     s3: None,
                     lock: None,
                     control: Default::default(),
+                    clock: Arc::new(crate::clock::SystemClock),
                 })
             }
             RepoUrl::S3 { bucket, prefix } => {
@@ -120,6 +121,7 @@ impl Store {
                     s3: Some(target),
                     lock: None,
                     control: Default::default(),
+                    clock: Arc::new(crate::clock::SystemClock),
                 })
             }
         }
@@ -165,6 +167,7 @@ impl Store {
             s3: None,
             lock: None,
             control: Default::default(),
+            clock: Arc::new(crate::clock::SystemClock),
         }
     }
 }

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::{
-    BucketLockSettings, ObjectRetention, Retention, RetentionMode, StorageError, Store, now_utc,
-    object_lock,
+    BucketLockSettings, ObjectRetention, Retention, RetentionMode, StorageError, Store, object_lock,
 };
 
 impl Store {
@@ -57,7 +56,7 @@ impl Store {
     /// The bucket's versioning and Object Lock settings (S3 only).
     pub async fn bucket_lock_settings(&self) -> Result<BucketLockSettings, StorageError> {
         let lock = self.lock_client()?;
-        self.retry_loop("(bucket settings)", || lock.bucket_settings())
+        self.retry_loop("(bucket settings)", || lock.bucket_settings(self.now()))
             .await
     }
 
@@ -69,7 +68,7 @@ impl Store {
         let key = format!("doctor/delete-probe-{}", hex::encode(rand_suffix()));
         lock.put(&key, Bytes::from_static(b"vouch doctor"), None, false)
             .await?;
-        match lock.delete_all_versions(&key, now_utc()).await {
+        match lock.delete_all_versions(&key, self.now()).await {
             Ok(()) => Ok(Some(true)),
             Err(StorageError::Denied { .. }) => Ok(Some(false)),
             Err(StorageError::Retained { .. }) => Ok(None),
@@ -85,7 +84,7 @@ impl Store {
         mode: RetentionMode,
     ) -> Result<Enforcement, StorageError> {
         let lock = self.lock_client()?;
-        let now = now_utc();
+        let now = self.now();
         for (key, _) in self.list("doctor/").await? {
             // Expired leftovers go; those still retained stay for a later doctor.
             let _ = lock.delete_all_versions(&key, now).await;

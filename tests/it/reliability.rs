@@ -1177,6 +1177,20 @@ fn partial_uploads_left_by_a_killed_write_are_reported_and_removed_once_old() {
     let kept = json(&s.run(&["prune", "--json"]).expect(0));
     assert_eq!(kept["partial_files_removed"], 0, "{kept:#}");
     assert!(partial.exists());
+    // The age is the storage's judgement, by the storage's clock: a store whose clock reads
+    // two hours on sees the same fresh file as old.
+    let margin = jiff::SignedDuration::from_hours(1);
+    let store =
+        vouch::Store::open(&vouch::RepoUrl::Local(s.repo.clone()), &Default::default()).unwrap();
+    assert!(store.partial_uploads(margin).unwrap().is_empty());
+    let later = vouch::ManualClock::new(
+        vouch::Clock::now(&vouch::SystemClock) + jiff::SignedDuration::from_hours(2),
+    );
+    let store = store.with_clock(std::sync::Arc::new(later));
+    assert_eq!(
+        store.partial_uploads(margin).unwrap(),
+        std::slice::from_ref(&partial)
+    );
     age(&partial, "2 hours ago");
     let check = s.run(&["check"]).expect(0);
     assert!(

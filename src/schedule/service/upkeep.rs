@@ -154,7 +154,7 @@ impl Service {
         details.ransomware = Some(RansomwareFlag {
             title: suspicion.title,
             detail,
-            snapshot: snapshot.to_hex(),
+            snapshot,
         });
         record.details = Details::of(&details);
         Ok(())
@@ -173,7 +173,7 @@ impl Service {
         else {
             return Ok(());
         };
-        let snapshot = &r.snapshot;
+        let snapshot = r.snapshot.to_hex();
         let detail = format!(
             "{}{}",
             r.detail,
@@ -383,12 +383,8 @@ impl Service {
                 r.kind, r.job
             )));
         };
-        let snapshot: Option<SnapshotId> = flag.snapshot.parse().ok();
-        let mut released = 0;
-        if let Some(id) = snapshot {
-            let repo = self.repository(&r.repository).await?;
-            released = crate::retention::release(&repo, id, operator).await?;
-        }
+        let repo = self.repository(&r.repository).await?;
+        let released = crate::retention::release(&repo, flag.snapshot, operator).await?;
         self.annotate(run, &format!("acknowledged: {note}"), operator)
             .await?;
         let how = format!("acknowledged by {operator}: {note}");
