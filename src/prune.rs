@@ -23,8 +23,10 @@ use serde::Serialize;
 use crate::repo::crypto::Kind;
 use crate::repo::format::BlobKind;
 use crate::repo::format::index::{IndexFile, IndexPack};
+use crate::repo::format::snapshot::Snapshot;
 use crate::repo::format::tree::NodeKind;
-use crate::repo::ids::{BlobId, IndexId, PackId, object_name};
+use crate::repo::ids::{BlobId, IndexId, PackId, SnapshotId, object_name};
+use crate::repo::index::MasterIndex;
 use crate::repo::packer::{PackWriter, pack_key};
 use crate::repo::{BlobDecoder, LockGuard, LockMode, RepoError, Repository, TreeLoader};
 use crate::storage::StorageError;
@@ -87,6 +89,199 @@ pub struct PruneReport {
     pub retention_extended: usize,
     pub packs_after: usize,
     pub bytes_after: u64,
+}
+
+/// The blobs the snapshots use, every tree read: a tree that cannot be read, or a blob that no
+/// index lists, stops prune before it changes anything.
+async fn used_blobs(
+    repo: &Arc<Repository>,
+    snapshots: &[(SnapshotId, Snapshot)],
+    index: &Arc<MasterIndex>,
+) -> Result<HashSet<BlobId>, RepoError> {
+    let trees = TreeLoader::new(repo.clone(), index.clone());
+    let mut used: HashSet<BlobId> = HashSet::new();
+    let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
+    while let Some(id) = stack.pop() {
+        if !used.insert(id) {
+            continue;
+        }
+        let tree = trees.load(&id).await.map_err(|e| {
+            RepoError::Invalid(format!(
+                "tree {} cannot be read ({e}); prune stops without changing anything: run `vouch check`",
+                id.short()
+            ))
+        })?;
+        for node in &tree.nodes {
+            match (node.kind, node.subtree) {
+                (NodeKind::Dir, Some(sub)) => stack.push(sub),
+                (NodeKind::File, _) => used.extend(node.content.iter().copied()),
+                _ => {}
+            }
+        }
+    }
+    if let Some(missing) = used.iter().find(|b| !index.contains(b)) {
+        return Err(RepoError::Invalid(format!(
+            "blob {} that a snapshot needs is in no index; run `vouch check` (and `vouch repair index`) before pruning",
+            missing.short()
+        )));
+    }
+    Ok(used)
+}
+
+/// Every pack the live index files list, once, with the blobs of it that snapshots use; each
+/// used blob counted in one pack only (the one the master index reads it from). Also the
+/// index files that others supersede.
+fn pack_use(
+    files: &[(IndexId, IndexFile)],
+    index: &MasterIndex,
+    used: &HashSet<BlobId>,
+) -> (Vec<PackUse>, HashSet<IndexId>) {
+    let superseded: HashSet<IndexId> = files
+        .iter()
+        .flat_map(|(_, f)| f.supersedes.iter().copied())
+        .collect();
+    let mut packs: Vec<PackUse> = Vec::new();
+    let mut seen: HashSet<PackId> = HashSet::new();
+    for (id, file) in files {
+        if superseded.contains(id) {
+            continue;
+        }
+        for p in &file.packs {
+            if seen.insert(p.id) {
+                packs.push(PackUse {
+                    index: p.clone(),
+                    used: Vec::new(),
+                    used_bytes: 0,
+                });
+            }
+        }
+    }
+    for p in &mut packs {
+        for (i, b) in p.index.blobs.iter().enumerate() {
+            let home = index
+                .get(&b.id)
+                .map(|l| index.pack(l.pack).id == p.index.id && l.offset == b.offset);
+            if used.contains(&b.id) && home == Some(true) {
+                p.used.push(i);
+                p.used_bytes += b.length as u64;
+            }
+        }
+    }
+    (packs, superseded)
+}
+
+/// Copy the used blobs of the packs at `repack` into new packs, each blob checked (its seal
+/// and its id) on the way; returns the new packs, stored.
+async fn repack_packs(
+    repo: &Repository,
+    packs: &[PackUse],
+    repack: &[usize],
+    report: &mut PruneReport,
+) -> Result<Vec<IndexPack>, RepoError> {
+    let mut new_packs: Vec<IndexPack> = Vec::new();
+    let pack_size = repo.config().pack_size as usize;
+    let mut writers = [PackWriter::new(pack_size), PackWriter::new(pack_size)];
+    let mut decoder = BlobDecoder::new();
+    let mut carried: HashSet<BlobId> = HashSet::new();
+    // One buffer for the packs read and one for a blob's payload, reused throughout: with
+    // glibc, freed multi-megabyte buffers stay in the heap and peak memory grows otherwise.
+    let mut bytes: Vec<u8> = Vec::new();
+    let mut payload: Vec<u8> = Vec::new();
+    for &i in repack {
+        let p = &packs[i];
+        bytes = read_pack(repo, pack_key(&p.index.id), bytes).await?;
+        if object_name(&bytes) != *p.index.id.as_bytes() {
+            return Err(RepoError::Invalid(format!(
+                "pack {} does not match its name (damaged in storage); prune stopped before changing anything it needs: run `vouch check --read-data`",
+                p.index.id.short()
+            )));
+        }
+        for &b in &p.used {
+            let blob = p.index.blobs[b];
+            if !carried.insert(blob.id) {
+                continue;
+            }
+            let sealed = bytes
+                .get(blob.offset as usize..blob.offset as usize + blob.length as usize)
+                .ok_or_else(|| {
+                    RepoError::Invalid(format!("pack {} is truncated", p.index.id.short()))
+                })?;
+            let loc = crate::repo::index::BlobLocation {
+                pack: 0,
+                kind: blob.kind,
+                offset: blob.offset,
+                length: blob.length,
+                raw_length: blob.raw_length,
+            };
+            // Check the blob (its seal and its id) before carrying it over.
+            decoder
+                .decode(repo.keys(), &blob.id, &loc, p.index.id, sealed, true)
+                .map_err(|e| {
+                    RepoError::Invalid(format!("{e}; prune stopped: run `vouch check --read-data`"))
+                })?;
+            repo.keys()
+                .open_into(blob.kind.seal_kind(), sealed, &mut payload)
+                .map_err(|e| RepoError::Invalid(e.to_string()))?;
+            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
+            if !w.fits(payload.len()) {
+                let done = w.finish(repo.keys());
+                let buf = store_pack(repo, &done.id, done.bytes, report).await?;
+                new_packs.push(done.index);
+                if let Some(buf) = buf {
+                    w.use_buffer(buf);
+                }
+                checkpoint("repack-more");
+            }
+            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
+            w.add_with(
+                repo.keys(),
+                blob.kind,
+                blob.id,
+                blob.raw_length as usize,
+                |buf| buf.extend_from_slice(&payload),
+            );
+        }
+    }
+    for w in &mut writers {
+        if !w.is_empty() {
+            let done = w.finish(repo.keys());
+            store_pack(repo, &done.id, done.bytes, report).await?;
+            new_packs.push(done.index);
+        }
+    }
+    Ok(new_packs)
+}
+
+/// New index files listing `staying`, the last superseding every index file in `old_files`
+/// (until it exists the old ones are in force).
+async fn write_index(
+    repo: &Repository,
+    staying: &[IndexPack],
+    old_files: &BTreeSet<IndexId>,
+    report: &mut PruneReport,
+) -> Result<(), RepoError> {
+    // Unused blobs of kept packs stay listed: the pack holds them, and a later prune may
+    // repack it.
+    let chunks: Vec<&[IndexPack]> = if staying.is_empty() {
+        vec![&[]]
+    } else {
+        staying.chunks(PACKS_PER_INDEX).collect()
+    };
+    let last = chunks.len() - 1;
+    for (n, chunk) in chunks.into_iter().enumerate() {
+        let file = IndexFile {
+            version: 1,
+            supersedes: if n == last {
+                old_files.iter().copied().collect()
+            } else {
+                Vec::new()
+            },
+            packs: chunk.to_vec(),
+        };
+        repo.save_index(&file).await?;
+        report.index_files_written += 1;
+    }
+    Ok(())
 }
 
 /// Where a test may stop a prune to kill it: prune prints `prune: paused before PHASE` to
@@ -218,68 +413,11 @@ async fn prune_locked(
     let index = Arc::new(index);
 
     // The blobs the snapshots use.
-    let trees = TreeLoader::new(repo.clone(), index.clone());
-    let mut used: HashSet<BlobId> = HashSet::new();
-    let mut stack: Vec<BlobId> = snapshots.iter().map(|(_, s)| s.tree).collect();
-    while let Some(id) = stack.pop() {
-        if !used.insert(id) {
-            continue;
-        }
-        let tree = trees.load(&id).await.map_err(|e| {
-            RepoError::Invalid(format!(
-                "tree {} cannot be read ({e}); prune stops without changing anything: run `vouch check`",
-                id.short()
-            ))
-        })?;
-        for node in &tree.nodes {
-            match (node.kind, node.subtree) {
-                (NodeKind::Dir, Some(sub)) => stack.push(sub),
-                (NodeKind::File, _) => used.extend(node.content.iter().copied()),
-                _ => {}
-            }
-        }
-    }
-    if let Some(missing) = used.iter().find(|b| !index.contains(b)) {
-        return Err(RepoError::Invalid(format!(
-            "blob {} that a snapshot needs is in no index; run `vouch check` (and `vouch repair index`) before pruning",
-            missing.short()
-        )));
-    }
+    let used = used_blobs(&repo, &snapshots, &index).await?;
     report.used_blobs = used.len();
 
-    // Every pack the live index files list, once; each used blob counted in one pack only
-    // (the one the master index reads it from).
-    let superseded: HashSet<IndexId> = files
-        .iter()
-        .flat_map(|(_, f)| f.supersedes.iter().copied())
-        .collect();
-    let mut packs: Vec<PackUse> = Vec::new();
-    let mut seen: HashSet<PackId> = HashSet::new();
-    for (id, file) in &files {
-        if superseded.contains(id) {
-            continue;
-        }
-        for p in &file.packs {
-            if seen.insert(p.id) {
-                packs.push(PackUse {
-                    index: p.clone(),
-                    used: Vec::new(),
-                    used_bytes: 0,
-                });
-            }
-        }
-    }
-    for p in &mut packs {
-        for (i, b) in p.index.blobs.iter().enumerate() {
-            let home = index
-                .get(&b.id)
-                .map(|l| index.pack(l.pack).id == p.index.id && l.offset == b.offset);
-            if used.contains(&b.id) && home == Some(true) {
-                p.used.push(i);
-                p.used_bytes += b.length as u64;
-            }
-        }
-    }
+    // Every pack the live index files list, once, with the used blobs it is home to.
+    let (packs, superseded) = pack_use(&files, &index, &used);
     report.used_bytes = packs.iter().map(|p| p.used_bytes).sum();
 
     // What storage holds.
@@ -375,77 +513,7 @@ async fn prune_locked(
 
     // 1. Copy the used blobs of the packs to repack into new packs.
     checkpoint("repack");
-    let mut new_packs: Vec<IndexPack> = Vec::new();
-    let pack_size = repo.config().pack_size as usize;
-    let mut writers = [PackWriter::new(pack_size), PackWriter::new(pack_size)];
-    let mut decoder = BlobDecoder::new();
-    let mut carried: HashSet<BlobId> = HashSet::new();
-    // One buffer for the packs read and one for a blob's payload, reused throughout: with
-    // glibc, freed multi-megabyte buffers stay in the heap and peak memory grows otherwise.
-    let mut bytes: Vec<u8> = Vec::new();
-    let mut payload: Vec<u8> = Vec::new();
-    for &i in &repack {
-        let p = &packs[i];
-        bytes = read_pack(&repo, pack_key(&p.index.id), bytes).await?;
-        if object_name(&bytes) != *p.index.id.as_bytes() {
-            return Err(RepoError::Invalid(format!(
-                "pack {} does not match its name (damaged in storage); prune stopped before changing anything it needs: run `vouch check --read-data`",
-                p.index.id.short()
-            )));
-        }
-        for &b in &p.used {
-            let blob = p.index.blobs[b];
-            if !carried.insert(blob.id) {
-                continue;
-            }
-            let sealed = bytes
-                .get(blob.offset as usize..blob.offset as usize + blob.length as usize)
-                .ok_or_else(|| {
-                    RepoError::Invalid(format!("pack {} is truncated", p.index.id.short()))
-                })?;
-            let loc = crate::repo::index::BlobLocation {
-                pack: 0,
-                kind: blob.kind,
-                offset: blob.offset,
-                length: blob.length,
-                raw_length: blob.raw_length,
-            };
-            // Check the blob (its seal and its id) before carrying it over.
-            decoder
-                .decode(repo.keys(), &blob.id, &loc, p.index.id, sealed, true)
-                .map_err(|e| {
-                    RepoError::Invalid(format!("{e}; prune stopped: run `vouch check --read-data`"))
-                })?;
-            repo.keys()
-                .open_into(blob.kind.seal_kind(), sealed, &mut payload)
-                .map_err(|e| RepoError::Invalid(e.to_string()))?;
-            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
-            if !w.fits(payload.len()) {
-                let done = w.finish(repo.keys());
-                let buf = store_pack(&repo, &done.id, done.bytes, &mut report).await?;
-                new_packs.push(done.index);
-                if let Some(buf) = buf {
-                    w.use_buffer(buf);
-                }
-                checkpoint("repack-more");
-            }
-            let w = &mut writers[usize::from(blob.kind == BlobKind::Tree)];
-            w.add_with(
-                repo.keys(),
-                blob.kind,
-                blob.id,
-                blob.raw_length as usize,
-                |buf| buf.extend_from_slice(&payload),
-            );
-        }
-    }
-    for w in &mut writers {
-        if !w.is_empty() {
-            let done = w.finish(repo.keys());
-            store_pack(&repo, &done.id, done.bytes, &mut report).await?;
-            new_packs.push(done.index);
-        }
-    }
+    let new_packs = repack_packs(&repo, &packs, &repack, &mut report).await?;
 
     // 2. New index files for every pack that stays; the last supersedes every index file
     // listed now (those already superseded too, so that they stay so once deleted files are
@@ -454,28 +522,8 @@ async fn prune_locked(
     lock.check()?;
     let mut staying: Vec<IndexPack> = keep.iter().map(|i| packs[*i].index.clone()).collect();
     staying.extend(new_packs);
-    // Unused blobs of kept packs stay listed: the pack holds them, and a later prune may
-    // repack it.
     let old_files: BTreeSet<IndexId> = files.iter().map(|(id, _)| *id).collect();
-    let chunks: Vec<&[IndexPack]> = if staying.is_empty() {
-        vec![&[]]
-    } else {
-        staying.chunks(PACKS_PER_INDEX).collect()
-    };
-    let last = chunks.len() - 1;
-    for (n, chunk) in chunks.into_iter().enumerate() {
-        let file = IndexFile {
-            version: 1,
-            supersedes: if n == last {
-                old_files.iter().copied().collect()
-            } else {
-                Vec::new()
-            },
-            packs: chunk.to_vec(),
-        };
-        repo.save_index(&file).await?;
-        report.index_files_written += 1;
-    }
+    write_index(&repo, &staying, &old_files, &mut report).await?;
 
     // 3. The old index files.
     checkpoint("delete-index");

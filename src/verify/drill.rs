@@ -230,253 +230,58 @@ async fn drill_locked(
     opts: &DrillOptions,
 ) -> Result<DrillOutcome, DrillError> {
     let plan = &opts.plan;
-    let cannot = |why: String| DrillError::CannotRun {
-        plan: plan.name.clone(),
-        why,
-    };
     let started_at = repo.clock().now();
     let started = Instant::now();
     let seed = opts
         .seed
         .or(plan.seed)
         .unwrap_or_else(|| u64::from_le_bytes(crate::repo::crypto::random_array()) >> 11);
-
-    // The snapshot.
-    let (all, _) = repo.snapshots().await?;
-    let mut wanted_paths = plan.paths.clone();
-    wanted_paths.sort();
-    let candidates: Vec<_> = all
-        .into_iter()
-        .filter(|(_, s)| {
-            plan.schedule
-                .as_ref()
-                .is_none_or(|name| s.schedule.as_ref() == Some(name))
-        })
-        .filter(|(_, s)| {
-            let mut p = s.paths.clone();
-            p.sort();
-            wanted_paths.is_empty() || p == wanted_paths
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(cannot(match (&plan.schedule, plan.paths.is_empty()) {
-            (Some(s), _) => format!("the repository has no snapshot of schedule {s:?}"),
-            (None, false) => format!(
-                "the repository has no snapshot of {}",
-                plan.paths.join(", ")
-            ),
-            _ => "the repository has no snapshots".into(),
-        }));
-    }
-    let (snapshot_id, snapshot) =
-        select::snapshot(&candidates, &plan.snapshot, seed, repo.clock().now())
-            .map_err(|e| cannot(e.to_string()))?;
-
-    // The files.
-    let (index, _) = repo.load_index().await?;
-    let index = Arc::new(index);
-    // Tree packs are read whole here: they are verified at level 1 as they are read.
-    let tree_packs = Arc::new(crate::repo::PackVerifier::default());
-    let trees = TreeLoader::new(repo.clone(), index.clone()).with_verifier(tree_packs.clone());
-    let full = crate::restore::plan(&trees, &snapshot.tree, &[])
-        .await
-        .map_err(|e| cannot(format!("the snapshot cannot be listed: {e}")))?;
-    let (ledger, _) = Ledger::load(repo).await?;
-    let chosen = select::files(&full, &plan.selection, &plan.must_include, &ledger, seed);
-    if let Some(max) = plan.max_bytes {
-        if chosen.bytes > max {
-            return Err(cannot(format!(
-                "the selection is {} but the plan's max_bytes is {} (raise max_bytes, or sample less)",
-                size(chosen.bytes),
-                size(max)
-            )));
-        }
-    }
-    std::fs::create_dir_all(&opts.scratch).map_err(|e| {
-        cannot(format!(
-            "cannot use the scratch directory {}: {e}",
-            opts.scratch.display()
-        ))
-    })?;
-    let free = sandbox::free_space(&opts.scratch).map_err(|e| {
-        cannot(format!(
-            "cannot read the free space of {}: {e}",
-            opts.scratch.display()
-        ))
-    })?;
-    let need = chosen.bytes + chosen.bytes / 100 + SCRATCH_MARGIN;
-    if free < need {
-        return Err(DrillError::NoRoom {
-            plan: plan.name.clone(),
-            scratch: opts.scratch.display().to_string(),
-            free: size(free),
-            need: size(need),
-        });
-    }
-
+    let choice = choose(repo, opts, seed).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
-        files = chosen.files.len(),
+        files = choice.chosen.files.len(),
         "drill: selection made"
     );
-    // Restore and verify levels 1–3 in the confined worker.
     let (sandbox, stale_removed) = sandbox::Sandbox::create(&opts.scratch).map_err(|e| {
-        cannot(format!(
-            "cannot create a sandbox in {}: {e}",
-            opts.scratch.display()
-        ))
+        cannot(
+            plan,
+            format!("cannot create a sandbox in {}: {e}", opts.scratch.display()),
+        )
     })?;
-    let selected = select::restrict(
-        full.clone(),
-        (plan.selection != Selection::All).then_some(&chosen.files[..]),
-    );
-    let (dirs, files) = worker::to_wire(&selected);
-    let job = worker::Job {
-        url: opts.url.clone(),
-        s3_endpoint: opts.s3.endpoint.clone(),
-        s3_region: opts.s3.region.clone(),
-        s3_path_style: opts.s3.path_style,
-        access_key_id: opts.s3.access_key_id.clone(),
-        secret_access_key: opts.s3.secret_access_key.clone(),
-        master: hex::encode(repo.master_bytes()),
-        key_id: repo.key_id(),
-        snapshot: snapshot_id,
-        dirs,
-        files,
-        sandbox: sandbox.path().to_path_buf(),
-        target: sandbox.restore_dir(),
-        threads: opts.threads,
-    };
-    let limit = plan.max_duration;
-    let outcome = tokio::task::spawn_blocking(move || worker::run(&job, limit))
-        .await
-        .expect("drill worker thread");
-    let mut reasons = Vec::new();
-    let mut failures = Vec::new();
-    let (restore, mut levels, confinement, ok_files, packs_ok) = match outcome {
-        Err(why @ worker::WorkerError::TooSlow(_)) => {
-            reasons.push(why.to_string());
-            let stopped = Confinement::Unavailable("the restore was stopped".into());
-            (
-                empty_restore(),
-                empty_levels(),
-                stopped,
-                Vec::new(),
-                Vec::new(),
-            )
-        }
-        Err(why) => return Err(cannot(why.to_string())),
-        Ok(mut out) => {
-            let (tree_ok, tree_failed) = tree_packs.results();
-            out.packs_ok.extend(tree_ok);
-            out.packs_failed.extend(tree_failed);
-            let mut found: Vec<Finding> = out
-                .packs_failed
-                .iter()
-                .map(|(pack, detail)| Finding::new(FindingKind::PackHash, *pack, detail.clone()))
-                .collect();
-            // A file the sandbox would not take was not verified: the drill cannot vouch for it.
-            found.extend(super::finding::of_restore(&out.report));
-            let bad: std::collections::HashSet<&str> =
-                found.iter().filter_map(Finding::file_path).collect();
-            let restored: Vec<&crate::restore::PlannedFile> = match plan.selection {
-                Selection::All => full.files.iter().collect(),
-                _ => chosen
-                    .files
-                    .iter()
-                    .map(|&i| &full.files[i as usize])
-                    .collect(),
-            };
-            let ok: Vec<&crate::restore::PlannedFile> = restored
-                .into_iter()
-                .filter(|f| !bad.contains(format!("/{}", f.rel.display()).as_str()))
-                .collect();
-            failures.extend(found.iter().map(DrillFailure::from));
-            let rate = if out.restore_ms > 0 {
-                out.report.bytes as f64 * 1000.0 / out.restore_ms as f64
-            } else {
-                0.0
-            };
-            let restore = DrillRestore {
-                files: out.report.files,
-                bytes: out.report.bytes,
-                dirs: out.report.dirs,
-                duration_ms: out.restore_ms,
-                bytes_per_second: rate,
-            };
-            let levels = DrillLevels {
-                packs_verified: out.packs_ok.len() as u64,
-                packs_failed: out.packs_failed.len() as u64,
-                blobs_checked: true,
-                files_verified: out.report.files_verified,
-                source: None,
-            };
-            let ok_files: Vec<crate::restore::PlannedFile> = ok.into_iter().cloned().collect();
-            (restore, levels, out.confinement, ok_files, out.packs_ok)
-        }
-    };
+    let mut restored = restore_and_verify(repo, opts, &choice, &sandbox).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "drill: restore and levels 1-3 done"
     );
-    let mut checks = Vec::new();
-
     // Level 4.
-    if plan.compare_with_source && !ok_files.is_empty() {
-        let refs: Vec<&crate::restore::PlannedFile> = ok_files.iter().collect();
+    if plan.compare_with_source && !restored.ok_files.is_empty() {
+        let refs: Vec<&crate::restore::PlannedFile> = restored.ok_files.iter().collect();
         let (comparison, mismatches) = source::compare(&refs);
-        for m in mismatches {
-            let f = Finding::file(
+        restored.found.extend(mismatches.into_iter().map(|m| {
+            Finding::file(
                 FindingKind::SourceDiffers,
                 &m.path,
                 Some(m.expected),
                 Some(m.actual),
                 "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly",
-            );
-            failures.push(DrillFailure::from(&f));
-        }
-        levels.source = Some(comparison);
+            )
+        }));
+        restored.levels.source = Some(comparison);
     }
-
-    // Application checks, confined to the sandbox.
-    for check in &plan.commands {
-        for f in ok_files.iter().filter(|f| check.matcher.is_match(&f.rel)) {
-            let restored = sandbox.restore_dir().join(&f.rel);
-            let argv: Vec<String> = check
-                .run
-                .iter()
-                .map(|a| a.replace("{file}", &restored.to_string_lossy()))
-                .collect();
-            let outcome =
-                sandbox::run_confined(sandbox.path(), &argv, check.timeout).map_err(|e| {
-                    cannot(format!(
-                        "cannot run the check {:?}: {e}",
-                        check.run.join(" ")
-                    ))
-                })?;
-            let passed = outcome.exit_code == Some(0) && !outcome.timed_out;
-            checks.push(AppCheckResult {
-                glob: check.glob.clone(),
-                command: check.run.clone(),
-                file: format!("/{}", f.rel.display()),
-                passed,
-                outcome,
-            });
-        }
-    }
-
+    let checks = application_checks(plan, &sandbox, &restored.ok_files)?;
+    let failures: Vec<DrillFailure> = restored.found.iter().map(DrillFailure::from).collect();
     let Verdict {
         reasons,
         full_restore_estimate_s,
         objective_s,
         objective_met,
     } = judge(
-        reasons,
-        &chosen.missing_must_include,
+        restored.reasons,
+        &choice.chosen.missing_must_include,
         &failures,
         &checks,
-        restore.bytes_per_second,
-        snapshot.summary.total_bytes,
+        restored.restore.bytes_per_second,
+        choice.snapshot.summary.total_bytes,
         plan.restore_time_objective,
     );
     tracing::info!(
@@ -484,10 +289,13 @@ async fn drill_locked(
         "drill: checks done"
     );
     let removed = sandbox.remove().is_ok();
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "drill: sandbox removed"
-    );
+    let Choice {
+        seed,
+        snapshot_id,
+        snapshot,
+        chosen,
+        ..
+    } = choice;
     let report = DrillReport {
         version: crate::repo::format::FORMAT_VERSION,
         plan: plan.name.clone(),
@@ -514,13 +322,13 @@ async fn drill_locked(
             must_include: plan.must_include.clone(),
             must_include_files: chosen.must_include_files as u64,
         },
-        restore,
-        levels,
+        restore: restored.restore,
+        levels: restored.levels,
         failures,
         checks,
         sandbox: DrillSandbox {
             scratch: opts.scratch.display().to_string(),
-            confinement,
+            confinement: restored.confinement,
             removed,
             stale_removed,
         },
@@ -530,8 +338,290 @@ async fn drill_locked(
         passed: reasons.is_empty(),
         reasons,
     };
+    let report_id = record(repo, &report, restored.packs_ok, &restored.ok_files).await?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "drill: recorded"
+    );
+    Ok(DrillOutcome { report, report_id })
+}
+
+fn cannot(plan: &Plan, why: String) -> DrillError {
+    DrillError::CannotRun {
+        plan: plan.name.clone(),
+        why,
+    }
+}
+
+/// What a drill restores: the snapshot, everything in it, the files chosen from it, and the
+/// tree packs read (verified at level 1 as they are read) while listing it.
+struct Choice {
+    seed: u64,
+    snapshot_id: SnapshotId,
+    snapshot: crate::repo::format::snapshot::Snapshot,
+    full: crate::restore::Plan,
+    chosen: select::Chosen,
+    tree_packs: Arc<crate::repo::PackVerifier>,
+}
+
+/// Choose the snapshot and its files, and refuse a selection over the plan's `max_bytes` or
+/// one the scratch volume has no room for, before anything is restored.
+async fn choose(
+    repo: &Arc<Repository>,
+    opts: &DrillOptions,
+    seed: u64,
+) -> Result<Choice, DrillError> {
+    let plan = &opts.plan;
+    let (all, _) = repo.snapshots().await?;
+    let mut wanted_paths = plan.paths.clone();
+    wanted_paths.sort();
+    let candidates: Vec<_> = all
+        .into_iter()
+        .filter(|(_, s)| {
+            plan.schedule
+                .as_ref()
+                .is_none_or(|name| s.schedule.as_ref() == Some(name))
+        })
+        .filter(|(_, s)| {
+            let mut p = s.paths.clone();
+            p.sort();
+            wanted_paths.is_empty() || p == wanted_paths
+        })
+        .collect();
+    if candidates.is_empty() {
+        return Err(cannot(
+            plan,
+            match (&plan.schedule, plan.paths.is_empty()) {
+                (Some(s), _) => format!("the repository has no snapshot of schedule {s:?}"),
+                (None, false) => format!(
+                    "the repository has no snapshot of {}",
+                    plan.paths.join(", ")
+                ),
+                _ => "the repository has no snapshots".into(),
+            },
+        ));
+    }
+    let (snapshot_id, snapshot) =
+        select::snapshot(&candidates, &plan.snapshot, seed, repo.clock().now())
+            .map_err(|e| cannot(plan, e.to_string()))?;
+    let (index, _) = repo.load_index().await?;
+    let index = Arc::new(index);
+    let tree_packs = Arc::new(crate::repo::PackVerifier::default());
+    let trees = TreeLoader::new(repo.clone(), index.clone()).with_verifier(tree_packs.clone());
+    let full = crate::restore::plan(&trees, &snapshot.tree, &[])
+        .await
+        .map_err(|e| cannot(plan, format!("the snapshot cannot be listed: {e}")))?;
+    let (ledger, _) = Ledger::load(repo).await?;
+    let chosen = select::files(&full, &plan.selection, &plan.must_include, &ledger, seed);
+    if let Some(max) = plan.max_bytes {
+        if chosen.bytes > max {
+            return Err(cannot(
+                plan,
+                format!(
+                    "the selection is {} but the plan's max_bytes is {} (raise max_bytes, or sample less)",
+                    size(chosen.bytes),
+                    size(max)
+                ),
+            ));
+        }
+    }
+    std::fs::create_dir_all(&opts.scratch).map_err(|e| {
+        cannot(
+            plan,
+            format!(
+                "cannot use the scratch directory {}: {e}",
+                opts.scratch.display()
+            ),
+        )
+    })?;
+    let free = sandbox::free_space(&opts.scratch).map_err(|e| {
+        cannot(
+            plan,
+            format!(
+                "cannot read the free space of {}: {e}",
+                opts.scratch.display()
+            ),
+        )
+    })?;
+    let need = chosen.bytes + chosen.bytes / 100 + SCRATCH_MARGIN;
+    if free < need {
+        return Err(DrillError::NoRoom {
+            plan: plan.name.clone(),
+            scratch: opts.scratch.display().to_string(),
+            free: size(free),
+            need: size(need),
+        });
+    }
+    Ok(Choice {
+        seed,
+        snapshot_id,
+        snapshot,
+        full,
+        chosen,
+        tree_packs,
+    })
+}
+
+/// What the confined restore found: its figures, the findings at levels 1–3, the files that
+/// restored and verified (for level 4 and the application checks), the packs verified.
+struct Restored {
+    restore: DrillRestore,
+    levels: DrillLevels,
+    confinement: Confinement,
+    found: Vec<Finding>,
+    /// A restore stopped at the plan's `max_duration`.
+    reasons: Vec<String>,
+    ok_files: Vec<crate::restore::PlannedFile>,
+    packs_ok: Vec<crate::repo::ids::PackId>,
+}
+
+/// Restore the chosen files into the sandbox and verify levels 1–3, in the confined worker.
+async fn restore_and_verify(
+    repo: &Arc<Repository>,
+    opts: &DrillOptions,
+    choice: &Choice,
+    sandbox: &sandbox::Sandbox,
+) -> Result<Restored, DrillError> {
+    let plan = &opts.plan;
+    let Choice { full, chosen, .. } = choice;
+    let selected = select::restrict(
+        full.clone(),
+        (plan.selection != Selection::All).then_some(&chosen.files[..]),
+    );
+    let (dirs, files) = worker::to_wire(&selected);
+    let job = worker::Job {
+        url: opts.url.clone(),
+        s3_endpoint: opts.s3.endpoint.clone(),
+        s3_region: opts.s3.region.clone(),
+        s3_path_style: opts.s3.path_style,
+        access_key_id: opts.s3.access_key_id.clone(),
+        secret_access_key: opts.s3.secret_access_key.clone(),
+        master: hex::encode(repo.master_bytes()),
+        key_id: repo.key_id(),
+        snapshot: choice.snapshot_id,
+        dirs,
+        files,
+        sandbox: sandbox.path().to_path_buf(),
+        target: sandbox.restore_dir(),
+        threads: opts.threads,
+    };
+    let limit = plan.max_duration;
+    let outcome = tokio::task::spawn_blocking(move || worker::run(&job, limit))
+        .await
+        .expect("drill worker thread");
+    let mut out = match outcome {
+        Err(why @ worker::WorkerError::TooSlow(_)) => {
+            return Ok(Restored {
+                restore: empty_restore(),
+                levels: empty_levels(),
+                confinement: Confinement::Unavailable("the restore was stopped".into()),
+                found: Vec::new(),
+                reasons: vec![why.to_string()],
+                ok_files: Vec::new(),
+                packs_ok: Vec::new(),
+            });
+        }
+        Err(why) => return Err(cannot(plan, why.to_string())),
+        Ok(out) => out,
+    };
+    let (tree_ok, tree_failed) = choice.tree_packs.results();
+    out.packs_ok.extend(tree_ok);
+    out.packs_failed.extend(tree_failed);
+    let mut found: Vec<Finding> = out
+        .packs_failed
+        .iter()
+        .map(|(pack, detail)| Finding::new(FindingKind::PackHash, *pack, detail.clone()))
+        .collect();
+    // A file the sandbox would not take was not verified: the drill cannot vouch for it.
+    found.extend(super::finding::of_restore(&out.report));
+    let bad: std::collections::HashSet<&str> =
+        found.iter().filter_map(Finding::file_path).collect();
+    let restored: Vec<&crate::restore::PlannedFile> = match plan.selection {
+        Selection::All => full.files.iter().collect(),
+        _ => chosen
+            .files
+            .iter()
+            .map(|&i| &full.files[i as usize])
+            .collect(),
+    };
+    let ok_files: Vec<crate::restore::PlannedFile> = restored
+        .into_iter()
+        .filter(|f| !bad.contains(format!("/{}", f.rel.display()).as_str()))
+        .cloned()
+        .collect();
+    let rate = if out.restore_ms > 0 {
+        out.report.bytes as f64 * 1000.0 / out.restore_ms as f64
+    } else {
+        0.0
+    };
+    Ok(Restored {
+        restore: DrillRestore {
+            files: out.report.files,
+            bytes: out.report.bytes,
+            dirs: out.report.dirs,
+            duration_ms: out.restore_ms,
+            bytes_per_second: rate,
+        },
+        levels: DrillLevels {
+            packs_verified: out.packs_ok.len() as u64,
+            packs_failed: out.packs_failed.len() as u64,
+            blobs_checked: true,
+            files_verified: out.report.files_verified,
+            source: None,
+        },
+        confinement: out.confinement,
+        found,
+        reasons: Vec::new(),
+        ok_files,
+        packs_ok: out.packs_ok,
+    })
+}
+
+/// The plan's application checks on the restored files they match, confined to the sandbox.
+fn application_checks(
+    plan: &Plan,
+    sandbox: &sandbox::Sandbox,
+    ok_files: &[crate::restore::PlannedFile],
+) -> Result<Vec<AppCheckResult>, DrillError> {
+    let mut checks = Vec::new();
+    for check in &plan.commands {
+        for f in ok_files.iter().filter(|f| check.matcher.is_match(&f.rel)) {
+            let restored = sandbox.restore_dir().join(&f.rel);
+            let argv: Vec<String> = check
+                .run
+                .iter()
+                .map(|a| a.replace("{file}", &restored.to_string_lossy()))
+                .collect();
+            let outcome =
+                sandbox::run_confined(sandbox.path(), &argv, check.timeout).map_err(|e| {
+                    cannot(
+                        plan,
+                        format!("cannot run the check {:?}: {e}", check.run.join(" ")),
+                    )
+                })?;
+            let passed = outcome.exit_code == Some(0) && !outcome.timed_out;
+            checks.push(AppCheckResult {
+                glob: check.glob.clone(),
+                command: check.run.clone(),
+                file: format!("/{}", f.rel.display()),
+                passed,
+                outcome,
+            });
+        }
+    }
+    Ok(checks)
+}
+
+/// Store the report in the repository and, for what verified, a verification-ledger record
+/// (so the next samples choose what was verified longest ago). Returns the report's id.
+async fn record(
+    repo: &Repository,
+    report: &DrillReport,
+    packs_ok: Vec<crate::repo::ids::PackId>,
+    ok_files: &[crate::restore::PlannedFile],
+) -> Result<String, RepoError> {
     let report_id = hex::encode(
-        repo.save_document(Kind::DrillReport, "drills", &report)
+        repo.save_document(Kind::DrillReport, "drills", report)
             .await?,
     );
     if !packs_ok.is_empty() || !ok_files.is_empty() {
@@ -541,21 +631,17 @@ async fn drill_locked(
             .collect();
         let record = LedgerRecord {
             version: crate::repo::format::FORMAT_VERSION,
-            time: started_at,
+            time: report.started,
             source: "drill".into(),
             run: format!("drills/{report_id}"),
             host: crate::sys::hostname(),
             packs: packs_ok,
-            snapshot: Some(snapshot_id),
+            snapshot: Some(report.snapshot.id),
             files: ledger::encode_paths(paths.iter().map(String::as_str)),
         };
         ledger::record(repo, &record).await?;
     }
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "drill: recorded"
-    );
-    Ok(DrillOutcome { report, report_id })
+    Ok(report_id)
 }
 
 /// What a drill concluded.
