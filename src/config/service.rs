@@ -115,7 +115,7 @@ struct RawSmtp {
     security: Option<Spanned<String>>,
     username: Option<String>,
     password_file: Option<Spanned<String>>,
-    from: Option<String>,
+    from: Option<Spanned<String>>,
     ca_file: Option<Spanned<String>>,
 }
 
@@ -123,14 +123,14 @@ struct RawSmtp {
 #[serde(deny_unknown_fields)]
 struct RawMail {
     folder: Option<String>,
-    from: Option<String>,
+    from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAlerts {
     #[serde(default)]
-    to: Vec<String>,
+    to: Vec<Spanned<String>>,
     reminder: Option<Spanned<String>>,
 }
 
@@ -138,7 +138,7 @@ struct RawAlerts {
 #[serde(deny_unknown_fields)]
 struct RawEvidence {
     #[serde(default)]
-    to: Vec<String>,
+    to: Vec<Spanned<String>>,
     signing_key: Option<Spanned<String>>,
     signing_key_password_file: Option<Spanned<String>>,
     cron: Option<Spanned<String>>,
@@ -230,6 +230,33 @@ impl Config {
                 "school is empty",
                 "write the school's name, as the evidence report should show it",
             )));
+        }
+        // Addresses are checked here, not when the first alert is due: a mistyped one would
+        // otherwise surface only as mail that never leaves.
+        let addresses = raw
+            .alerts
+            .to
+            .iter()
+            .map(|a| ("[alerts] to", a))
+            .chain(raw.evidence.to.iter().map(|a| ("[evidence] to", a)))
+            .chain(raw.mail.from.iter().map(|a| ("[mail] from", a)))
+            .chain(
+                raw.smtp
+                    .iter()
+                    .filter_map(|s| s.get_ref().from.as_ref())
+                    .map(|a| ("[smtp] from", a)),
+            );
+        for (what, address) in addresses {
+            if let Err(e) = address.get_ref().parse::<lettre::message::Mailbox>() {
+                push(Err(src.error(
+                    address.span(),
+                    format!(
+                        "{what}: {:?} is not an email address ({e})",
+                        address.get_ref()
+                    ),
+                    "write it like \"network.manager@school.example\" or \"Network Manager <nm@school.example>\"",
+                )));
+            }
         }
         let time_zone_name = raw
             .time_zone
@@ -358,8 +385,9 @@ impl Config {
                 });
                 let from = s
                     .from
-                    .clone()
-                    .or(raw.mail.from.clone())
+                    .as_ref()
+                    .or(raw.mail.from.as_ref())
+                    .map(|f| f.get_ref().clone())
                     .unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
                 Some(SmtpConfig {
                     host: s.host.clone(),
@@ -426,7 +454,7 @@ impl Config {
         let from = smtp
             .as_ref()
             .map(|s| s.from.clone())
-            .or(raw.mail.from.clone())
+            .or(raw.mail.from.as_ref().map(|f| f.get_ref().clone()))
             .unwrap_or_else(|| format!("vouch <vouch@{}>", crate::sys::hostname()));
         let schedules_dir = relative_to(&base, raw.schedules_dir.as_deref().unwrap_or("schedules"));
         let plans_dir = relative_to(
@@ -463,9 +491,14 @@ impl Config {
             smtp,
             mail_folder,
             from,
-            alerts_to: raw.alerts.to,
+            alerts_to: raw.alerts.to.into_iter().map(Spanned::into_inner).collect(),
             reminder,
-            evidence_to: raw.evidence.to,
+            evidence_to: raw
+                .evidence
+                .to
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect(),
             evidence_signing_key,
             evidence_signing_key_password_file,
             evidence_cron,

@@ -344,6 +344,40 @@ fn journal_verify_names_a_hand_edited_row_and_the_mirror_matches() {
     assert!(bad.stdout.contains("does NOT verify"), "{}", bad.stdout);
 }
 
+/// A mistyped address is named when vouch.toml is read, with its line, not found out when the
+/// first alert is due and never leaves.
+#[test]
+fn a_mistyped_alert_address_is_named_with_its_line() {
+    let site = Site::new(None);
+    let config = site.dir.join("vouch.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        "to = [\"network.manager@school.example\"]",
+        "to = [\n  \"network.manager@school.example\",\n  \"bursar.school.example\",\n]",
+    );
+    std::fs::write(&config, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.contains("bursar.school.example"))
+        .unwrap()
+        + 1;
+    let out = site.vouch(&["config", "check"]).expect(1);
+    assert!(
+        out.stdout.contains(&format!(
+            "{}:{line}: [alerts] to: \"bursar.school.example\" is not an email address",
+            config.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("network.manager@school.example\" or"),
+        "the fix shows how one is written: {}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("1 mistake(s)"), "{}", out.stdout);
+}
+
 #[test]
 fn config_check_names_every_mistake_with_file_and_line() {
     let site = Site::new(None);
