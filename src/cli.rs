@@ -275,7 +275,7 @@ enum Command {
     /// snapshot's hold, resumes retention, resolves the alert
     Acknowledge {
         /// The journal run of the backup the alert names
-        run: i64,
+        run: crate::journal::RowId,
         /// What it was, for the journal ("term-start clear-out of Year 6 folders")
         #[arg(long)]
         note: String,
@@ -369,7 +369,7 @@ enum EvidenceAction {
     },
     /// A signed proof of one test restore (a journal run)
     Proof {
-        run: i64,
+        run: crate::journal::RowId,
         #[arg(long)]
         out: PathBuf,
         #[command(flatten)]
@@ -391,7 +391,7 @@ enum JournalAction {
         json: bool,
     },
     /// One run (or annotation) in full
-    Show { run: i64 },
+    Show { run: crate::journal::RowId },
     /// Check the hash chain, and against the copy in each repository
     Verify {
         #[arg(long)]
@@ -399,7 +399,7 @@ enum JournalAction {
     },
     /// Record what was done about a run (the "resulting actions")
     Annotate {
-        run: i64,
+        run: crate::journal::RowId,
         text: String,
         #[arg(long)]
         operator: Option<String>,

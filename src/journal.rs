@@ -10,7 +10,7 @@ mod store;
 
 pub use mirror::{MirrorCheck, decode_mirror, load_mirror, mirror_entry, verify_mirror};
 pub use store::{
-    Annotation, Details, Entry, GENESIS, Journal, JournalError, Outcome, Record, RunDetails,
+    Annotation, Details, Entry, GENESIS, Journal, JournalError, Outcome, Record, RowId, RunDetails,
     RunKind, RunRecord, Trigger, VerifyReport, chain_hash as store_chain_hash,
 };
 

@@ -81,7 +81,7 @@ pub mod format {
 pub mod records {
     pub use crate::journal::schema::VERSION as JOURNAL_VERSION;
     pub use crate::journal::{
-        Entry, Journal, Outcome, Record, RunKind, Trigger, decode_mirror, store_chain_hash,
+        Entry, Journal, Outcome, Record, RowId, RunKind, Trigger, decode_mirror, store_chain_hash,
     };
     pub use crate::verify::drill::DrillReport;
     pub use crate::verify::ledger::LedgerRecord;

@@ -208,7 +208,12 @@ pub async fn send(
     Ok(EXIT_OK)
 }
 
-pub async fn proof(g: &GlobalArgs, run: i64, out: &Path, signing: SigningArgs) -> Result<i32> {
+pub async fn proof(
+    g: &GlobalArgs,
+    run: crate::journal::RowId,
+    out: &Path,
+    signing: SigningArgs,
+) -> Result<i32> {
     let service = service(g)?;
     let key = key(signing, Some(&service.config));
     let p = service.evidence_proof(run, out, &key).await?;

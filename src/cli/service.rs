@@ -155,7 +155,7 @@ struct JobStatus {
     repository: String,
     cron: Option<String>,
     next_run: Option<String>,
-    last_run: Option<i64>,
+    last_run: Option<crate::journal::RowId>,
     last_outcome: Option<Outcome>,
     #[serde(with = "crate::repo::format::rfc3339::option")]
     last_ended: Option<jiff::Timestamp>,
@@ -373,7 +373,7 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn journal_show(explicit: Option<&Path>, run: i64) -> Result<i32> {
+pub fn journal_show(explicit: Option<&Path>, run: crate::journal::RowId) -> Result<i32> {
     let j = journal(explicit)?;
     let e = j.entry(run)?;
     outln!("{}", serde_json::to_string_pretty(&e)?);
@@ -390,7 +390,7 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
     let pending = service.with_journal(|j| j.pending_mirrors())?;
     let mut mirrors = Vec::new();
     for name in service.config.repositories.keys() {
-        let waiting: std::collections::HashSet<i64> = pending
+        let waiting: std::collections::HashSet<crate::journal::RowId> = pending
             .iter()
             .filter(|(_, r)| r == name)
             .map(|(seq, _)| *seq)
@@ -489,7 +489,7 @@ pub async fn journal_verify(explicit: Option<&Path>, json: bool) -> Result<i32> 
 
 pub async fn journal_annotate(
     explicit: Option<&Path>,
-    run: i64,
+    run: crate::journal::RowId,
     text: &str,
     operator: Option<String>,
 ) -> Result<i32> {
@@ -562,7 +562,7 @@ pub async fn daemon(explicit: Option<&Path>) -> Result<i32> {
 /// `vouch acknowledge RUN --note TEXT`: a possible-ransomware alert was expected or dealt with.
 pub async fn acknowledge(
     explicit: Option<&Path>,
-    run: i64,
+    run: crate::journal::RowId,
     note: &str,
     operator: Option<String>,
 ) -> Result<i32> {

@@ -199,7 +199,7 @@ pub async fn from_repository(
         .into_iter()
         .filter_map(|(k, _)| k.split('/').nth(1).map(str::to_string))
         .collect();
-    let mut all: BTreeMap<(String, i64), Entry> = BTreeMap::new();
+    let mut all: BTreeMap<(String, crate::journal::RowId), Entry> = BTreeMap::new();
     for host in &hosts {
         let (rows, _) = crate::journal::load_mirror(&repo, host).await?;
         for (seq, e) in rows {

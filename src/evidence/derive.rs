@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::journal::{Annotation, Outcome, Record, RunKind, RunRecord};
+use crate::journal::{Annotation, Outcome, Record, RowId, RunKind, RunRecord};
 
 use super::{CLAUSES, Inputs};
 
@@ -43,7 +43,7 @@ pub struct ScheduleStats {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DrillRow {
-    pub run: i64,
+    pub run: RowId,
     pub plan: String,
     #[serde(with = "crate::repo::format::rfc3339")]
     pub started: Timestamp,
@@ -64,7 +64,7 @@ pub struct IncidentRow {
     pub to: Option<Timestamp>,
     pub detail: String,
     /// The journal row it comes from, when there is one.
-    pub run: Option<i64>,
+    pub run: Option<RowId>,
     /// What people recorded doing about it.
     pub actions: Vec<String>,
 }
@@ -88,7 +88,7 @@ fn hours(d: jiff::SignedDuration) -> f64 {
     (d.as_secs_f64() / 3600.0 * 10.0).round() / 10.0
 }
 
-fn runs_in_period(inputs: &Inputs) -> Vec<(i64, &RunRecord)> {
+fn runs_in_period(inputs: &Inputs) -> Vec<(RowId, &RunRecord)> {
     inputs
         .journal
         .rows
@@ -102,7 +102,7 @@ fn runs_in_period(inputs: &Inputs) -> Vec<(i64, &RunRecord)> {
 
 pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
     let runs = runs_in_period(inputs);
-    let mut actions_by_run: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let mut actions_by_run: BTreeMap<RowId, Vec<String>> = BTreeMap::new();
     let mut actions = Vec::new();
     for e in &inputs.journal.rows {
         if let Record::Annotation(a) = &e.record {
@@ -122,7 +122,7 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
             }
         }
     }
-    let actions_for = |run: i64| actions_by_run.get(&run).cloned().unwrap_or_default();
+    let actions_for = |run: RowId| actions_by_run.get(&run).cloned().unwrap_or_default();
     let mut incidents = Vec::new();
 
     // Schedules: runs, success, and the longest gap between good backups against the RPO.
@@ -135,7 +135,7 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
     );
     let mut schedules = Vec::new();
     for s in &inputs.schedules {
-        let mine: Vec<&(i64, &RunRecord)> = runs
+        let mine: Vec<&(RowId, &RunRecord)> = runs
             .iter()
             .filter(|(_, r)| r.kind == RunKind::Backup && r.job == s.name)
             .collect();

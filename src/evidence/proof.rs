@@ -234,7 +234,7 @@ pub async fn verify(dir: &Path, pk: &PublicKey, repo: Option<&Repository>) -> Ve
                 .await
                 .map_err(|e| Broken::RepositoryUnreadable { why: e.to_string() })?;
             if mirror.get(&p.run.seq).map(|m| &m.hash) != Some(&p.run.hash) {
-                return Err(Broken::RunNotInRepository { run: p.run.seq });
+                return Err(Broken::RunNotInRepository { run: p.run.seq.0 });
             }
             let stored: DrillReport = repo
                 .load_document(Kind::DrillReport, &format!("drills/{}", p.report_id))

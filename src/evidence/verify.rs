@@ -257,21 +257,21 @@ fn check_chain(e: &Evidence) -> Result<String, Broken> {
             store_chain_hash(&row.prev_hash, &json) != row.hash
         });
         if changed {
-            return Err(Broken::RowChanged { seq: row.seq });
+            return Err(Broken::RowChanged { seq: row.seq.0 });
         }
         if let Some(prev) = i.checked_sub(1).map(|j| &rows[j]) {
-            if e.inputs.journal.contiguous && row.seq != prev.seq + 1 {
+            if e.inputs.journal.contiguous && row.seq != prev.seq.next() {
                 return Err(Broken::RowsMissing {
-                    after: prev.seq,
-                    next: row.seq,
+                    after: prev.seq.0,
+                    next: row.seq.0,
                 });
             }
             // Rows from the repository's mirrors may come from several hosts, each with its
             // own numbering: links are checked where the pack is one journal's run of rows.
             if e.inputs.journal.contiguous && prev.hash != row.prev_hash {
                 return Err(Broken::RowUnlinked {
-                    seq: row.seq,
-                    prev: prev.seq,
+                    seq: row.seq.0,
+                    prev: prev.seq.0,
                 });
             }
         }
@@ -314,14 +314,14 @@ fn check_drills(e: &Evidence) -> Result<String, Broken> {
         let Some(id) = &row.report_id else { continue };
         let Some(report) = e.inputs.drills.iter().find(|d| &d.report_id == id) else {
             return Err(Broken::ReportMissing {
-                run: row.run,
+                run: row.run.0,
                 plan: row.plan.clone(),
                 report: short_id(id),
             });
         };
         if report.passed != row.outcome.is_good() {
             return Err(Broken::ReportDisagrees {
-                run: row.run,
+                run: row.run.0,
                 plan: row.plan.clone(),
             });
         }
@@ -393,7 +393,7 @@ async fn check_against_repo(e: &Evidence, repo: &Repository) -> Result<String, B
             // By hash: a pack whose rows were renumbered and re-chained still misses the row.
             if !e.inputs.journal.rows.iter().any(|r| r.hash == row.hash) {
                 return Err(Broken::RowLeftOut {
-                    seq: *seq,
+                    seq: seq.0,
                     host: host.clone(),
                     what: describe(&row.record),
                 });

@@ -10,7 +10,7 @@ use crate::repo::crypto::Kind;
 use crate::repo::ids::object_name;
 use crate::repo::{Damage, RepoError, Repository};
 
-use super::store::{Entry, Record};
+use super::store::{Entry, Record, RowId};
 
 /// Store one row in the repository.
 pub async fn mirror_entry(repo: &Repository, host: &str, entry: &Entry) -> Result<(), RepoError> {
@@ -30,7 +30,7 @@ pub async fn mirror_entry(repo: &Repository, host: &str, entry: &Entry) -> Resul
 pub async fn load_mirror(
     repo: &Repository,
     host: &str,
-) -> Result<(BTreeMap<i64, Entry>, Vec<(String, String)>), RepoError> {
+) -> Result<(BTreeMap<RowId, Entry>, Vec<(String, String)>), RepoError> {
     let mut rows = BTreeMap::new();
     let mut unreadable = Vec::new();
     for (key, _) in repo.store().list(&format!("journal/{host}/")).await? {
@@ -64,14 +64,14 @@ pub fn decode_mirror(repo: &Repository, key: &str, bytes: &[u8]) -> Result<Entry
         what: "a journal row",
         why: e.to_string(),
     })?;
-    if seq.parse::<i64>().ok() != Some(entry.seq) {
-        return Err(Damage::WrongRow { held: entry.seq });
+    if seq.parse::<RowId>().ok() != Some(entry.seq) {
+        return Err(Damage::WrongRow { held: entry.seq.0 });
     }
     Ok(entry)
 }
 
 /// The row number a mirror's name gives, whatever its bytes.
-fn seq_of(key: &str) -> Option<i64> {
+fn seq_of(key: &str) -> Option<RowId> {
     key.rsplit('/').next()?.split_once('-')?.0.parse().ok()
 }
 
@@ -97,15 +97,15 @@ pub struct MirrorCheck {
     pub local_rows: usize,
     pub mirrored_rows: usize,
     /// Rows here waiting to be mirrored (the repository could not be reached yet).
-    pub not_yet: Vec<i64>,
+    pub not_yet: Vec<RowId>,
     /// Rows here that were mirrored and that the repository no longer has.
-    pub missing_in_mirror: Vec<i64>,
+    pub missing_in_mirror: Vec<RowId>,
     /// Rows whose copy in the repository is damaged (from the copy's name).
-    pub damaged: Vec<i64>,
+    pub damaged: Vec<RowId>,
     /// Rows the repository has that are gone here.
-    pub missing_locally: Vec<i64>,
+    pub missing_locally: Vec<RowId>,
     /// Rows that differ between the two.
-    pub differing: Vec<i64>,
+    pub differing: Vec<RowId>,
     /// Copies that cannot be read: (key, why).
     pub unreadable: Vec<(String, String)>,
 }
@@ -123,13 +123,13 @@ impl MirrorCheck {
 /// still waiting to be mirrored there.
 pub async fn verify_mirror(
     entries: &[Entry],
-    pending: &std::collections::HashSet<i64>,
+    pending: &std::collections::HashSet<RowId>,
     name: &str,
     repo: &Repository,
     host: &str,
 ) -> Result<MirrorCheck, RepoError> {
     let (mirror, unreadable) = load_mirror(repo, host).await?;
-    let damaged: std::collections::BTreeSet<i64> =
+    let damaged: std::collections::BTreeSet<RowId> =
         unreadable.iter().filter_map(|(k, _)| seq_of(k)).collect();
     let mine: Vec<&Entry> = entries
         .iter()

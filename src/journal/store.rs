@@ -159,10 +159,49 @@ impl RunRecord {
     }
 }
 
+/// A journal row's number. A run is known by its row (`run #12`, `vouch journal show 12`),
+/// and a note names the run it is on by that number. Stored and shown as the plain number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RowId(pub i64);
+
+impl RowId {
+    /// The row after this one.
+    pub fn next(self) -> RowId {
+        RowId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for RowId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// `12` or `#12`, as people write a run.
+impl std::str::FromStr for RowId {
+    type Err = std::num::ParseIntError;
+    fn from_str(s: &str) -> Result<RowId, Self::Err> {
+        s.trim().trim_start_matches('#').parse().map(RowId)
+    }
+}
+
+impl rusqlite::ToSql for RowId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        self.0.to_sql()
+    }
+}
+
+impl rusqlite::types::FromSql for RowId {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        i64::column_result(v).map(RowId)
+    }
+}
+
 /// A note on a run: the "resulting actions" a policy asks to be logged.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Annotation {
-    pub run: i64,
+    pub run: RowId,
     #[serde(with = "crate::repo::format::rfc3339")]
     pub time: Timestamp,
     pub operator: String,
@@ -180,7 +219,7 @@ pub enum Record {
 /// A journal row: its number, its record, and the chain.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Entry {
-    pub seq: i64,
+    pub seq: RowId,
     pub record: Record,
     pub prev_hash: String,
     pub hash: String,
@@ -191,7 +230,7 @@ pub enum JournalError {
     #[error("journal {path}: {detail}")]
     Db { path: String, detail: String },
     #[error("no run {0} in the journal; `vouch journal list` shows them")]
-    NoRun(i64),
+    NoRun(RowId),
 }
 
 /// The hash that links a row to the one before it.
@@ -327,7 +366,7 @@ impl Journal {
             detail: e.to_string(),
         })?;
         Ok(Entry {
-            seq,
+            seq: RowId(seq),
             record,
             prev_hash: prev,
             hash,
@@ -354,7 +393,7 @@ impl Journal {
                 let record = serde_json::from_str(&json)
                     .map_err(|e| self.err(format!("row {seq} is not a journal record: {e}")))?;
                 Ok(Entry {
-                    seq,
+                    seq: RowId(seq),
                     record,
                     prev_hash,
                     hash,
@@ -363,7 +402,7 @@ impl Journal {
             .collect()
     }
 
-    pub fn entry(&self, seq: i64) -> Result<Entry, JournalError> {
+    pub fn entry(&self, seq: RowId) -> Result<Entry, JournalError> {
         self.entries()?
             .into_iter()
             .find(|e| e.seq == seq)
@@ -405,7 +444,7 @@ impl Journal {
     }
 
     /// Runs of a job, newest last.
-    pub fn runs(&self) -> Result<Vec<(i64, RunRecord)>, JournalError> {
+    pub fn runs(&self) -> Result<Vec<(RowId, RunRecord)>, JournalError> {
         Ok(self
             .entries()?
             .into_iter()
@@ -416,7 +455,7 @@ impl Journal {
             .collect())
     }
 
-    pub fn annotations(&self, run: i64) -> Result<Vec<Annotation>, JournalError> {
+    pub fn annotations(&self, run: RowId) -> Result<Vec<Annotation>, JournalError> {
         Ok(self
             .entries()?
             .into_iter()
@@ -453,7 +492,7 @@ impl Journal {
         Ok(())
     }
 
-    pub fn queue_mirror(&self, seq: i64, repository: &str) -> Result<(), JournalError> {
+    pub fn queue_mirror(&self, seq: RowId, repository: &str) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "INSERT OR IGNORE INTO mirror_pending (seq, repository) VALUES (?1, ?2)",
@@ -463,7 +502,7 @@ impl Journal {
         Ok(())
     }
 
-    pub fn pending_mirrors(&self) -> Result<Vec<(i64, String)>, JournalError> {
+    pub fn pending_mirrors(&self) -> Result<Vec<(RowId, String)>, JournalError> {
         let mut stmt = self
             .conn
             .prepare("SELECT seq, repository FROM mirror_pending ORDER BY seq")
@@ -474,7 +513,7 @@ impl Journal {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    pub fn mirrored(&self, seq: i64, repository: &str) -> Result<(), JournalError> {
+    pub fn mirrored(&self, seq: RowId, repository: &str) -> Result<(), JournalError> {
         self.conn
             .execute(
                 "DELETE FROM mirror_pending WHERE seq = ?1 AND repository = ?2",

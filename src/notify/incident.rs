@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::journal::{JournalError, Outcome, RunRecord};
+use crate::journal::{JournalError, Outcome, RowId, RunRecord};
 
 use super::outbox::Outbox;
 use super::render;
@@ -25,7 +25,7 @@ pub struct Incident {
     pub title: String,
     pub detail: String,
     /// The journal row of the run that opened it.
-    pub run: Option<i64>,
+    pub run: Option<RowId>,
 }
 
 /// What an incident is about. Stored (and shown in `status --json`) as its kebab-case name.
@@ -184,7 +184,7 @@ impl<'a> Monitor<'a> {
         job: &str,
         title: &str,
         detail: &str,
-        run: Option<i64>,
+        run: Option<RowId>,
         now: Timestamp,
     ) -> Result<bool, JournalError> {
         if let Some(existing) = self.find_open(key)? {
@@ -270,7 +270,12 @@ impl<'a> Monitor<'a> {
     }
 
     /// Open or resolve incidents from a finished run.
-    pub fn after_run(&self, seq: i64, run: &RunRecord, now: Timestamp) -> Result<(), JournalError> {
+    pub fn after_run(
+        &self,
+        seq: RowId,
+        run: &RunRecord,
+        now: Timestamp,
+    ) -> Result<(), JournalError> {
         let job = &run.job;
         let key = |kind: IncidentKind| kind.key(job);
         let detail = run.error.clone().unwrap_or_else(|| run.summary.clone());
@@ -534,15 +539,15 @@ mod tests {
     fn a_failure_alerts_once_reminds_daily_and_its_fix_resolves_it_once() {
         let (_dir, config, conn) = setup();
         let m = Monitor::new(&conn, &config).unwrap();
-        m.after_run(1, &run(RunKind::Backup, Outcome::Failed, 0), at(0))
+        m.after_run(RowId(1), &run(RunKind::Backup, Outcome::Failed, 0), at(0))
             .unwrap();
-        m.after_run(2, &run(RunKind::Backup, Outcome::Failed, 24), at(24))
+        m.after_run(RowId(2), &run(RunKind::Backup, Outcome::Failed, 24), at(24))
             .unwrap();
         let open = m.incidents(false).unwrap();
         assert_eq!(open.len(), 1, "{open:?}");
         assert_eq!(
             open[0].run,
-            Some(2),
+            Some(RowId(2)),
             "the incident names the latest failed run"
         );
         assert_eq!(subjects(&m).len(), 1, "one alert for one problem");
@@ -551,10 +556,18 @@ mod tests {
         assert_eq!(m.remind(at(24)).unwrap(), 1);
         assert_eq!(m.remind(at(30)).unwrap(), 0);
         assert_eq!(m.remind(at(48)).unwrap(), 1);
-        m.after_run(3, &run(RunKind::Backup, Outcome::Success, 50), at(50))
-            .unwrap();
-        m.after_run(4, &run(RunKind::Backup, Outcome::Success, 74), at(74))
-            .unwrap();
+        m.after_run(
+            RowId(3),
+            &run(RunKind::Backup, Outcome::Success, 50),
+            at(50),
+        )
+        .unwrap();
+        m.after_run(
+            RowId(4),
+            &run(RunKind::Backup, Outcome::Success, 74),
+            at(74),
+        )
+        .unwrap();
         assert!(m.incidents(false).unwrap().is_empty());
         let s = subjects(&m);
         assert_eq!(s.len(), 4, "alert, two reminders, one resolved: {s:?}");
@@ -571,10 +584,14 @@ mod tests {
     fn a_partial_backup_replaces_a_failure_and_an_interrupted_one_changes_nothing() {
         let (_dir, config, conn) = setup();
         let m = Monitor::new(&conn, &config).unwrap();
-        m.after_run(1, &run(RunKind::Backup, Outcome::Failed, 0), at(0))
+        m.after_run(RowId(1), &run(RunKind::Backup, Outcome::Failed, 0), at(0))
             .unwrap();
-        m.after_run(2, &run(RunKind::Backup, Outcome::Interrupted, 1), at(1))
-            .unwrap();
+        m.after_run(
+            RowId(2),
+            &run(RunKind::Backup, Outcome::Interrupted, 1),
+            at(1),
+        )
+        .unwrap();
         let open: Vec<&str> = m
             .incidents(false)
             .unwrap()
@@ -586,7 +603,7 @@ mod tests {
             ["backup-failed"],
             "a shutdown is not a failure, nor a fix"
         );
-        m.after_run(3, &run(RunKind::Backup, Outcome::Partial, 2), at(2))
+        m.after_run(RowId(3), &run(RunKind::Backup, Outcome::Partial, 2), at(2))
             .unwrap();
         let open: Vec<&str> = m
             .incidents(false)
@@ -608,11 +625,11 @@ mod tests {
     fn a_failed_drill_and_a_failed_prune_are_incidents_of_their_own() {
         let (_dir, config, conn) = setup();
         let m = Monitor::new(&conn, &config).unwrap();
-        m.after_run(1, &run(RunKind::Drill, Outcome::Damage, 0), at(0))
+        m.after_run(RowId(1), &run(RunKind::Drill, Outcome::Damage, 0), at(0))
             .unwrap();
-        m.after_run(2, &run(RunKind::Prune, Outcome::Failed, 0), at(0))
+        m.after_run(RowId(2), &run(RunKind::Prune, Outcome::Failed, 0), at(0))
             .unwrap();
-        m.after_run(3, &run(RunKind::Backup, Outcome::Success, 1), at(1))
+        m.after_run(RowId(3), &run(RunKind::Backup, Outcome::Success, 1), at(1))
             .unwrap();
         let mut open: Vec<&str> = m
             .incidents(false)
@@ -626,9 +643,9 @@ mod tests {
             ["drill-failed", "job-failed"],
             "a good backup fixes neither"
         );
-        m.after_run(4, &run(RunKind::Drill, Outcome::Success, 2), at(2))
+        m.after_run(RowId(4), &run(RunKind::Drill, Outcome::Success, 2), at(2))
             .unwrap();
-        m.after_run(5, &run(RunKind::Prune, Outcome::Success, 2), at(2))
+        m.after_run(RowId(5), &run(RunKind::Prune, Outcome::Success, 2), at(2))
             .unwrap();
         assert!(m.incidents(false).unwrap().is_empty());
         assert_eq!(subjects(&m).len(), 4);

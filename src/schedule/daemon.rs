@@ -203,7 +203,7 @@ pub async fn run(
             tasks.push(tokio::spawn(async move {
                 tracing::info!(job = %name, %trigger, "job starting");
                 match service.run(&kind, trigger, "vouch daemon").await {
-                    Ok(o) => tracing::info!(job = %name, outcome = %o.record.outcome, run = o.seq, "job finished"),
+                    Ok(o) => tracing::info!(job = %name, outcome = %o.record.outcome, run = %o.seq, "job finished"),
                     Err(e) => tracing::error!(job = %name, error = %e, "job could not run"),
                 }
                 running.lock().expect("running").remove(&name);

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Clock;
 use crate::config::{Config, Plan, RepositoryConfig, Schedule};
-use crate::journal::{Details, Journal, Outcome, Record, RunDetails, RunKind, RunRecord, Trigger};
+use crate::journal::{
+    Details, Journal, Outcome, Record, RowId, RunDetails, RunKind, RunRecord, Trigger,
+};
 use crate::notify::heartbeat::{Beat, ping};
 use crate::notify::{Mailer, Monitor, mailer_for};
 use crate::repo::ids::SnapshotId;
@@ -114,7 +116,7 @@ impl JobKind {
 /// exit code `vouch run` ends with).
 #[derive(Debug)]
 pub struct JobOutcome {
-    pub seq: i64,
+    pub seq: RowId,
     pub record: RunRecord,
 }
 
@@ -753,7 +755,7 @@ impl Service {
                     done += 1;
                 }
                 Err(e) => {
-                    tracing::warn!(seq, repository = %name, error = %e, "journal row not mirrored yet")
+                    tracing::warn!(seq = %seq, repository = %name, error = %e, "journal row not mirrored yet")
                 }
             }
         }
@@ -822,10 +824,10 @@ impl Service {
     /// Annotate a run with what was done about it.
     pub async fn annotate(
         &self,
-        run: i64,
+        run: RowId,
         text: &str,
         operator: &str,
-    ) -> Result<i64, ServiceError> {
+    ) -> Result<RowId, ServiceError> {
         let entry = {
             let mut j = self.journal.lock().expect("journal");
             let target = j.entry(run)?;

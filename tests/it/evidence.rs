@@ -27,7 +27,7 @@ struct Year {
     /// The pack the daemon's evidence job built and emailed on 1 September 2026.
     pack: PathBuf,
     /// The journal row of the failed test restore.
-    failed_drill: i64,
+    failed_drill: vouch::records::RowId,
 }
 
 impl Year {
@@ -289,7 +289,7 @@ fn a_year_with_a_failed_drill_and_a_stale_period_is_reported_and_verifies() {
         .collect();
     assert_eq!(failed.len(), 1, "{incidents:#?}");
     assert_eq!(failed[0]["job"], "sims-check");
-    assert_eq!(failed[0]["run"], y.failed_drill);
+    assert_eq!(failed[0]["run"], y.failed_drill.0);
     let actions = failed[0]["actions"].to_string();
     assert!(
         actions.contains(ACTION) && actions.contains("j.patel"),
@@ -496,7 +496,7 @@ fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository
             let mut prev = inputs.journal.rows[0].prev_hash.clone();
             let first = inputs.journal.rows[0].seq;
             for (i, row) in inputs.journal.rows.iter_mut().enumerate() {
-                row.seq = first + i as i64;
+                row.seq = vouch::records::RowId(first.0 + i as i64);
                 row.prev_hash = prev;
                 row.hash = vouch::records::store_chain_hash(
                     &row.prev_hash,
@@ -563,7 +563,7 @@ fn a_re_signed_pack_that_leaves_out_the_failed_drill_is_caught_by_the_repository
     );
     assert_eq!(
         chain["broken"]["after"].as_i64().unwrap() + 1,
-        y.failed_drill
+        y.failed_drill.0
     );
 }
 

@@ -132,7 +132,7 @@ impl Service {
     /// A signed proof of the drill journalled as `run`.
     pub async fn evidence_proof(
         &self,
-        run: i64,
+        run: crate::journal::RowId,
         dir: &Path,
         key: &SigningKey,
     ) -> Result<crate::evidence::proof::Proof, ServiceError> {

@@ -5,7 +5,7 @@ use super::{BackupDetails, ForgetDetails, RansomwareFlag, RefusedSnapshot};
 use super::{JobOutcome, Service, ServiceError};
 use crate::backup::changes::ChangeStats;
 use crate::config::Schedule;
-use crate::journal::{Details, Outcome, Record, RunKind, RunRecord, Trigger};
+use crate::journal::{Details, Outcome, Record, RowId, RunKind, RunRecord, Trigger};
 use crate::notify::Monitor;
 use crate::repo::ids::SnapshotId;
 
@@ -164,7 +164,7 @@ impl Service {
     pub(super) fn open_ransomware_incident(
         &self,
         monitor: &Monitor,
-        seq: i64,
+        seq: RowId,
         record: &RunRecord,
     ) -> Result<(), ServiceError> {
         let Some(r) = record
@@ -367,7 +367,7 @@ impl Service {
     /// resolved (one email says so).
     pub async fn acknowledge(
         &self,
-        run: i64,
+        run: RowId,
         note: &str,
         operator: &str,
     ) -> Result<String, ServiceError> {
