@@ -53,11 +53,16 @@ struct RawSchedule {
 #[serde(deny_unknown_fields)]
 struct RawKeep {
     last: Option<u32>,
+    hourly: Option<u32>,
     daily: Option<u32>,
     weekly: Option<u32>,
     monthly: Option<u32>,
     yearly: Option<u32>,
     within: Option<Spanned<String>>,
+    /// Each entry a tag, or tags joined by commas that a snapshot must all carry (as
+    /// `vouch forget --keep-tag` takes them).
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 pub(super) const CRON_FIX: &str = "five fields, minute hour day-of-month month day-of-week: \"0 1 * * *\" is 01:00 every day, \"30 6 * * 1\" Mondays at 06:30";
@@ -227,12 +232,18 @@ impl Schedule {
             heartbeat_url: raw.heartbeat_url.map(Spanned::into_inner),
             keep: crate::retention::Policy {
                 last: raw.keep.last.map(crate::retention::Count::N),
+                hourly: raw.keep.hourly.map(crate::retention::Count::N),
                 daily: raw.keep.daily.map(crate::retention::Count::N),
                 weekly: raw.keep.weekly.map(crate::retention::Count::N),
                 monthly: raw.keep.monthly.map(crate::retention::Count::N),
                 yearly: raw.keep.yearly.map(crate::retention::Count::N),
                 within,
-                ..Default::default()
+                tags: raw
+                    .keep
+                    .tags
+                    .iter()
+                    .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+                    .collect(),
             },
         })
     }

@@ -672,6 +672,31 @@ mod tests {
         assert_eq!(c.mail_folder, PathBuf::from("/var/lib/vouch/mail"));
     }
 
+    /// A schedule's `[keep]` takes every rule `vouch forget` does.
+    #[test]
+    fn a_schedules_keep_takes_every_rule_forget_does() {
+        let keep = "[keep]\nlast = 3\nhourly = 24\ndaily = 7\nweekly = 4\nmonthly = 12\nyearly = 2\nwithin = \"30d\"\ntags = [\"exam\", \"board, final\"]\n";
+        let dir = setup(GOOD, &[("staff.toml", &format!("{SCHEDULE}{keep}"))], &[]);
+        let c = Config::load(&dir.path().join("vouch.toml")).unwrap();
+        let n = |n| Some(crate::retention::Count::N(n));
+        let p = &c.schedules[0].keep;
+        assert_eq!(
+            (p.last, p.hourly, p.daily, p.weekly, p.monthly, p.yearly),
+            (n(3), n(24), n(7), n(4), n(12), n(2))
+        );
+        assert_eq!(
+            p.within,
+            Some(crate::retention::Within::parse("30d").unwrap())
+        );
+        assert_eq!(
+            p.tags,
+            [
+                vec!["exam".to_string()],
+                vec!["board".into(), "final".into()]
+            ]
+        );
+    }
+
     #[test]
     fn broken_configurations_are_named_with_file_line_and_fix() {
         let dir = setup(
