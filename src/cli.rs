@@ -260,6 +260,10 @@ enum Command {
         /// Who ran it, for the journal (default: the system user)
         #[arg(long)]
         operator: Option<String>,
+        /// Started by a timer or cron, not a person: journalled as `schedule`, as the daemon's
+        /// runs are (the evidence pack reports who started what)
+        #[arg(long)]
+        scheduled: bool,
     },
     /// Every schedule and plan: last run, outcome, next run, freshness against the RPO
     Status {
@@ -889,7 +893,11 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Config {
             action: ConfigAction::Check,
         } => service::config_check(g.config.as_deref()),
-        Command::Run { job, operator } => service::run(g.config.as_deref(), &job, operator).await,
+        Command::Run {
+            job,
+            operator,
+            scheduled,
+        } => service::run(g.config.as_deref(), &job, operator, scheduled).await,
         Command::Acknowledge {
             run,
             note,

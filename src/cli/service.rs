@@ -99,7 +99,12 @@ pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -> Result<i32> {
+pub async fn run(
+    explicit: Option<&Path>,
+    job: &str,
+    operator: Option<String>,
+    scheduled: bool,
+) -> Result<i32> {
     let service = service(explicit)?;
     if job == "check-freshness" {
         service.housekeeping().await?;
@@ -125,7 +130,38 @@ pub async fn run(explicit: Option<&Path>, job: &str, operator: Option<String>) -
         });
     }
     let operator = operator.unwrap_or_else(crate::sys::username);
-    let o = service.run_job(job, Trigger::Manual, &operator).await?;
+    let trigger = if scheduled {
+        Trigger::Schedule
+    } else {
+        Trigger::Manual
+    };
+    // SIGTERM (systemd stopping the unit, a shutdown) or Ctrl-C: as the daemon does, the job
+    // gets the grace period, then a backup stops at a consistent point and is journalled as
+    // interrupted, instead of the process dying with its lock and its packs half-written.
+    let abort = service.abort.clone();
+    let watcher = tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        let grace = crate::schedule::daemon::shutdown_grace();
+        errln!(
+            "vouch: stopping: the job gets {} to finish, then stops at a consistent point",
+            humantime::format_duration(grace)
+        );
+        tokio::time::sleep(grace).await;
+        abort.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    let o = service.run_job(job, trigger, &operator).await;
+    watcher.abort();
+    let o = o?;
     outln!(
         "run #{}: {} {} {}: {}",
         o.seq,

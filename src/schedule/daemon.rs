@@ -93,6 +93,14 @@ pub fn due(
         .collect()
 }
 
+/// How long running jobs get after SIGTERM (`VOUCH_SHUTDOWN_DEADLINE_MS` for tests).
+pub fn shutdown_grace() -> Duration {
+    std::env::var("VOUCH_SHUTDOWN_DEADLINE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SHUTDOWN_DEADLINE, Duration::from_millis)
+}
+
 /// What the daemon was told by signals.
 #[derive(Default)]
 pub struct Signals {
@@ -237,15 +245,8 @@ pub async fn run(
     }
 
     // SIGTERM: start nothing new; give running jobs the deadline, then stop them.
-    service
-        .stopping
-        .store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!(running = tasks.len(), "stopping: waiting for running jobs");
-    let grace = std::env::var("VOUCH_SHUTDOWN_DEADLINE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(SHUTDOWN_DEADLINE, Duration::from_millis);
-    let deadline = tokio::time::Instant::now() + grace;
+    let deadline = tokio::time::Instant::now() + shutdown_grace();
     for t in &mut tasks {
         if tokio::time::timeout_at(deadline, &mut *t).await.is_err() {
             service

@@ -173,8 +173,6 @@ pub struct Service {
     mailer: Box<dyn Mailer>,
     host: String,
     repos: tokio::sync::Mutex<HashMap<String, Arc<Repository>>>,
-    /// Set on SIGTERM: no new job starts.
-    pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the shutdown deadline passes: a running backup stops at a consistent point.
     pub abort: Arc<std::sync::atomic::AtomicBool>,
     /// Emails delivered by this service so far.
@@ -264,7 +262,6 @@ impl Service {
             mailer,
             host: crate::sys::hostname(),
             repos: tokio::sync::Mutex::new(HashMap::new()),
-            stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             abort: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             mail_sent: std::sync::atomic::AtomicUsize::new(0),
         };

@@ -414,6 +414,74 @@ fn config_check_names_every_mistake_with_file_and_line() {
     );
 }
 
+/// A timer's unit stopped mid-backup (systemd sends SIGTERM): `vouch run` stops at a
+/// consistent point as the daemon does, journals the run as started by a schedule, and leaves
+/// no lock behind.
+#[test]
+fn sigterm_during_a_scheduled_vouch_run_stops_it_consistently_and_journals_it() {
+    let site = Site::new(None);
+    for i in 0..30 {
+        write(
+            &site.share.join(format!("photos/{i}.jpg")),
+            &noise(8 << 20, i + 300),
+        );
+    }
+    let mut run = site
+        .env
+        .vouch()
+        .env("VOUCH_CONFIG", site.config())
+        .env("VOUCH_SHUTDOWN_DEADLINE_MS", "50")
+        .args(["run", "staff-nightly", "--scheduled"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while packs(&site.repo).is_empty() {
+        assert!(Instant::now() < deadline, "the backup did not start");
+        assert!(run.try_wait().unwrap().is_none(), "vouch run exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(run.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("stopping: the job gets 50ms to finish"),
+        "it says what it does with the signal: {stderr}"
+    );
+    let list: serde_json::Value =
+        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let record = &list[0]["record"];
+    assert_eq!(record["trigger"], "schedule", "{record}");
+    let outcome = record["outcome"].as_str().unwrap();
+    // Stopped at its consistent point (exit 1), or done before the deadline passed (exit 0).
+    match outcome {
+        "interrupted" => assert_eq!(out.status.code(), Some(1), "{stderr}"),
+        "success" => assert_eq!(out.status.code(), Some(0), "{stderr}"),
+        other => panic!("the run is journalled as {other}: {record}"),
+    }
+    assert!(
+        crate::support::files_in(&site.repo.join("locks")).is_empty(),
+        "no lock is left behind"
+    );
+    let check = site
+        .env
+        .run(&[
+            "check",
+            "--repo",
+            site.repo.to_str().unwrap(),
+            "--read-data",
+        ])
+        .expect(0);
+    assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
+    // A run by hand is a person's.
+    site.vouch(&["run", "staff-nightly"]).expect(0);
+    let list: serde_json::Value =
+        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let last = list.as_array().unwrap().last().unwrap();
+    assert_eq!(last["record"]["trigger"], "manual", "{last}");
+}
+
 #[test]
 fn sigterm_during_a_daemon_backup_leaves_a_repository_that_passes_check() {
     let site = Site::new(None);
