@@ -322,6 +322,25 @@ enum Command {
         #[arg(long, default_value = "vouch-demo")]
         dir: PathBuf,
     },
+    /// Shell completion for bash, zsh or fish, on standard output
+    /// (`vouch completions bash > /etc/bash_completion.d/vouch`)
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Write the manual pages (vouch.1, and vouch-COMMAND.1 for each command) into a folder
+    Man {
+        /// Folder for the pages (for example /usr/share/man/man1)
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -484,6 +503,33 @@ pub fn main() -> i32 {
 }
 
 /// The exit code a job ends `vouch run` with, from what it recorded.
+/// The manual pages, rendered from the command definitions: `vouch.1`, then a page for each
+/// command and sub-command (`vouch-backup.1`, `vouch-journal-verify.1`). Returns how many.
+fn man_pages(dir: &std::path::Path) -> Result<usize> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let top = <Cli as clap::CommandFactory>::command();
+    let mut pages = 0;
+    let mut stack = vec![(top.get_name().to_string(), top)];
+    while let Some((name, cmd)) = stack.pop() {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            let sub_name = format!("{name}-{}", sub.get_name());
+            let page = sub
+                .clone()
+                .name(sub_name.clone())
+                .version(env!("CARGO_PKG_VERSION"));
+            stack.push((sub_name, page));
+        }
+        let mut page = Vec::new();
+        clap_mangen::Man::new(cmd)
+            .render(&mut page)
+            .with_context(|| format!("cannot render the page of {name}"))?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        pages += 1;
+    }
+    Ok(pages)
+}
+
 pub(crate) fn exit_for(outcome: crate::journal::Outcome) -> i32 {
     use crate::journal::Outcome;
     match outcome {
@@ -890,6 +936,30 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Demo { dir } => demo::run(&dir).await,
+        Command::Completions { shell } => {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "vouch",
+                &mut script,
+            );
+            use std::io::Write as _;
+            if let Err(e) = std::io::stdout().write_all(&script) {
+                crate::sys::output_failed(&e);
+            }
+            Ok(EXIT_OK)
+        }
+        Command::Man { out } => {
+            let pages = man_pages(&out)?;
+            outln!("{} manual page(s) in {}", pages, out.display());
+            Ok(EXIT_OK)
+        }
         Command::Config {
             action: ConfigAction::Check,
         } => service::config_check(g.config.as_deref()),

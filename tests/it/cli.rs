@@ -504,3 +504,96 @@ fn a_file_that_changes_while_it_is_read_is_reported() {
         human.stdout
     );
 }
+
+/// The manual pages a package installs: one for vouch and one for each command, each a page
+/// `man` renders with the command's options.
+#[test]
+fn man_writes_a_page_for_vouch_and_every_command_that_man_renders() {
+    let env = Env::new();
+    let dir = env.path("man1");
+    let out = env.run(&["man", "--out", dir.to_str().unwrap()]).expect(0);
+    let mut pages: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    pages.sort();
+    assert!(
+        out.stdout.contains(&format!(
+            "{} manual page(s) in {}",
+            pages.len(),
+            dir.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    for page in [
+        "vouch.1",
+        "vouch-backup.1",
+        "vouch-restore.1",
+        "vouch-journal-verify.1",
+        "vouch-evidence-verify.1",
+        "vouch-completions.1",
+    ] {
+        assert!(pages.iter().any(|p| p == page), "{page} in {pages:?}");
+    }
+    assert!(
+        !pages.iter().any(|p| p.contains("__")),
+        "no page for internal entry points: {pages:?}"
+    );
+    let render = |page: &str| {
+        let out = std::process::Command::new("man")
+            .args(["-l", "-E", "UTF-8"])
+            .arg(dir.join(page))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "man -l {page}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let top = render("vouch.1");
+    assert!(
+        top.contains("Backups for school file servers that prove they restore"),
+        "{top}"
+    );
+    assert!(
+        top.contains("12 wrong passphrase"),
+        "the exit codes are in the page: {top}"
+    );
+    let backup = render("vouch-backup.1");
+    assert!(backup.contains("vouch-backup"), "{backup}");
+    assert!(
+        backup.contains("--exclude"),
+        "the options are in the page: {backup}"
+    );
+    assert!(backup.contains(env!("CARGO_PKG_VERSION")), "{backup}");
+}
+
+/// `vouch completions SHELL` prints a script that the shell itself accepts, naming the commands.
+#[test]
+fn completions_are_scripts_each_shell_accepts() {
+    let env = Env::new();
+    for (shell, check) in [
+        ("bash", ["bash", "-n"]),
+        ("zsh", ["zsh", "-n"]),
+        ("fish", ["fish", "--no-execute"]),
+    ] {
+        let out = env.run(&["completions", shell]).expect(0);
+        for word in ["backup", "restore", "drill", "evidence"] {
+            assert!(out.stdout.contains(word), "{shell}: {word}");
+        }
+        let file = env.path(&format!("vouch.{shell}"));
+        std::fs::write(&file, &out.stdout).unwrap();
+        let syntax = std::process::Command::new(check[0])
+            .arg(check[1])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            syntax.status.success(),
+            "{shell} rejects its completion script: {}",
+            String::from_utf8_lossy(&syntax.stderr)
+        );
+    }
+    env.run(&["completions", "powershell"]).expect(2);
+}
