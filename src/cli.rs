@@ -264,6 +264,9 @@ enum Command {
         /// runs are (the evidence pack reports who started what)
         #[arg(long)]
         scheduled: bool,
+        /// The journalled run (its number and record) and the mail sent, as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Every schedule and plan: last run, outcome, next run, freshness against the RPO
     Status {
@@ -403,7 +406,10 @@ enum EvidenceAction {
 #[derive(Subcommand, Debug)]
 enum ConfigAction {
     /// Validate everything and report each mistake with its file, line and fix
-    Check,
+    Check {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -961,13 +967,14 @@ async fn run(cli: Cli) -> Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Config {
-            action: ConfigAction::Check,
-        } => service::config_check(g.config.as_deref()),
+            action: ConfigAction::Check { json },
+        } => service::config_check(g.config.as_deref(), json),
         Command::Run {
             job,
             operator,
             scheduled,
-        } => service::run(g.config.as_deref(), &job, operator, scheduled).await,
+            json,
+        } => service::run(g.config.as_deref(), &job, operator, scheduled, json).await,
         Command::Acknowledge {
             run,
             note,

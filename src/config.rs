@@ -15,7 +15,7 @@ pub use service::{Config, RepositoryConfig, Schedule, SmtpConfig, SmtpSecurity, 
 pub use values::{parse_duration, parse_size};
 
 /// A configuration mistake, located.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConfigError {
     pub file: PathBuf,
     /// 1-based; 0 when the whole file is at fault.

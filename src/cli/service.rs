@@ -23,9 +23,86 @@ fn service(explicit: Option<&Path>) -> Result<Service> {
     Ok(Service::new(config, Arc::new(SystemClock))?)
 }
 
-pub fn config_check(explicit: Option<&Path>) -> Result<i32> {
+/// What `config check --json` prints: every mistake, located, and when there are none what
+/// the configuration holds (the jobs with their next run, where mail goes).
+fn config_summary(
+    path: &Path,
+    config: Option<&Config>,
+    errors: &[crate::config::ConfigError],
+) -> serde_json::Value {
+    let mut out = serde_json::json!({
+        "file": path.display().to_string(),
+        "ok": errors.is_empty(),
+        "mistakes": errors,
+    });
+    let Some(c) = config.filter(|_| errors.is_empty()) else {
+        return out;
+    };
+    let now = SystemClock.now();
+    let next = |cron: Option<&crate::cron::Cron>| {
+        cron.and_then(|cron| cron.next_after(now, &c.time_zone))
+            .map(|t| t.to_string())
+    };
+    out["school"] = c.school.clone().into();
+    out["time_zone"] = c.time_zone_name.clone().into();
+    out["repositories"] = c.repositories.keys().cloned().collect::<Vec<_>>().into();
+    out["schedules"] = c
+        .schedules
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.name,
+                "repository": s.repository,
+                "paths": s.paths,
+                "cron": s.cron.text(),
+                "next_run": next(Some(&s.cron)),
+                "rpo_hours": s.rpo.as_secs_f64() / 3600.0,
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    out["plans"] = c
+        .plans
+        .iter()
+        .map(|p| {
+            let cron = p
+                .cron
+                .as_deref()
+                .and_then(|t| crate::cron::Cron::parse(t).ok());
+            serde_json::json!({
+                "name": p.name,
+                "repository": p.repository,
+                "cron": p.cron,
+                "next_run": next(cron.as_ref()),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into();
+    out["mail"] = match &c.smtp {
+        Some(s) => {
+            serde_json::json!({ "smtp": format!("{}:{}", s.host, s.port), "to": c.alerts_to })
+        }
+        None => {
+            serde_json::json!({ "folder": c.mail_folder.display().to_string(), "to": c.alerts_to })
+        }
+    };
+    out
+}
+
+pub fn config_check(explicit: Option<&Path>, json: bool) -> Result<i32> {
     let path = config_path(explicit);
     let (config, errors) = Config::check_all(&path);
+    if json {
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&config_summary(&path, config.as_ref(), &errors))?
+        );
+        return Ok(if errors.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FAILED
+        });
+    }
     if !errors.is_empty() {
         for e in &errors {
             outln!("{e}");
@@ -104,6 +181,7 @@ pub async fn run(
     job: &str,
     operator: Option<String>,
     scheduled: bool,
+    json: bool,
 ) -> Result<i32> {
     let service = service(explicit)?;
     if job == "check-freshness" {
@@ -117,10 +195,16 @@ pub async fn run(
             .into_iter()
             .filter(|i| i.kind == crate::notify::incident::IncidentKind::Stale)
             .collect();
-        for i in &stale {
+        if json {
+            outln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "stale": stale }))?
+            );
+        }
+        for i in stale.iter().filter(|_| !json) {
             outln!("STALE: {}", i.detail);
         }
-        if stale.is_empty() {
+        if stale.is_empty() && !json {
             outln!("every schedule has a good backup within its RPO");
         }
         return Ok(if stale.is_empty() {
@@ -162,6 +246,20 @@ pub async fn run(
     let o = service.run_job(job, trigger, &operator).await;
     watcher.abort();
     let o = o?;
+    if json {
+        let (_, pending) = service.flush_outbox().await?;
+        let sent = service.mail_sent.load(std::sync::atomic::Ordering::Relaxed);
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "run": o.seq,
+                // As `journal list --json` shows the row.
+                "record": crate::journal::Record::Run(o.record.clone()),
+                "mail": { "sent": sent, "waiting": pending },
+            }))?
+        );
+        return Ok(crate::cli::exit_for(o.record.outcome));
+    }
     outln!(
         "run #{}: {} {} {}: {}",
         o.seq,

@@ -344,6 +344,89 @@ fn journal_verify_names_a_hand_edited_row_and_the_mirror_matches() {
     assert!(bad.stdout.contains("does NOT verify"), "{}", bad.stdout);
 }
 
+/// `vouch run --json`: the run's number and its journal record, as a timer's wrapper script
+/// would read them; `run check-freshness --json` lists what is stale.
+#[test]
+fn run_json_gives_the_journalled_run() {
+    let site = Site::new(None);
+    let out = site.vouch(&["run", "staff-nightly", "--json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let record = &v["record"];
+    assert_eq!(record["kind"], "backup", "{v:#}");
+    assert_eq!(record["job"], "staff-nightly");
+    assert_eq!(record["outcome"], "success");
+    assert_eq!(record["trigger"], "manual");
+    assert_eq!(record["snapshot"].as_str().unwrap().len(), 64, "{v:#}");
+    let run = v["run"].as_i64().unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let journalled = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["seq"] == run)
+        .unwrap_or_else(|| panic!("run {run} in {list:#}"));
+    assert_eq!(
+        &journalled["record"], record,
+        "the journal holds what was printed"
+    );
+    assert!(
+        v["mail"]["sent"].is_u64() && v["mail"]["waiting"].is_u64(),
+        "{v:#}"
+    );
+    let fresh = site.vouch(&["run", "check-freshness", "--json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&fresh.stdout).unwrap();
+    assert_eq!(v["stale"].as_array().unwrap().len(), 0, "{v:#}");
+}
+
+/// `config check --json`: a script (a deployment check, a monitoring probe) gets every mistake
+/// located, or what the configuration holds, without parsing the words.
+#[test]
+fn config_check_json_lists_mistakes_located_or_the_jobs_with_their_next_run() {
+    let site = Site::new(None);
+    let good = site.vouch(&["config", "check", "--json"]).expect(0);
+    let v: serde_json::Value = serde_json::from_str(&good.stdout).unwrap();
+    assert_eq!(v["ok"], true, "{v:#}");
+    assert_eq!(v["mistakes"].as_array().unwrap().len(), 0);
+    assert_eq!(v["school"], "Preston Primary Academy");
+    let nightly = v["schedules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "staff-nightly")
+        .unwrap_or_else(|| panic!("{v:#}"));
+    assert_eq!(nightly["repository"], "offsite");
+    let next: jiff::Timestamp = nightly["next_run"].as_str().unwrap().parse().unwrap();
+    assert!(next > vouch::Clock::now(&vouch::SystemClock), "{nightly}");
+    assert_eq!(v["mail"]["to"][0], "network.manager@school.example");
+
+    let broken = site.dir.join("schedules/broken.toml");
+    std::fs::write(
+        &broken,
+        "repository = \"offsite\"\npaths = [\"/volume1/staff\"]\ncron = \"0 25 * * *\"\nrpo = \"26h\"\n",
+    )
+    .unwrap();
+    let bad = site.vouch(&["config", "check", "--json"]).expect(1);
+    let v: serde_json::Value = serde_json::from_str(&bad.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    let mistakes = v["mistakes"].as_array().unwrap();
+    assert_eq!(mistakes.len(), 1, "{v:#}");
+    assert_eq!(mistakes[0]["file"], broken.display().to_string());
+    assert_eq!(mistakes[0]["line"], 3);
+    assert!(
+        mistakes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("hour 25 is out of range 0-23"),
+        "{v:#}"
+    );
+    assert!(!mistakes[0]["fix"].as_str().unwrap().is_empty());
+    assert!(
+        v.get("schedules").is_none(),
+        "nothing is reported as loaded: {v:#}"
+    );
+}
+
 /// A mistyped address is named when vouch.toml is read, with its line, not found out when the
 /// first alert is due and never leaves.
 #[test]
