@@ -147,6 +147,10 @@ enum Command {
         /// Show type, permissions, size and modification time
         #[arg(long, short = 'l')]
         long: bool,
+        /// One JSON object a line: the snapshot first, then each entry with its type, mode,
+        /// owner, size, modification time and symlink target
+        #[arg(long)]
+        json: bool,
     },
     /// Restore a snapshot, or parts of it, into a directory
     Restore {
@@ -419,8 +423,13 @@ enum JournalAction {
         #[arg(long)]
         json: bool,
     },
-    /// One run (or annotation) in full
-    Show { run: crate::journal::RowId },
+    /// One run (or annotation) in full, with the notes on it
+    Show {
+        run: crate::journal::RowId,
+        /// The row and its notes as one JSON document
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the hash chain, and against the copy in each repository
     Verify {
         #[arg(long)]
@@ -775,10 +784,18 @@ async fn run(cli: Cli) -> Result<i32> {
             snapshot,
             path,
             long,
+            json,
         } => {
             let repo = g.open().await?;
             let (id, snap) = repo.find_snapshot(&snapshot).await?;
-            show::ls(&repo, id, &snap, path.as_deref(), long).await
+            let style = if json {
+                show::Listing::Json
+            } else if long {
+                show::Listing::Long
+            } else {
+                show::Listing::Names
+            };
+            show::ls(&repo, id, &snap, path.as_deref(), style).await
         }
         Command::Restore {
             snapshot,
@@ -983,7 +1000,9 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Status { json } => service::status(g.config.as_deref(), json).await,
         Command::Journal { action } => match action {
             JournalAction::List { json } => service::journal_list(g.config.as_deref(), json),
-            JournalAction::Show { run } => service::journal_show(g.config.as_deref(), run),
+            JournalAction::Show { run, json } => {
+                service::journal_show(g.config.as_deref(), run, json)
+            }
             JournalAction::Verify { json } => {
                 service::journal_verify(g.config.as_deref(), json).await
             }

@@ -507,9 +507,21 @@ pub fn journal_list(explicit: Option<&Path>, json: bool) -> Result<i32> {
     Ok(EXIT_OK)
 }
 
-pub fn journal_show(explicit: Option<&Path>, run: crate::journal::RowId) -> Result<i32> {
+pub fn journal_show(
+    explicit: Option<&Path>,
+    run: crate::journal::RowId,
+    json: bool,
+) -> Result<i32> {
     let j = journal(explicit)?;
     let e = j.entry(run)?;
+    if json {
+        let notes = j.annotations(run)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "entry": e, "notes": notes }))?
+        );
+        return Ok(EXIT_OK);
+    }
     outln!("{}", serde_json::to_string_pretty(&e)?);
     for a in j.annotations(run)? {
         outln!("note {} by {}: {}", human(a.time), a.operator, a.text);

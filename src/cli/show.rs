@@ -167,12 +167,21 @@ pub fn snapshots(list: &[(SnapshotId, Snapshot)], bad: &[(String, RepoError)], a
     outln!("{} snapshot(s)", list.len());
 }
 
+/// How `ls` shows entries.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    Names,
+    Long,
+    /// One JSON object a line (a snapshot of a million files is not one document in memory).
+    Json,
+}
+
 pub async fn ls(
     repo: &std::sync::Arc<Repository>,
     id: SnapshotId,
     snap: &Snapshot,
     path: Option<&str>,
-    long: bool,
+    style: Listing,
 ) -> Result<i32> {
     let (index, _) = repo.load_index().await?;
     let trees = TreeLoader::new(repo.clone(), std::sync::Arc::new(index));
@@ -182,12 +191,24 @@ pub async fn ls(
     let mut stack = vec![(snap.tree, String::new(), 0usize)];
     let mut printed = 0usize;
     let mut damaged = false;
-    outln!(
-        "snapshot {} of {} at {}:",
-        id.short(),
-        snap.paths.join(", "),
-        human(snap.time)
-    );
+    if style == Listing::Json {
+        outln!(
+            "{}",
+            serde_json::json!({
+                "snapshot": id,
+                "time": snap.time.to_string(),
+                "paths": snap.paths,
+                "label": snap.label,
+            })
+        );
+    } else {
+        outln!(
+            "snapshot {} of {} at {}:",
+            id.short(),
+            snap.paths.join(", "),
+            human(snap.time)
+        );
+    }
     while let Some((tid, prefix, depth)) = stack.pop() {
         let tree = match trees.load(&tid).await {
             Ok(t) => t,
@@ -211,7 +232,29 @@ pub async fn ls(
             }
             if depth + 1 >= want.len() {
                 printed += 1;
-                if long {
+                if style == Listing::Json {
+                    let kind = match node.kind {
+                        NodeKind::Dir => "dir",
+                        NodeKind::File => "file",
+                        NodeKind::Symlink => "symlink",
+                    };
+                    let mtime = jiff::Timestamp::from_nanosecond(node.mtime_ns as i128)
+                        .map(|t| t.to_string())
+                        .ok();
+                    let mut entry = serde_json::json!({
+                        "path": p,
+                        "type": kind,
+                        "mode": node.mode,
+                        "uid": node.uid,
+                        "gid": node.gid,
+                        "size": node.size,
+                        "mtime": mtime,
+                    });
+                    if let Some(t) = &node.target {
+                        entry["target"] = String::from_utf8_lossy(t).into_owned().into();
+                    }
+                    outln!("{entry}");
+                } else if style == Listing::Long {
                     let kind = match node.kind {
                         NodeKind::Dir => 'd',
                         NodeKind::File => '-',

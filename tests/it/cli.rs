@@ -218,6 +218,55 @@ fn ls_lists_a_snapshot_and_a_path_in_it() {
     assert!(!part.stdout.contains("Staff"), "{}", part.stdout);
 }
 
+/// `ls --json`: a line for the snapshot, then a line per entry, each one JSON object that a
+/// script can read as it comes.
+#[test]
+fn ls_json_gives_a_line_for_the_snapshot_and_each_entry() {
+    let env = Env::new();
+    let repo = init(&env);
+    let src = share(&env);
+    env.run(&["backup", "--repo", &repo, src.to_str().unwrap()])
+        .expect(0);
+    let out = env
+        .run(&["ls", "--repo", &repo, "latest", "--json"])
+        .expect(0);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(
+        lines[0]["paths"][0],
+        src.display().to_string(),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(lines[0]["snapshot"].as_str().unwrap().len(), 64);
+    let entry = |suffix: &str| {
+        lines[1..]
+            .iter()
+            .find(|e| e["path"].as_str().unwrap().ends_with(suffix))
+            .unwrap_or_else(|| panic!("{suffix} in {}", out.stdout))
+    };
+    let report = entry("/Staff/Report (final) Zoë.docx");
+    assert_eq!(report["type"], "file");
+    assert_eq!(report["size"], 70_000);
+    assert!(
+        report["mtime"]
+            .as_str()
+            .unwrap()
+            .parse::<jiff::Timestamp>()
+            .is_ok()
+    );
+    assert_eq!(entry("/Shared/empty folder")["type"], "dir");
+    assert_eq!(entry("/Admin/MIS/mis-nightly.sql")["size"], 3_000_000);
+    let link = lines[1..]
+        .iter()
+        .find(|e| e["type"] == "symlink")
+        .expect("the share's symlink");
+    assert!(link["target"].is_string(), "{link}");
+}
+
 #[test]
 fn a_wrong_passphrase_is_a_clear_error_with_exit_1() {
     let env = Env::new();

@@ -345,7 +345,8 @@ fn journal_verify_names_a_hand_edited_row_and_the_mirror_matches() {
 }
 
 /// `vouch run --json`: the run's number and its journal record, as a timer's wrapper script
-/// would read them; `run check-freshness --json` lists what is stale.
+/// would read them; `journal show --json` gives the same row with its notes; `run
+/// check-freshness --json` lists what is stale.
 #[test]
 fn run_json_gives_the_journalled_run() {
     let site = Site::new(None);
@@ -369,6 +370,26 @@ fn run_json_gives_the_journalled_run() {
     assert_eq!(
         &journalled["record"], record,
         "the journal holds what was printed"
+    );
+    site.vouch(&[
+        "journal",
+        "annotate",
+        &run.to_string(),
+        "checked by J. Smith",
+    ])
+    .expect(0);
+    let shown: serde_json::Value = serde_json::from_str(
+        &site
+            .vouch(&["journal", "show", &format!("#{run}"), "--json"])
+            .expect(0)
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(shown["entry"]["seq"], run, "{shown:#}");
+    assert_eq!(&shown["entry"]["record"], record);
+    assert_eq!(
+        shown["notes"][0]["text"], "checked by J. Smith",
+        "{shown:#}"
     );
     assert!(
         v["mail"]["sent"].is_u64() && v["mail"]["waiting"].is_u64(),
