@@ -97,6 +97,9 @@ enum Command {
         /// disk (by default refused: that is what an unmounted disk's mount point looks like)
         #[arg(long)]
         create_parents: bool,
+        /// The repository's id, where it is, and its Object Lock retention, as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Check that each repository is reachable and protected (S3 versioning, Object Lock
     /// proven with a canary, retention, whether the credentials can delete) and that mail can
@@ -250,6 +253,9 @@ enum Command {
     Unlock {
         #[arg(long)]
         all: bool,
+        /// How many locks were removed, as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Check vouch.toml, the schedules and the restore-test plans
     Config {
@@ -716,6 +722,7 @@ async fn run(cli: Cli) -> Result<i32> {
             object_lock,
             object_lock_mode,
             create_parents,
+            json,
         } => {
             let object_lock = match object_lock {
                 None => None,
@@ -728,6 +735,17 @@ async fn run(cli: Cli) -> Result<i32> {
                 ..Default::default()
             };
             let repo = Repository::init(store, &password, &opts).await?;
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "repository": repo.config().id,
+                        "url": repo.url(),
+                        "object_lock": object_lock,
+                    }))?
+                );
+                return Ok(EXIT_OK);
+            }
             outln!(
                 "created repository {} at {}",
                 repo.config().id.short(),
@@ -952,10 +970,14 @@ async fn run(cli: Cli) -> Result<i32> {
                 EXIT_DAMAGE
             })
         }
-        Command::Unlock { all } => {
+        Command::Unlock { all, json } => {
             let repo = g.open().await?;
             let n = crate::repo::remove_locks(&repo, all).await?;
-            outln!("removed {n} lock(s)");
+            if json {
+                outln!("{}", serde_json::json!({ "removed": n }));
+            } else {
+                outln!("removed {n} lock(s)");
+            }
             Ok(EXIT_OK)
         }
         Command::Demo { dir } => demo::run(&dir).await,
