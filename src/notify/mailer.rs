@@ -134,6 +134,17 @@ pub struct SmtpMailer {
 }
 
 impl SmtpMailer {
+    /// A reply that refuses this message (5xx) is about the message; anything else (no
+    /// connection, TLS, a 4xx "try later") is about the server.
+    fn refused_or_unreachable(&self, e: &lettre::transport::smtp::Error) -> MailError {
+        let text = format!("SMTP server {}: {e}", self.server);
+        if e.is_permanent() {
+            MailError::Refused(text)
+        } else {
+            MailError::Unreachable(text)
+        }
+    }
+
     pub fn new(c: &SmtpConfig) -> Result<Self, MailError> {
         let setup = MailError::Setup;
         let mut b = match c.security {
@@ -186,16 +197,7 @@ impl Mailer for SmtpMailer {
                 SEND_DEADLINE.as_secs()
             ))),
             Ok(Ok(_)) => Ok(()),
-            // A reply that refuses this message (5xx) is about the message; anything else
-            // (no connection, TLS, a 4xx "try later") is about the server.
-            Ok(Err(e)) if e.is_permanent() => Err(MailError::Refused(format!(
-                "SMTP server {}: {e}",
-                self.server
-            ))),
-            Ok(Err(e)) => Err(MailError::Unreachable(format!(
-                "SMTP server {}: {e}",
-                self.server
-            ))),
+            Ok(Err(e)) => Err(self.refused_or_unreachable(&e)),
         }
     }
 
@@ -215,14 +217,7 @@ impl Mailer for SmtpMailer {
                 "SMTP server {}: connected, but it did not answer NOOP",
                 self.server
             ))),
-            Ok(Err(e)) if e.is_permanent() => Err(MailError::Refused(format!(
-                "SMTP server {}: {e}",
-                self.server
-            ))),
-            Ok(Err(e)) => Err(MailError::Unreachable(format!(
-                "SMTP server {}: {e}",
-                self.server
-            ))),
+            Ok(Err(e)) => Err(self.refused_or_unreachable(&e)),
         }
     }
 }

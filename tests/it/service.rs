@@ -19,6 +19,37 @@ struct Site {
 }
 
 impl Site {
+    /// Wait until `child`'s backup has stored a pack (it must not exit first), then SIGTERM it.
+    fn sigterm_once_packs_are_stored(&self, child: &mut std::process::Child) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while packs(&self.repo).is_empty() {
+            assert!(Instant::now() < deadline, "the backup did not start");
+            assert!(child.try_wait().unwrap().is_none(), "vouch exited early");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    }
+
+    /// `check --read-data` finds no damage.
+    fn assert_repository_clean(&self) {
+        let check = self
+            .env
+            .run(&[
+                "check",
+                "--repo",
+                self.repo.to_str().unwrap(),
+                "--read-data",
+            ])
+            .expect(0);
+        assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
+    }
+
+    /// `journal list --json`.
+    fn journal_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap()
+    }
+
     /// A school: vouch.toml, one repository, a share, a nightly schedule and a plan. With
     /// `smtp`, mail goes to that port; without, to the mail folder.
     fn new(smtp: Option<u16>) -> Site {
@@ -272,8 +303,7 @@ fn two_jobs_on_one_repository_never_overlap() {
     };
     let (mut a, mut b) = (spawn("staff-nightly"), spawn("photos"));
     assert!(a.wait().unwrap().success() && b.wait().unwrap().success());
-    let list: serde_json::Value =
-        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let list = site.journal_json();
     let times: Vec<(String, String)> = list
         .as_array()
         .unwrap()
@@ -359,8 +389,7 @@ fn run_json_gives_the_journalled_run() {
     assert_eq!(record["trigger"], "manual");
     assert_eq!(record["snapshot"].as_str().unwrap().len(), 64, "{v:#}");
     let run = v["run"].as_i64().unwrap();
-    let list: serde_json::Value =
-        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let list = site.journal_json();
     let journalled = list
         .as_array()
         .unwrap()
@@ -539,22 +568,14 @@ fn sigterm_during_a_scheduled_vouch_run_stops_it_consistently_and_journals_it() 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while packs(&site.repo).is_empty() {
-        assert!(Instant::now() < deadline, "the backup did not start");
-        assert!(run.try_wait().unwrap().is_none(), "vouch run exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = rustix::process::Pid::from_raw(run.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    site.sigterm_once_packs_are_stored(&mut run);
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("stopping: the job gets 50ms to finish"),
         "it says what it does with the signal: {stderr}"
     );
-    let list: serde_json::Value =
-        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let list = site.journal_json();
     let record = &list[0]["record"];
     assert_eq!(record["trigger"], "schedule", "{record}");
     let outcome = record["outcome"].as_str().unwrap();
@@ -568,20 +589,10 @@ fn sigterm_during_a_scheduled_vouch_run_stops_it_consistently_and_journals_it() 
         crate::support::files_in(&site.repo.join("locks")).is_empty(),
         "no lock is left behind"
     );
-    let check = site
-        .env
-        .run(&[
-            "check",
-            "--repo",
-            site.repo.to_str().unwrap(),
-            "--read-data",
-        ])
-        .expect(0);
-    assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
+    site.assert_repository_clean();
     // A run by hand is a person's.
     site.vouch(&["run", "staff-nightly"]).expect(0);
-    let list: serde_json::Value =
-        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    let list = site.journal_json();
     let last = list.as_array().unwrap().last().unwrap();
     assert_eq!(last["record"]["trigger"], "manual", "{last}");
 }
@@ -614,37 +625,14 @@ fn sigterm_during_a_daemon_backup_leaves_a_repository_that_passes_check() {
         .arg("daemon")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while packs(&site.repo).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the catch-up backup did not start"
-        );
-        assert!(
-            daemon.try_wait().unwrap().is_none(),
-            "the daemon exited early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let pid = rustix::process::Pid::from_raw(daemon.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    site.sigterm_once_packs_are_stored(&mut daemon);
     let status = daemon.wait().unwrap();
     assert!(
         status.success(),
         "the daemon stops cleanly on SIGTERM: {status}"
     );
-    let check = site
-        .env
-        .run(&[
-            "check",
-            "--repo",
-            site.repo.to_str().unwrap(),
-            "--read-data",
-        ])
-        .expect(0);
-    assert!(check.stdout.contains("no damage found"), "{}", check.stdout);
-    let list: serde_json::Value =
-        serde_json::from_str(&site.vouch(&["journal", "list", "--json"]).expect(0).stdout).unwrap();
+    site.assert_repository_clean();
+    let list = site.journal_json();
     let run = &list[0]["record"];
     assert_eq!(run["trigger"], "catch-up");
     assert!(

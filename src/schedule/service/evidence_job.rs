@@ -100,30 +100,29 @@ impl Service {
                 Some(e.clone()),
             ),
         };
+        let repository = self
+            .config
+            .repositories
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default();
         let record = RunRecord {
-            kind: crate::journal::RunKind::Evidence,
-            job: "evidence".into(),
-            trigger,
-            operator: operator.into(),
-            host: crate::sys::hostname(),
-            repository: self
-                .config
-                .repositories
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_default(),
-            started,
-            ended: self.clock.now(),
-            outcome,
-            summary,
-            snapshot: None,
-            report: None,
             error,
             details: Details::of(&EvidenceDetails {
                 dir: dir.display().to_string(),
                 period,
             }),
+            ..self.record(
+                crate::journal::RunKind::Evidence,
+                "evidence",
+                trigger,
+                operator,
+                &repository,
+                started,
+                outcome,
+                summary,
+            )
         };
         let outcome = self.record_run(record).await?;
         Ok((outcome, dir))
