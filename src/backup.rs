@@ -3,6 +3,7 @@
 //! only after every pack and index it depends on is stored.
 
 pub mod changes;
+mod checkpoint;
 mod exclude;
 mod pipeline;
 mod walk;
@@ -25,6 +26,7 @@ use crate::repo::ids::{BlobId, SnapshotId};
 use crate::repo::{LockMode, RepoError, Repository, TreeLoader};
 use crate::storage::StorageError;
 
+pub use checkpoint::{SeedProgress, checkpoints};
 pub use exclude::{ExcludeError, Excludes};
 pub use pipeline::BackupProgress;
 
@@ -47,9 +49,11 @@ pub struct BackupOptions {
     pub parent: Option<SnapshotId>,
     /// Read every file, ignoring the parent snapshot.
     pub force_read: bool,
-    /// Set from outside to stop the backup: it stops reading, stores nothing as a snapshot
-    /// (what was uploaded is reused by the next backup), and returns `Interrupted`.
+    /// Set from outside to stop the backup: it stops reading, checkpoints what it stored
+    /// (the next backup reuses it), stores no snapshot, and returns `Interrupted`.
     pub abort: Option<Arc<AtomicBool>>,
+    /// The same, when the schedule's window closes: returns `Paused`.
+    pub pause: Option<Arc<AtomicBool>>,
 }
 
 /// The result of a backup that ran to the end.
@@ -76,15 +80,40 @@ pub enum BackupError {
     #[error(transparent)]
     Exclude(#[from] ExcludeError),
     #[error(transparent)]
-    Repo(#[from] RepoError),
+    Repo(RepoError),
     #[error(
-        "backup stopped: {0}; nothing was recorded as a snapshot, and the next backup will resume from the last complete one"
+        "backup stopped: {0}; no snapshot was recorded, and the next backup reuses what was stored up to the last checkpoint"
     )]
     Storage(#[from] StorageError),
     #[error(
-        "backup stopped before the end (the service was shutting down); nothing was recorded as a snapshot, and the next backup reuses what was stored"
+        "backup stopped before the end (the service was shutting down) with {} stored; no snapshot was recorded yet, and the next backup reuses what was stored",
+        crate::units::size(.0.stored_bytes)
     )]
-    Interrupted,
+    Interrupted(SeedProgress),
+    #[error(
+        "backup paused at the end of its window with {}; the next run continues it",
+        .0.describe()
+    )]
+    Paused(SeedProgress),
+}
+
+impl BackupError {
+    /// Stopped from outside (a shutdown, the window closing): not a failure of the backup.
+    pub fn progress(&self) -> Option<SeedProgress> {
+        match self {
+            BackupError::Interrupted(p) | BackupError::Paused(p) => Some(*p),
+            _ => None,
+        }
+    }
+}
+
+impl From<RepoError> for BackupError {
+    fn from(e: RepoError) -> Self {
+        match e {
+            RepoError::Storage(s) => BackupError::Storage(s),
+            other => BackupError::Repo(other),
+        }
+    }
 }
 
 /// Make a source path absolute and clean; refuse `..`.
@@ -176,6 +205,7 @@ pub async fn backup(
         crate::sys::test_pause("VOUCH_TEST_BACKUP_PAUSE", "snapshot");
         lock.check()?;
         let snapshot_id = repo.save_snapshot(&snapshot).await?;
+        checkpoint::remove_for_source(&repo, &host, &path_strings).await;
         Ok::<_, BackupError>(BackupReport {
             snapshot_id,
             snapshot,
@@ -221,6 +251,39 @@ async fn run(
             .rev()
             .find(|(_, s)| s.same_source(host, path_strings))
     };
+    let (found, _) = checkpoint::checkpoints(repo).await?;
+    let resumed = checkpoint::resumed(&found, host, path_strings);
+    if resumed.checkpoints > 0 {
+        tracing::info!(
+            packs = resumed.packs,
+            stored = %crate::units::size(resumed.stored_bytes),
+            "continuing an unfinished backup of these paths: what it stored is reused"
+        );
+    }
+    let checkpoints = Arc::new(checkpoint::Checkpointer::new(
+        repo.clone(),
+        host,
+        path_strings,
+        time,
+        resumed,
+        progress.clone(),
+    ));
+    // An initial seed measures its sources beside the backup, to show how far it has got.
+    let measuring = Arc::new(AtomicBool::new(false));
+    if parent.is_none() {
+        let (paths, excludes, stop, total) = (
+            paths.to_vec(),
+            excludes.clone(),
+            measuring.clone(),
+            checkpoints.source_total.clone(),
+        );
+        std::thread::spawn(move || {
+            if let Some(n) = walk::measure(&paths, &excludes, &stop) {
+                total.store(n, Ordering::Relaxed);
+            }
+        });
+    }
+    let _stop_measuring = StopOnDrop(measuring);
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let parent_root = match &parent {
         Some((_, s)) => trees.load(&s.tree).await.ok(),
@@ -241,7 +304,7 @@ async fn run(
         known: Mutex::new(index.blob_ids().copied().collect::<HashSet<BlobId>>()),
         uploads: Arc::new(Semaphore::new(env_threads("VOUCH_UPLOADS").unwrap_or(2))),
         upload_tasks: Mutex::new(Vec::new()),
-        written: Arc::new(Mutex::new(Vec::new())),
+        checkpoints,
         failure: Arc::new(Mutex::new(None)),
         cancelled: Arc::new(AtomicBool::new(false)),
         progress,
@@ -249,6 +312,7 @@ async fn run(
         chunk_buffers: Arc::new(pipeline::BufferPool::new(threads * 3 + 2, usize::MAX)),
         pack_buffers: Arc::new(pipeline::BufferPool::new(threads + 2, usize::MAX)),
         abort: opts.abort.clone(),
+        pause: opts.pause.clone(),
     };
     let source_tree = SourceTree::new(paths);
     let (summary, root, shared, index) = tokio::task::spawn_blocking(move || {
@@ -275,17 +339,28 @@ async fn run(
     .await
     .expect("backup threads");
 
-    if let Some(err) = shared.failure.lock().expect("failure").take() {
-        return Err(err.into());
-    }
-    if shared.aborted() {
-        return Err(BackupError::Interrupted);
+    let failure = shared.failure.lock().expect("failure").take();
+    if failure.is_some() || shared.aborted() || shared.paused() {
+        // A consistent point: every pack stored is checkpointed, for the next run to reuse.
+        let progress = shared.checkpoints.stop().await;
+        if let Some(err) = failure {
+            if let Err(e) = &progress {
+                tracing::warn!(error = %e, "could not checkpoint what was stored before the backup stopped");
+            }
+            return Err(err.into());
+        }
+        let progress = progress?;
+        return Err(if shared.paused() {
+            BackupError::Paused(progress)
+        } else {
+            BackupError::Interrupted(progress)
+        });
     }
     let root = root.ok_or_else(|| BackupError::SourceInvalid {
         path: path_strings.join(", "),
         detail: "the walk produced no tree".into(),
     })?;
-    let packs = std::mem::take(&mut *shared.written.lock().expect("written"));
+    let packs = shared.checkpoints.take_pending().await;
     crate::sys::test_pause("VOUCH_TEST_BACKUP_PAUSE", "index");
     let mut summary = summary;
     let mut index = Arc::try_unwrap(index).unwrap_or_else(|shared| (*shared).clone());
@@ -323,6 +398,15 @@ async fn run(
         program: format!("vouch {}", env!("CARGO_PKG_VERSION")),
     };
     Ok((snapshot, parent.map(|(id, _)| id)))
+}
+
+/// Sets its flag when dropped: stops a helper thread whatever way the backup ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Sealer threads: one per reader. With fewer, the sealers wait on pack uploads while the
@@ -370,8 +454,7 @@ fn run_threads(
             dirs: dir_tx,
             next_seq: 0,
             stats: Default::default(),
-            cancelled: &shared.cancelled,
-            abort: shared.abort.as_deref(),
+            cancelled: &|| shared.is_cancelled(),
         };
         walker.walk_sources(source_tree, Path::new("/"), parent_root);
         let Walker {

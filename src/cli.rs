@@ -29,6 +29,8 @@ pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_PARTIAL: i32 = 3;
 pub const EXIT_DAMAGE: i32 = 4;
+/// A backup paused at the end of its window: not a failure, its next run continues it.
+pub const EXIT_PAUSED: i32 = 5;
 /// Restic's codes for the three errors a script most wants to tell apart.
 pub const EXIT_NO_REPOSITORY: i32 = 10;
 pub const EXIT_LOCKED: i32 = 11;
@@ -79,6 +81,13 @@ struct GlobalArgs {
     /// credentials (vouch does this by itself when the storage refuses the lock, and says so)
     #[arg(long, global = true)]
     no_lock: bool,
+    /// Cap this process's uploads to S3, like 20Mbit/s or 2MiB/s (a schedule's own limits
+    /// apply to its backups)
+    #[arg(long, global = true, env = "VOUCH_LIMIT_UPLOAD", value_name = "RATE", value_parser = crate::storage::Rate::parse)]
+    limit_upload: Option<crate::storage::Rate>,
+    /// Cap this process's downloads from S3, like 50Mbit/s
+    #[arg(long, global = true, env = "VOUCH_LIMIT_DOWNLOAD", value_name = "RATE", value_parser = crate::storage::Rate::parse)]
+    limit_download: Option<crate::storage::Rate>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -97,6 +106,10 @@ enum Command {
         /// disk (by default refused: that is what an unmounted disk's mount point looks like)
         #[arg(long)]
         create_parents: bool,
+        /// Pack size in MiB, 1 to 128 (default 8): smaller packs lose less when an upload
+        /// over a slow link is cut off, larger ones mean fewer objects
+        #[arg(long, value_name = "MiB", value_parser = clap::value_parser!(u32).range(1..=128))]
+        pack_size: Option<u32>,
         /// The repository's id, where it is, and its Object Lock retention, as JSON
         #[arg(long)]
         json: bool,
@@ -557,6 +570,7 @@ pub(crate) fn exit_for(outcome: crate::journal::Outcome) -> i32 {
         Outcome::Success => EXIT_OK,
         Outcome::Partial => EXIT_PARTIAL,
         Outcome::Damage => EXIT_DAMAGE,
+        Outcome::Paused => EXIT_PAUSED,
         Outcome::Failed | Outcome::Interrupted => EXIT_FAILED,
     }
 }
@@ -717,11 +731,14 @@ fn prompt_password(prompt: &str, confirm: bool) -> Result<Secret> {
 async fn run(cli: Cli) -> Result<i32> {
     let g = &cli.global;
     let bars = !g.quiet && std::io::stderr().is_terminal();
+    crate::storage::upload_limit().set(g.limit_upload);
+    crate::storage::download_limit().set(g.limit_download);
     match cli.command {
         Command::Init {
             object_lock,
             object_lock_mode,
             create_parents,
+            pack_size,
             json,
         } => {
             let object_lock = match object_lock {
@@ -732,7 +749,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let password = g.password(true)?;
             let opts = InitOptions {
                 object_lock,
-                ..Default::default()
+                pack_size: pack_size.map(|mib| mib << 20),
             };
             let repo = Repository::init(store, &password, &opts).await?;
             if json {

@@ -2,6 +2,7 @@
 //! Files are parsed into raw serde structs, then validated once into domain types; every
 //! error names the file, the line and the fix.
 
+mod hours;
 mod plan;
 mod schedule;
 mod service;

@@ -70,6 +70,12 @@ pub struct PruneReport {
     pub packs_unindexed: usize,
     /// Of those, packs younger than the margin, left for a backup that may still need them.
     pub packs_recent: usize,
+    /// Packs kept for an unfinished backup that may resume (named by its checkpoints), and
+    /// checkpoints removed because they are too old to resume from.
+    #[serde(default)]
+    pub packs_resumable: usize,
+    #[serde(default)]
+    pub checkpoints_removed: usize,
     /// Partial uploads left on a local disk by a process that was killed mid-write.
     pub partial_files_removed: usize,
     /// Partly used packs whose used blobs were copied into new packs.
@@ -409,12 +415,19 @@ async fn prune_locked(
         )));
     }
     report.snapshots = snapshots.len();
+    let (resumable, expired) = unfinished_backups(&repo).await?;
     let (index, _) = repo.load_index().await?;
     let index = Arc::new(index);
 
-    // The blobs the snapshots use.
-    let used = used_blobs(&repo, &snapshots, &index).await?;
+    // The blobs the snapshots use, and those of the packs an unfinished backup has stored
+    // (its checkpoints name them): that backup reuses them when it resumes.
+    let mut used = used_blobs(&repo, &snapshots, &index).await?;
     report.used_blobs = used.len();
+    for (_, file) in &files {
+        for p in file.packs.iter().filter(|p| resumable.contains(&p.id)) {
+            used.extend(p.blobs.iter().map(|b| b.id));
+        }
+    }
 
     // Every pack the live index files list, once, with the used blobs it is home to.
     let (packs, superseded) = pack_use(&files, &index, &used);
@@ -428,8 +441,13 @@ async fn prune_locked(
     let indexed: HashSet<String> = packs.iter().map(|p| pack_key(&p.index.id)).collect();
     let recent_after = repo.store().clock().now() - UNINDEXED_MARGIN;
     let mut unindexed: Vec<String> = Vec::new();
+    let resumable_keys: HashSet<String> = resumable.iter().map(pack_key).collect();
+    report.packs_resumable = listed
+        .iter()
+        .filter(|(k, _, _)| resumable_keys.contains(k))
+        .count();
     for (key, _, modified) in &listed {
-        if indexed.contains(key) {
+        if indexed.contains(key) || resumable_keys.contains(key) {
             continue;
         }
         report.packs_unindexed += 1;
@@ -478,7 +496,11 @@ async fn prune_locked(
         .map(|(id, _)| *id)
         .filter(|id| superseded.contains(id))
         .collect();
-    if !rewrite_index && unindexed.is_empty() && stale_index.is_empty() && partial_files.is_empty()
+    if !rewrite_index
+        && unindexed.is_empty()
+        && stale_index.is_empty()
+        && partial_files.is_empty()
+        && expired.is_empty()
     {
         // Nothing to free: leave the index files as they are.
         report.packs_after = report.packs_before;
@@ -507,6 +529,7 @@ async fn prune_locked(
         checkpoint("delete-packs");
         let doomed: Vec<(String, u64)> = unindexed.iter().map(|k| (k.clone(), stored[k])).collect();
         delete_packs(&repo, &doomed, &mut report).await?;
+        remove_checkpoints(&repo, &expired, &mut report).await?;
         report.partial_files_removed = repo.store().remove_partial(&partial_files)?;
         return finish(&repo, report).await;
     }
@@ -549,8 +572,48 @@ async fn prune_locked(
         .collect();
     doomed.extend(unindexed.iter().map(|k| (k.clone(), stored[k])));
     delete_packs(&repo, &doomed, &mut report).await?;
+    remove_checkpoints(&repo, &expired, &mut report).await?;
     report.partial_files_removed = repo.store().remove_partial(&partial_files)?;
     finish(&repo, report).await
+}
+
+/// The packs that unfinished backups have stored and may still reuse (named by checkpoints
+/// written less than `RESUMABLE_FOR` ago), and the checkpoints too old to resume from. A
+/// checkpoint that cannot be read stops prune: what it protects is unknown.
+async fn unfinished_backups(
+    repo: &Repository,
+) -> Result<(HashSet<PackId>, Vec<String>), RepoError> {
+    let (all, bad) = crate::backup::checkpoints(repo).await?;
+    if let Some((key, e)) = bad.into_iter().next() {
+        return Err(RepoError::Invalid(format!(
+            "checkpoint {key} cannot be read ({e}); it may name packs that an unfinished backup will reuse, so prune stops: complete that backup (its snapshot removes its checkpoints), or remove {key} from the storage if no backup is unfinished"
+        )));
+    }
+    let now = repo.clock().now();
+    let mut resumable = HashSet::new();
+    let mut expired = Vec::new();
+    for (key, c) in all {
+        if c.is_resumable(now) {
+            resumable.extend(c.packs);
+        } else {
+            expired.push(key);
+        }
+    }
+    Ok((resumable, expired))
+}
+
+async fn remove_checkpoints(
+    repo: &Repository,
+    keys: &[String],
+    report: &mut PruneReport,
+) -> Result<(), RepoError> {
+    for key in keys {
+        match repo.store().delete(key).await {
+            Ok(()) => report.checkpoints_removed += 1,
+            Err(e) => refused(report, key.clone(), e)?,
+        }
+    }
+    Ok(())
 }
 
 async fn delete_packs(

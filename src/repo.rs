@@ -464,13 +464,19 @@ impl Repository {
         dir: &str,
         doc: &T,
     ) -> Result<[u8; 32], RepoError> {
-        let json = serde_json::to_vec(doc).expect("documents serialize");
-        let sealed = self.keys.seal_document(kind, &json);
-        let name = object_name(&sealed);
+        let (name, sealed) = self.seal(kind, doc);
         self.store
-            .put(&format!("{dir}/{}", hex::encode(name)), Bytes::from(sealed))
+            .put(&format!("{dir}/{}", hex::encode(name)), sealed)
             .await?;
         Ok(name)
+    }
+
+    /// Seal a JSON document; returns the name it is stored under (the blake3 of the sealed
+    /// bytes) with the bytes, for a writer that must name it before storing it.
+    pub fn seal<T: Serialize>(&self, kind: Kind, doc: &T) -> ([u8; 32], Bytes) {
+        let json = serde_json::to_vec(doc).expect("documents serialize");
+        let sealed = self.keys.seal_document(kind, &json);
+        (object_name(&sealed), Bytes::from(sealed))
     }
 
     /// Load a sealed JSON document, checking that its bytes match its name.

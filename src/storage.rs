@@ -15,6 +15,7 @@ mod object_lock;
 mod open;
 mod retained;
 mod retry;
+mod throttle;
 mod url;
 
 use std::ops::Range;
@@ -31,6 +32,7 @@ pub use fault::{Fault, FaultyStore};
 pub use object_lock::{BucketLockSettings, ObjectRetention, Retention, RetentionMode};
 
 pub use retained::Enforcement;
+pub use throttle::{Rate, download as download_limit, upload as upload_limit};
 pub use url::{RepoUrl, UrlError};
 
 use local::sync_file_and_dir;
@@ -155,6 +157,13 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Whether an object is written with the repository's Object Lock retention: everything but
+/// the locks and the checkpoints of unfinished backups, which protect nothing once their
+/// process is done and are deleted then.
+fn carries_retention(key: &str) -> bool {
+    !(key.starts_with("locks/") || key.starts_with("checkpoints/"))
+}
+
 /// A handle on the objects under one repository prefix.
 #[derive(Clone)]
 pub struct Store {
@@ -253,11 +262,11 @@ impl Store {
 
     async fn put_once(&self, key: &str, bytes: Bytes, mode: PutMode) -> Result<(), StorageError> {
         if let Some((lock, retention)) = &self.lock {
-            // Lock files are refreshed and removed all the time; they carry no retention of
-            // ours. They go through the same client all the same: it sends the checksum that
-            // S3 demands of every write to a bucket with a default retention rule.
+            // Lock files and checkpoints are removed as soon as their work is done; they carry
+            // no retention of ours. They go through the same client all the same: it sends the
+            // checksum that S3 demands of every write to a bucket with a default retention rule.
             let create_only = matches!(mode, PutMode::Create);
-            let locked = !key.starts_with("locks/");
+            let locked = carries_retention(key);
             return self
                 .retry_loop(key, || {
                     let until = self.now() + retention.period();
@@ -373,7 +382,7 @@ impl Store {
     /// expired is refused with `Retained` before anything is deleted.
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
         if let Some((lock, _)) = &self.lock {
-            if !key.starts_with("locks/") {
+            if carries_retention(key) {
                 return self
                     .retry_loop(key, || lock.delete_all_versions(key, self.now()))
                     .await;

@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use crossbeam_channel::{Receiver, Sender};
 use tokio::sync::Semaphore;
 
+use crate::repo::RepoError;
 use crate::repo::chunker::Chunker;
 use crate::repo::crypto::{CODEC_RAW, CODEC_ZSTD, Keys};
 use crate::repo::format::BlobKind;
-use crate::repo::format::index::IndexPack;
 use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::packer::{FinishedPack, PackWriter, pack_key};
-use crate::storage::{StorageError, Store};
+use crate::storage::Store;
+
+use super::checkpoint::Checkpointer;
 
 /// Counters the command line reads to draw its progress bar.
 #[derive(Debug, Default)]
@@ -80,13 +82,16 @@ pub(super) struct Shared {
     pub known: Mutex<HashSet<BlobId>>,
     pub uploads: Arc<Semaphore>,
     pub upload_tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    pub written: Arc<Mutex<Vec<IndexPack>>>,
-    pub failure: Arc<Mutex<Option<StorageError>>>,
+    /// Indexes the stored packs every few packs or minutes.
+    pub checkpoints: Arc<Checkpointer>,
+    pub failure: Arc<Mutex<Option<RepoError>>>,
     pub cancelled: Arc<AtomicBool>,
     pub progress: Arc<BackupProgress>,
     pub stats: Stats,
-    /// Set from outside to stop the backup (the service shutting down).
+    /// Set from outside to stop the backup: the service shutting down (`abort`), or the
+    /// schedule's window closing (`pause`).
     pub abort: Option<Arc<AtomicBool>>,
+    pub pause: Option<Arc<AtomicBool>>,
     /// Recycled chunk buffers (reader → sealer) and pack buffers (sealer → upload).
     pub chunk_buffers: Arc<BufferPool>,
     pub pack_buffers: Arc<BufferPool>,
@@ -147,11 +152,7 @@ impl Shared {
     }
 
     pub fn is_cancelled(&self) -> bool {
-        if self
-            .abort
-            .as_ref()
-            .is_some_and(|a| a.load(Ordering::Relaxed))
-        {
+        if self.aborted() || self.paused() {
             self.cancelled.store(true, Ordering::Relaxed);
         }
         self.cancelled.load(Ordering::Relaxed)
@@ -159,6 +160,12 @@ impl Shared {
 
     pub fn aborted(&self) -> bool {
         self.abort
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Relaxed))
+    }
+
+    pub fn paused(&self) -> bool {
+        self.pause
             .as_ref()
             .is_some_and(|a| a.load(Ordering::Relaxed))
     }
@@ -177,14 +184,18 @@ impl Shared {
             .bytes_stored
             .fetch_add(pack.bytes.len() as u64, Ordering::Relaxed);
         let store = self.store.clone();
-        let written = self.written.clone();
+        let checkpoints = self.checkpoints.clone();
         let failure = self.failure.clone();
         let cancelled = self.cancelled.clone();
         let pool = self.pack_buffers.clone();
         let task = self.handle.spawn(async move {
             let _permit = permit;
-            match store.put(&pack_key(&pack.id), pack.bytes.clone()).await {
-                Ok(()) => written.lock().expect("written").push(pack.index),
+            let stored = match store.put(&pack_key(&pack.id), pack.bytes.clone()).await {
+                Ok(()) => checkpoints.stored(pack.index).await,
+                Err(e) => Err(e.into()),
+            };
+            match stored {
+                Ok(()) => {}
                 Err(e) => {
                     cancelled.store(true, Ordering::SeqCst);
                     failure.lock().expect("failure").get_or_insert(e);

@@ -85,8 +85,8 @@ pub(super) struct Walker<'a> {
     pub dirs: Sender<DirJob>,
     pub next_seq: u64,
     pub stats: WalkStats,
-    pub cancelled: &'a std::sync::atomic::AtomicBool,
-    pub abort: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Whether the backup is stopping (a failure, a shutdown, the window closing).
+    pub cancelled: &'a dyn Fn() -> bool,
 }
 
 fn time_ns(secs: i64, nsec: i64) -> i64 {
@@ -250,11 +250,7 @@ impl Walker<'_> {
         names.sort();
         let mut entries = Vec::with_capacity(names.len());
         for (name, child) in names {
-            if self.cancelled.load(std::sync::atomic::Ordering::Relaxed)
-                || self
-                    .abort
-                    .is_some_and(|a| a.load(std::sync::atomic::Ordering::Relaxed))
-            {
+            if (self.cancelled)() {
                 break;
             }
             if self.excludes.is_excluded(&child) {
@@ -275,4 +271,42 @@ impl Walker<'_> {
         }
         self.emit(path.to_path_buf(), entries)
     }
+}
+
+/// The size of the regular files under `paths`, by a walk that reads only metadata: how far an
+/// initial seed has got is shown against it. `None` when `stop` is set before the end.
+pub(super) fn measure(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<u64> {
+    let mut total = 0u64;
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => dirs.push(p.clone()),
+            Ok(m) if m.is_file() => total += m.len(),
+            _ => {}
+        }
+    }
+    while let Some(dir) = dirs.pop() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if excludes.is_excluded(&path) {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(path),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    Some(total)
 }

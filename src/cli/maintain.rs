@@ -199,6 +199,18 @@ fn show_prune(r: &PruneReport) {
             String::new()
         }
     );
+    if r.packs_resumable > 0 {
+        outln!(
+            "  {} pack(s) kept for an unfinished backup that will reuse them when it continues",
+            r.packs_resumable
+        );
+    }
+    if r.checkpoints_removed > 0 {
+        outln!(
+            "  removed {} checkpoint(s) of a backup unfinished for more than 30 days",
+            r.checkpoints_removed
+        );
+    }
     if r.dry_run {
         outln!(
             "dry run: would remove {} pack(s) and free {}; nothing was changed",

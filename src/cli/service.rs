@@ -297,6 +297,9 @@ struct JobStatus {
     last_good: Option<jiff::Timestamp>,
     rpo_hours: Option<f64>,
     fresh: Option<bool>,
+    /// A backup whose last run paused or was interrupted: how far it has got.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unfinished: Option<crate::backup::SeedProgress>,
 }
 
 pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
@@ -334,6 +337,12 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             last_good: good,
             rpo_hours: Some(s.rpo.as_secs_f64() / 3600.0),
             fresh: Some(good.is_some_and(|g| now.duration_since(g) <= rpo)),
+            unfinished: last
+                .filter(|(_, r)| matches!(r.outcome, Outcome::Paused | Outcome::Interrupted))
+                .and_then(|(_, r)| {
+                    r.details_as::<crate::schedule::service::BackupDetails>()?
+                        .unfinished
+                }),
         });
     }
     for p in &c.plans {
@@ -359,6 +368,7 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             last_good: passed,
             rpo_hours: None,
             fresh: None,
+            unfinished: None,
         });
     }
     let incidents = service.with_journal(|j| {
@@ -422,6 +432,12 @@ pub async fn status(explicit: Option<&Path>, json: bool) -> Result<i32> {
             j.repository,
             j.next_run.clone().unwrap_or_else(|| "by hand".into())
         );
+        if let Some(u) = &j.unfinished {
+            outln!(
+                "           unfinished backup, continued by its next run: {}",
+                u.describe()
+            );
+        }
     }
     let last_drill = runs
         .iter()

@@ -8,10 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::hours::{HOURS_FIX, Hours};
 use super::service::{RepositoryConfig, known, toml_files};
 use super::values::parse_duration;
 use super::{ConfigError, Source};
 use crate::cron::Cron;
+use crate::storage::Rate;
 
 /// A schedule: one backup job.
 #[derive(Clone, Debug)]
@@ -29,6 +31,36 @@ pub struct Schedule {
     /// Retention, applied after each good backup to this schedule's snapshots (empty: keep
     /// everything).
     pub keep: crate::retention::Policy,
+    /// When its scheduled backups may use the link: a backup still running when these hours
+    /// end stops at a checkpoint (journalled `paused`) and continues on its next run.
+    pub window: Option<Hours>,
+    /// Bandwidth limits while its backups run: the first of `limits` whose hours hold, else
+    /// these (none: the command line's, else unlimited).
+    pub limit_upload: Option<Rate>,
+    pub limit_download: Option<Rate>,
+    pub limits: Vec<TimedLimit>,
+}
+
+/// `[[limit]]`: limits for some hours, like the school day.
+#[derive(Clone, Debug)]
+pub struct TimedLimit {
+    pub when: Hours,
+    pub upload: Option<Rate>,
+    pub download: Option<Rate>,
+}
+
+impl Schedule {
+    /// The (upload, download) limits of this schedule's backups at `at`; `None` leaves the
+    /// direction as the command line set it.
+    pub fn limits_at(&self, at: &jiff::Zoned) -> (Option<Rate>, Option<Rate>) {
+        match self.limits.iter().find(|l| l.when.contains(at)) {
+            Some(l) => (
+                l.upload.or(self.limit_upload),
+                l.download.or(self.limit_download),
+            ),
+            None => (self.limit_upload, self.limit_download),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -47,7 +79,22 @@ struct RawSchedule {
     heartbeat_url: Option<Spanned<String>>,
     #[serde(default)]
     keep: RawKeep,
+    window: Option<Spanned<String>>,
+    limit_upload: Option<Spanned<String>>,
+    limit_download: Option<Spanned<String>>,
+    #[serde(default)]
+    limit: Vec<RawLimit>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimit {
+    when: Spanned<String>,
+    upload: Option<Spanned<String>>,
+    download: Option<Spanned<String>>,
+}
+
+const RATE_FIX: &str = "a rate like \"20Mbit/s\", \"10 Mbps\" or \"2MiB/s\"";
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -207,10 +254,54 @@ impl Schedule {
             },
             None => None,
         };
+        let hours = |field: &str, v: &Spanned<String>, errors: &mut Vec<ConfigError>| {
+            Hours::parse(v.get_ref())
+                .map_err(|m| errors.push(src.error(v.span(), format!("{field}: {m}"), HOURS_FIX)))
+                .ok()
+        };
+        let window = raw
+            .window
+            .as_ref()
+            .and_then(|w| hours("window", w, &mut errors));
+        let rate = |field: &str, v: &Option<Spanned<String>>, errors: &mut Vec<ConfigError>| {
+            v.as_ref().and_then(|v| {
+                Rate::parse(v.get_ref())
+                    .map_err(|m| {
+                        errors.push(src.error(v.span(), format!("{field}: {m}"), RATE_FIX))
+                    })
+                    .ok()
+            })
+        };
+        let limit_upload = rate("limit_upload", &raw.limit_upload, &mut errors);
+        let limit_download = rate("limit_download", &raw.limit_download, &mut errors);
+        let mut limits = Vec::new();
+        for l in &raw.limit {
+            let when = hours("[[limit]] when", &l.when, &mut errors);
+            let upload = rate("[[limit]] upload", &l.upload, &mut errors);
+            let download = rate("[[limit]] download", &l.download, &mut errors);
+            if l.upload.is_none() && l.download.is_none() {
+                errors.push(src.error(
+                    l.when.span(),
+                    "this [[limit]] gives neither upload nor download",
+                    "add upload = \"10Mbit/s\" (or download = …) to it, or remove it",
+                ));
+            }
+            if let Some(when) = when {
+                limits.push(TimedLimit {
+                    when,
+                    upload,
+                    download,
+                });
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
         Ok(Schedule {
+            window,
+            limit_upload,
+            limit_download,
+            limits,
             name: raw.name.clone().unwrap_or_else(|| {
                 file.file_stem()
                     .map(|s| s.to_string_lossy().into_owned())

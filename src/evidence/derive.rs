@@ -30,6 +30,14 @@ pub struct ScheduleStats {
     /// Stopped at a safe point by a shutdown; neither good nor failed, and left out of the
     /// success rate.
     pub interrupted: usize,
+    /// Stopped at a checkpoint by the end of the schedule's backup window (or not started
+    /// outside it): like interrupted runs, left out of the success rate.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub paused: usize,
+    /// When the last run paused or was interrupted: how far that unfinished backup has got
+    /// (a first upload done over several nights).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfinished: Option<crate::backup::SeedProgress>,
     /// Good runs as a percentage of runs that finished (one decimal).
     pub success_rate: f64,
     pub longest_gap_hours: Option<f64>,
@@ -156,6 +164,15 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
             .iter()
             .filter(|(_, r)| r.outcome == Outcome::Interrupted)
             .count();
+        let paused = mine
+            .iter()
+            .filter(|(_, r)| r.outcome == Outcome::Paused)
+            .count();
+        let stopped = interrupted + paused;
+        let unfinished = mine
+            .last()
+            .filter(|(_, r)| matches!(r.outcome, Outcome::Paused | Outcome::Interrupted))
+            .and_then(|(_, r)| r.details_as::<UnfinishedBackup>()?.unfinished);
         let mut longest: Option<(Timestamp, Timestamp)> = None;
         let mut edges = good.clone();
         edges.sort();
@@ -200,10 +217,12 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
             partial,
             failed,
             interrupted,
-            success_rate: if mine.len() == interrupted {
+            paused,
+            unfinished,
+            success_rate: if mine.len() == stopped {
                 0.0
             } else {
-                (good.len() as f64 * 1000.0 / (mine.len() - interrupted) as f64).round() / 10.0
+                (good.len() as f64 * 1000.0 / (mine.len() - stopped) as f64).round() / 10.0
             },
             longest_gap_hours: gap_hours,
             longest_gap_from: longest.map(|(a, _)| a),
@@ -277,7 +296,7 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
                 "{}: {} of {} runs good ({}%)",
                 s.name,
                 s.good,
-                s.runs - s.interrupted,
+                s.runs - s.interrupted - s.paused,
                 s.success_rate
             )
         })
@@ -398,4 +417,18 @@ pub fn derive(inputs: &Inputs, generated: Timestamp) -> Derived {
         actions,
         journal_rows_in_period: runs.len(),
     }
+}
+
+/// The one member of a backup row's details that the evidence reads.
+#[derive(Serialize, Deserialize)]
+struct UnfinishedBackup {
+    unfinished: Option<crate::backup::SeedProgress>,
+}
+
+impl crate::journal::RunDetails for UnfinishedBackup {
+    const KIND: crate::journal::RunKind = crate::journal::RunKind::Backup;
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -90,13 +90,30 @@ pub fn render_html(e: &Evidence) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}%</td><td>{}</td><td>{}</td></tr>",
             esc(&s.name),
             esc(s.label.as_deref().unwrap_or("")),
-            if s.interrupted > 0 {
-                format!(
-                    "{}<br><span class=\"small\">{} interrupted by a shutdown</span>",
-                    s.runs, s.interrupted
-                )
-            } else {
-                s.runs.to_string()
+            {
+                let mut cell = s.runs.to_string();
+                if s.interrupted > 0 {
+                    let _ = write!(
+                        cell,
+                        "<br><span class=\"small\">{} interrupted by a shutdown</span>",
+                        s.interrupted
+                    );
+                }
+                if s.paused > 0 {
+                    let _ = write!(
+                        cell,
+                        "<br><span class=\"small\">{} paused by the backup window</span>",
+                        s.paused
+                    );
+                }
+                if let Some(u) = &s.unfinished {
+                    let _ = write!(
+                        cell,
+                        "<br><span class=\"small\">unfinished: {}</span>",
+                        esc(&u.describe())
+                    );
+                }
+                cell
             },
             s.good,
             s.partial,

@@ -39,6 +39,9 @@ pub enum Outcome {
     Failed,
     /// Stopped by a shutdown; it runs again when the service starts.
     Interrupted,
+    /// A backup stopped at the end of its schedule's window, checkpointed; its next run
+    /// continues it.
+    Paused,
 }
 
 impl Outcome {
@@ -55,6 +58,7 @@ impl std::fmt::Display for Outcome {
             Outcome::Damage => "damage",
             Outcome::Failed => "failed",
             Outcome::Interrupted => "interrupted",
+            Outcome::Paused => "paused",
         })
     }
 }

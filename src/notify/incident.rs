@@ -279,8 +279,9 @@ impl<'a> Monitor<'a> {
         let job = &run.job;
         let key = |kind: IncidentKind| kind.key(job);
         let detail = run.error.clone().unwrap_or_else(|| run.summary.clone());
-        if run.outcome == Outcome::Interrupted {
-            // A shutdown is not a failure; staleness still catches a job that never resumes.
+        if matches!(run.outcome, Outcome::Interrupted | Outcome::Paused) {
+            // A shutdown, or a backup window closing, is not a failure; staleness still
+            // catches a job that never completes within its RPO.
             return Ok(());
         }
         use crate::journal::RunKind;

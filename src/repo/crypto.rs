@@ -41,6 +41,7 @@ pub enum Kind {
     Ledger,
     DrillReport,
     Hold,
+    Checkpoint,
 }
 
 impl Kind {
@@ -58,6 +59,7 @@ impl Kind {
             Kind::Ledger => b"vouch/v1 ledger",
             Kind::DrillReport => b"vouch/v1 drill report",
             Kind::Hold => b"vouch/v1 hold",
+            Kind::Checkpoint => b"vouch/v1 checkpoint",
         }
     }
 }

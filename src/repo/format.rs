@@ -2,6 +2,7 @@
 //! Metadata objects are JSON documents (zstd-compressed, then sealed); the pack header is a
 //! fixed-width binary table so that a pack can be parsed without the index.
 
+pub mod checkpoint;
 pub mod config;
 pub mod index;
 pub mod key;
@@ -12,6 +13,15 @@ pub mod tree;
 
 /// Format version written by this build. A reader refuses versions it does not know.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Whether two backups are of the same source: one host, the same paths in any order.
+pub(crate) fn same_source(host_a: &str, paths_a: &[String], host: &str, paths: &[String]) -> bool {
+    let mut a = paths_a.to_vec();
+    let mut b = paths.to_vec();
+    a.sort();
+    b.sort();
+    host_a == host && a == b
+}
 
 /// Kinds of blob stored in packs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -35,6 +35,10 @@ pub struct BackupDetails {
     pub summary: Option<crate::repo::format::snapshot::BackupSummary>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ransomware: Option<RansomwareFlag>,
+    /// A backup that stopped before its snapshot (paused at the end of its window, or
+    /// interrupted): how far this source's unfinished backup has got, checkpointed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfinished: Option<crate::backup::SeedProgress>,
 }
 
 /// A backup whose changes looked like ransomware: what the alert says, and the snapshot held.
@@ -224,6 +228,45 @@ enum BackupFailure {
     Open(String, OpenError),
     #[error(transparent)]
     Backup(crate::BackupError),
+    #[error(
+        "not started: it is outside the schedule's window ({0}); its next run in the window backs up"
+    )]
+    OutsideWindow(String),
+}
+
+/// A schedule's bandwidth limits, kept up to date with the time of day while its backup runs;
+/// the process's own limits (the command line's) come back when it stops.
+struct Shaping {
+    task: Option<tokio::task::JoinHandle<()>>,
+    base: (Option<crate::storage::Rate>, Option<crate::storage::Rate>),
+}
+
+impl Shaping {
+    fn start(s: &Schedule, clock: &Arc<dyn Clock>, tz: &jiff::tz::TimeZone) -> Shaping {
+        use crate::storage::{download_limit, upload_limit};
+        let base = (upload_limit().rate(), download_limit().rate());
+        let shaped = s.limit_upload.is_some() || s.limit_download.is_some() || !s.limits.is_empty();
+        let task = shaped.then(|| {
+            let (s, clock, tz) = (s.clone(), clock.clone(), tz.clone());
+            tokio::spawn(async move {
+                loop {
+                    let (up, down) = s.limits_at(&clock.now().to_zoned(tz.clone()));
+                    upload_limit().set(up.or(base.0));
+                    download_limit().set(down.or(base.1));
+                    tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+                }
+            })
+        });
+        Shaping { task, base }
+    }
+
+    fn stop(self) {
+        if let Some(task) = self.task {
+            task.abort();
+            crate::storage::upload_limit().set(self.base.0);
+            crate::storage::download_limit().set(self.base.1);
+        }
+    }
 }
 
 /// Held while a job uses a repository; a second job on the same repository waits for it, in
@@ -389,9 +432,38 @@ impl Service {
         if late {
             tracing::warn!(job = %s.name, waited_s = waited.as_secs(), "waited for the repository past this job's next slot");
         }
-        let result = match self.repository(&s.repository).await {
-            Err(e) => Err(BackupFailure::Open(s.repository.clone(), e)),
+        // A scheduled backup keeps to its window; one asked for by hand runs when asked.
+        let window = s.window.as_ref().filter(|_| trigger != Trigger::Manual);
+        let window_end = window.map(|w| {
+            w.end_after(&started.to_zoned(self.config.time_zone.clone()))
+                .map(|end| end.timestamp())
+        });
+        let opened = match window_end {
+            Some(None) => Err(BackupFailure::OutsideWindow(
+                window.map(|w| w.as_str().to_string()).unwrap_or_default(),
+            )),
+            _ => self
+                .repository(&s.repository)
+                .await
+                .map_err(|e| BackupFailure::Open(s.repository.clone(), e)),
+        };
+        let result = match opened {
+            Err(e) => Err(e),
             Ok(repo) => {
+                let pause = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let shaping = Shaping::start(s, &self.clock, &self.config.time_zone);
+                let closing = window_end.flatten().map(|end| {
+                    let (pause, clock) = (pause.clone(), self.clock.clone());
+                    tokio::spawn(async move {
+                        while clock.now() < end {
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
+                        tracing::info!(
+                            "the backup window has closed: the backup stops at a checkpoint"
+                        );
+                        pause.store(true, std::sync::atomic::Ordering::Relaxed);
+                    })
+                });
                 let opts = BackupOptions {
                     paths: s.paths.clone(),
                     label: s.label.clone(),
@@ -399,11 +471,17 @@ impl Service {
                     excludes: s.exclude.clone(),
                     schedule: Some(s.name.clone()),
                     abort: Some(self.abort.clone()),
+                    pause: Some(pause),
                     ..Default::default()
                 };
-                crate::backup(repo, opts, Default::default())
+                let result = crate::backup(repo, opts, Default::default())
                     .await
-                    .map_err(BackupFailure::Backup)
+                    .map_err(BackupFailure::Backup);
+                if let Some(task) = closing {
+                    task.abort();
+                }
+                shaping.stop();
+                result
             }
         };
         let mut details = BackupDetails {
@@ -470,12 +548,23 @@ impl Service {
                 }
             }
             Err(e) => {
-                let outcome = if matches!(e, BackupFailure::Backup(crate::BackupError::Interrupted))
-                {
-                    Outcome::Interrupted
-                } else {
-                    Outcome::Failed
+                let (outcome, summary) = match &e {
+                    BackupFailure::Backup(crate::BackupError::Paused(p)) => {
+                        (Outcome::Paused, format!("backup paused: {}", p.describe()))
+                    }
+                    BackupFailure::OutsideWindow(w) => (
+                        Outcome::Paused,
+                        format!("backup not started: outside its window ({w})"),
+                    ),
+                    BackupFailure::Backup(crate::BackupError::Interrupted(p)) => (
+                        Outcome::Interrupted,
+                        format!("backup interrupted: {}", p.describe()),
+                    ),
+                    _ => (Outcome::Failed, "backup failed".into()),
                 };
+                if let BackupFailure::Backup(b) = &e {
+                    details.unfinished = b.progress();
+                }
                 RunRecord {
                     error: Some(e.to_string()),
                     details: Details::of(&details),
@@ -487,7 +576,7 @@ impl Service {
                         &s.repository,
                         started,
                         outcome,
-                        "backup failed".into(),
+                        summary,
                     )
                 }
             }
@@ -916,6 +1005,7 @@ mod tests {
                 detail: "40% of files changed".into(),
                 snapshot: SnapshotId::from_bytes([0xab; 32]),
             }),
+            unfinished: None,
         };
         assert_eq!(
             serde_json::to_string(&Details::of(&d)).unwrap(),

@@ -185,6 +185,8 @@ impl ObjectLock {
         retention: Option<(RetentionMode, Timestamp)>,
         create_only: bool,
     ) -> Result<(), StorageError> {
+        // The SDK sends the body in one go: the upload limit paces whole objects here.
+        super::throttle::upload().take(bytes.len()).await;
         let mut req = self
             .client
             .put_object()

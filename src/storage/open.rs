@@ -73,15 +73,20 @@ impl Store {
                         .with_access_key_id(id)
                         .with_secret_access_key(secret);
                 }
-                let mut client = ClientOptions::new()
-                    .with_connect_timeout(Duration::from_secs(10))
-                    .with_timeout(Duration::from_secs(300));
+                let mut client = ClientOptions::new();
+                let mut connector = super::throttle::ThrottledConnector {
+                    connect_timeout: Duration::from_secs(10),
+                    timeout: Duration::from_secs(300),
+                    allow_http: false,
+                };
                 if let Some(ep) = &endpoint {
                     builder = builder.with_endpoint(ep);
                     if ep.starts_with("http://") {
                         client = client.with_allow_http(true);
+                        connector.allow_http = true;
                     }
                 }
+                builder = builder.with_http_connector(connector);
                 let path_style = s3.path_style.unwrap_or(endpoint.is_some());
                 let target = object_lock::S3Target {
                     bucket: bucket.clone(),

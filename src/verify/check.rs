@@ -277,9 +277,17 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
         "ledger/" => "verification ledger record",
         "holds/" => "hold",
         "locks/" => "lock file",
+        "checkpoints/" => "checkpoint of an unfinished backup",
         _ => "journal copy",
     };
-    for dir in ["locks/", "drills/", "ledger/", "holds/", "journal/"] {
+    for dir in [
+        "locks/",
+        "checkpoints/",
+        "drills/",
+        "ledger/",
+        "holds/",
+        "journal/",
+    ] {
         let listed = repo.store().list(dir).await?;
         // Each object with, when it cannot be read, why (the finding's text).
         let results: Vec<(String, Option<String>)> = futures::stream::iter(listed)
@@ -304,6 +312,14 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
                         .decode::<LedgerRecord>(Kind::Ledger, &key, &bytes)
                         .err()
                         .map(|e| e.to_string()),
+                    "checkpoints/" => repo
+                        .decode::<crate::repo::format::checkpoint::Checkpoint>(
+                            Kind::Checkpoint,
+                            &key,
+                            &bytes,
+                        )
+                        .err()
+                        .map(|e| e.to_string()),
                     "holds/" => repo
                         .decode::<serde_json::Value>(Kind::Hold, &key, &bytes)
                         .err()
@@ -325,6 +341,11 @@ async fn check_records(repo: &Repository) -> Result<Vec<Finding>, RepoError> {
                 (
                     FindingKind::LockUnreadable,
                     "; it blocks other jobs until it is 30 minutes old, and protects nothing: `vouch unlock` removes it",
+                )
+            } else if dir == "checkpoints/" {
+                (
+                    FindingKind::RecordUnreadable,
+                    "; prune stops until it is gone: complete the unfinished backup, or remove it from the storage",
                 )
             } else {
                 (

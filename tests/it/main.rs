@@ -24,3 +24,4 @@ mod service;
 mod storage;
 mod support;
 mod upgrade;
+mod uplink;

@@ -76,11 +76,7 @@ pub struct Problem {
 impl Snapshot {
     /// True when a backup of `paths` by `host` should use this snapshot as its parent.
     pub fn same_source(&self, host: &str, paths: &[String]) -> bool {
-        let mut a = self.paths.clone();
-        let mut b = paths.to_vec();
-        a.sort();
-        b.sort();
-        self.host == host && a == b
+        super::same_source(&self.host, &self.paths, host, paths)
     }
 }
 
