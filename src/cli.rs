@@ -81,6 +81,14 @@ struct GlobalArgs {
     /// credentials (vouch does this by itself when the storage refuses the lock, and says so)
     #[arg(long, global = true)]
     no_lock: bool,
+    /// Read index files, snapshots and trees from the repository every time, keeping no
+    /// local copies (`check` never uses the cache)
+    #[arg(long, global = true)]
+    no_cache: bool,
+    /// Where local copies of repository metadata are kept (default: $VOUCH_CACHE_DIR, else
+    /// $XDG_CACHE_HOME/vouch, else ~/.cache/vouch)
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Cap this process's uploads to S3, like 20Mbit/s or 2MiB/s (a schedule's own limits
     /// apply to its backups)
     #[arg(long, global = true, env = "VOUCH_LIMIT_UPLOAD", value_name = "RATE", value_parser = crate::storage::Rate::parse)]
@@ -261,6 +269,15 @@ enum Command {
     Repair {
         #[command(subcommand)]
         what: RepairWhat,
+    },
+    /// The local metadata cache: where it is and what it holds for each repository
+    Cache {
+        /// Remove it; what is needed is fetched again from the repositories
+        #[arg(long)]
+        clear: bool,
+        /// The same as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Remove stale locks (or all locks with --all)
     Unlock {
@@ -640,6 +657,13 @@ impl GlobalArgs {
         Ok(Store::open(&self.url()?, &self.s3())?)
     }
 
+    /// The metadata cache's folder (whether or not `--no-cache` is given).
+    fn cache_root(&self) -> Option<PathBuf> {
+        self.cache_dir
+            .clone()
+            .or_else(crate::storage::default_cache_root)
+    }
+
     /// The passphrase: --password-file / VOUCH_PASSWORD_FILE, then VOUCH_PASSWORD, then a
     /// prompt when there is a terminal.
     fn password(&self, confirm: bool) -> Result<Secret> {
@@ -656,7 +680,15 @@ impl GlobalArgs {
     }
 
     async fn open(&self) -> Result<Arc<Repository>> {
-        let store = self.store()?;
+        self.open_cached(!self.no_cache).await
+    }
+
+    /// Open the repository, its metadata read through the cache or not.
+    async fn open_cached(&self, cache: bool) -> Result<Arc<Repository>> {
+        let store = match self.cache_root().filter(|_| cache) {
+            Some(root) => self.store()?.with_cache_root(root),
+            None => self.store()?,
+        };
         let password = self.password(false)?;
         let repo = Repository::open(store, &password).await?;
         Ok(Arc::new(if self.no_lock {
@@ -872,7 +904,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 (false, Some(p)) => ReadData::Subset(parse_percent(&p)?),
                 (false, None) => ReadData::None,
             };
-            let repo = g.open().await?;
+            // check verifies what the repository holds: its own bytes, not local copies.
+            let repo = g.open_cached(false).await?;
             let report = crate::check(
                 repo,
                 &CheckOptions {
@@ -986,6 +1019,44 @@ async fn run(cli: Cli) -> Result<i32> {
             } else {
                 EXIT_DAMAGE
             })
+        }
+        Command::Cache { clear, json } => {
+            let root = g.cache_root().context(
+                "there is no cache folder: neither --cache-dir, VOUCH_CACHE_DIR, XDG_CACHE_HOME nor HOME is set",
+            )?;
+            let usage = crate::storage::cache_usage(&root)
+                .with_context(|| format!("cannot read the cache {}", root.display()))?;
+            if clear {
+                for u in &usage {
+                    std::fs::remove_dir_all(&u.path)
+                        .with_context(|| format!("cannot remove {}", u.path.display()))?;
+                }
+            }
+            if json {
+                outln!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "path": root,
+                        "repositories": usage,
+                        "cleared": clear,
+                    }))?
+                );
+                return Ok(EXIT_OK);
+            }
+            outln!("cache: {}", root.display());
+            for u in &usage {
+                outln!(
+                    "  repository {}: {} file(s), {}{}",
+                    u.repository,
+                    u.files,
+                    crate::units::size(u.bytes),
+                    if clear { " (removed)" } else { "" }
+                );
+            }
+            if usage.is_empty() {
+                outln!("  empty");
+            }
+            Ok(EXIT_OK)
         }
         Command::Unlock { all, json } => {
             let repo = g.open().await?;

@@ -434,6 +434,7 @@ impl Repository {
         config
             .validate()
             .map_err(|e| RepoError::Unsupported(e.to_string()))?;
+        let store = store.cache_for(&config.id.to_hex());
         let store = match config.object_lock {
             Some(retention) if store.is_s3() => store.with_retention(retention)?,
             Some(_) => {
@@ -485,7 +486,7 @@ impl Repository {
         kind: Kind,
         key: &str,
     ) -> Result<T, RepoError> {
-        let bytes = self.store.get(key).await?;
+        let bytes = self.store.get_cached(key).await?;
         self.decode_document(kind, key, &bytes)
     }
 
@@ -525,6 +526,10 @@ impl Repository {
         dir: &str,
     ) -> Result<(Vec<(I, T)>, Vec<(String, RepoError)>), RepoError> {
         let listed = self.store.list(dir).await?;
+        if matches!(dir, "index/" | "snapshots/") {
+            self.store
+                .cache_retain(dir, &listed.iter().map(|(k, _)| k.clone()).collect());
+        }
         let loaded: Vec<_> = futures::stream::iter(listed)
             .map(|(key, _)| async move {
                 let r = self.load_document::<T>(kind, &key).await;
@@ -609,6 +614,13 @@ impl Repository {
                 index.add(*id, file);
             }
         }
+        let tree_packs = index
+            .packs()
+            .iter()
+            .filter(|p| p.kind == format::BlobKind::Tree)
+            .map(|p| packer::pack_key(&p.id))
+            .collect();
+        self.store.cache_retain("data/", &tree_packs);
         Ok((index, bad))
     }
 

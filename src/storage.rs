@@ -9,6 +9,7 @@
 //! side, `local` what only a local disk has, `fault` the test wrapper. One contract
 //! (tests/it/storage.rs) holds for every backend and both write paths.
 
+mod cache;
 mod fault;
 mod local;
 mod object_lock;
@@ -28,6 +29,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjPath;
 use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
 
+pub use cache::{cache_usage, default_cache_root};
 pub use fault::{Fault, FaultyStore};
 pub use object_lock::{BucketLockSettings, ObjectRetention, Retention, RetentionMode};
 
@@ -182,6 +184,10 @@ pub struct Store {
     /// The storage's clock. Retention dates and the age of local leftovers are judged by the
     /// storage against real time, so this is the system clock unless a test gives another.
     clock: Arc<dyn crate::clock::Clock>,
+    /// Where copies of metadata are kept (`with_cache_root`), and this repository's folder
+    /// there once its id is known.
+    cache_root: Option<PathBuf>,
+    cache: Option<cache::Cache>,
 }
 
 impl std::fmt::Debug for Store {

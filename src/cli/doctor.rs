@@ -40,7 +40,7 @@ pub async fn run(g: &GlobalArgs, json: bool, test_email: bool) -> Result<i32> {
         })?;
         // One repository that cannot be checked does not hide the others.
         for (name, rc) in &config.repositories {
-            let report = match crate::schedule::service::open_repository(rc).await {
+            let report = match crate::schedule::service::open_repository(rc, None).await {
                 Ok(repo) => crate::doctor::doctor(&repo)
                     .await
                     .unwrap_or_else(|e| unchecked(&rc.url, e.to_string())),

@@ -53,51 +53,52 @@ impl TreeLoader {
     pub async fn load(&self, id: &BlobId) -> Result<Tree, BlobError> {
         let loc = *self.index.get(id).ok_or(BlobError::NotIndexed(*id))?;
         let pack = self.index.pack(loc.pack);
-        let plain =
-            if loc.kind == BlobKind::Tree && pack.kind == BlobKind::Tree {
-                let cached = self
-                    .packs
-                    .lock()
-                    .expect("tree cache")
-                    .0
-                    .get(&loc.pack)
-                    .cloned();
-                let bytes =
-                    match cached {
-                        Some(b) => b,
-                        None => {
-                            let b = self.repo.store().get(&pack_key(&pack.id)).await.map_err(
-                                |source| BlobError::Storage {
-                                    pack: pack.id,
-                                    source,
-                                },
-                            )?;
-                            if let Some(v) = &self.verifier {
-                                v.verify(pack.id, &b);
-                            }
-                            let mut cache = self.packs.lock().expect("tree cache");
-                            if cache.1 + b.len() > CACHE_LIMIT {
-                                cache.0.clear();
-                                cache.1 = 0;
-                            }
-                            cache.1 += b.len();
-                            cache.0.insert(loc.pack, b.clone());
-                            b
-                        }
-                    };
-                let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
-                let sealed = bytes.get(range).ok_or_else(|| BlobError::Damaged {
-                    pack: pack.id,
-                    blob: *id,
-                    detail: format!("pack is truncated ({} bytes)", bytes.len()),
-                })?;
-                let mut decoder = self.decoder.lock().expect("tree decoder");
-                decoder
-                    .decode(self.repo.keys(), id, &loc, pack.id, sealed, true)?
-                    .to_vec()
-            } else {
-                self.repo.read_blob(&self.index, id).await?
+        let plain = if loc.kind == BlobKind::Tree && pack.kind == BlobKind::Tree {
+            let cached = self
+                .packs
+                .lock()
+                .expect("tree cache")
+                .0
+                .get(&loc.pack)
+                .cloned();
+            let bytes = match cached {
+                Some(b) => b,
+                None => {
+                    let b = self
+                        .repo
+                        .store()
+                        .get_cached(&pack_key(&pack.id))
+                        .await
+                        .map_err(|source| BlobError::Storage {
+                            pack: pack.id,
+                            source,
+                        })?;
+                    if let Some(v) = &self.verifier {
+                        v.verify(pack.id, &b);
+                    }
+                    let mut cache = self.packs.lock().expect("tree cache");
+                    if cache.1 + b.len() > CACHE_LIMIT {
+                        cache.0.clear();
+                        cache.1 = 0;
+                    }
+                    cache.1 += b.len();
+                    cache.0.insert(loc.pack, b.clone());
+                    b
+                }
             };
+            let range = loc.offset as usize..loc.offset as usize + loc.length as usize;
+            let sealed = bytes.get(range).ok_or_else(|| BlobError::Damaged {
+                pack: pack.id,
+                blob: *id,
+                detail: format!("pack is truncated ({} bytes)", bytes.len()),
+            })?;
+            let mut decoder = self.decoder.lock().expect("tree decoder");
+            decoder
+                .decode(self.repo.keys(), id, &loc, pack.id, sealed, true)?
+                .to_vec()
+        } else {
+            self.repo.read_blob(&self.index, id).await?
+        };
         serde_json::from_slice(&plain).map_err(|e| BlobError::Damaged {
             pack: pack.id,
             blob: *id,

@@ -209,10 +209,18 @@ pub fn s3_options(rc: &RepositoryConfig) -> Result<S3Options, OpenError> {
 }
 
 /// Open a repository as vouch.toml describes it.
-pub async fn open_repository(rc: &RepositoryConfig) -> Result<Repository, OpenError> {
+/// Open a configured repository; with `cache`, its metadata is read through the cache there.
+pub async fn open_repository(
+    rc: &RepositoryConfig,
+    cache: Option<PathBuf>,
+) -> Result<Repository, OpenError> {
     let url = RepoUrl::parse(&rc.url)?;
     let s3 = s3_options(rc)?;
     let store = Store::open(&url, &s3)?;
+    let store = match cache {
+        Some(root) => store.with_cache_root(root),
+        None => store,
+    };
     let pass = std::fs::read_to_string(&rc.password_file).map_err(|source| OpenError::File {
         path: format!("the password file {}", rc.password_file.display()),
         source,
@@ -340,7 +348,12 @@ impl Service {
             .repositories
             .get(name)
             .ok_or_else(|| OpenError::Unknown(name.to_string()))?;
-        let repo = Arc::new(open_repository(rc).await?.with_clock(self.clock.clone()));
+        let cache = self.config.state_dir.join("cache");
+        let repo = Arc::new(
+            open_repository(rc, Some(cache))
+                .await?
+                .with_clock(self.clock.clone()),
+        );
         repos.insert(name.to_string(), repo.clone());
         Ok(repo)
     }

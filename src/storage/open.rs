@@ -50,6 +50,8 @@ impl Store {
                     s3: None,
                     lock: None,
                     control: Default::default(),
+                    cache_root: None,
+                    cache: None,
                     clock: Arc::new(crate::clock::SystemClock),
                 })
             }
@@ -126,6 +128,8 @@ impl Store {
                     s3: Some(target),
                     lock: None,
                     control: Default::default(),
+                    cache_root: None,
+                    cache: None,
                     clock: Arc::new(crate::clock::SystemClock),
                 })
             }
@@ -173,6 +177,8 @@ impl Store {
             lock: None,
             control: Default::default(),
             clock: Arc::new(crate::clock::SystemClock),
+            cache_root: None,
+            cache: None,
         }
     }
 }

@@ -38,6 +38,7 @@ impl Env {
             .env_remove("VOUCH_PASSWORD")
             .env_remove("VOUCH_REPOSITORY")
             .env("VOUCH_LOG", "error")
+            .env("VOUCH_CACHE_DIR", self.path("cache"))
             .stdin(Stdio::null());
         c
     }

@@ -315,3 +315,127 @@ fn a_window_that_closes_pauses_the_backup_without_an_alert_and_the_next_run_comp
         "mail was sent"
     );
 }
+
+/// Every file under `dir`, sorted.
+fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The cached copies under `cache/<repository id>/` (key, bytes).
+fn cached(env: &Env) -> Vec<(String, Vec<u8>)> {
+    let root = env.path("cache");
+    all_files(&root)
+        .into_iter()
+        .map(|p| {
+            let key = p.strip_prefix(&root).unwrap().to_str().unwrap();
+            // Past the repository id.
+            let key = key.split_once('/').unwrap().1.to_string();
+            (key, std::fs::read(&p).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_metadata_cache_is_checked_on_every_use_and_follows_what_another_machine_changes() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let repo = S3Repo::new("cache", "school", false);
+    repo.run(&["init"]).expect(0);
+    let share = repo.env.path("share");
+    write(&share.join("Staff/plan.docx"), &noise(300_000, 1));
+    write(&share.join("Admin/budget.xlsx"), &noise(200_000, 2));
+    repo.run(&["backup", share.to_str().unwrap()]).expect(0);
+
+    // Reading the snapshot fills the cache with what is named by its hash: index files,
+    // snapshots, tree packs; never a data pack.
+    let listing = repo.run(&["ls", "latest"]).expect(0).stdout;
+    assert!(listing.contains("plan.docx"), "{listing}");
+    let copies = cached(&repo.env);
+    let dirs = |copies: &[(String, Vec<u8>)], dir: &str| {
+        copies.iter().filter(|(k, _)| k.starts_with(dir)).count()
+    };
+    assert!(
+        dirs(&copies, "index/") > 0 && dirs(&copies, "snapshots/") == 1,
+        "{copies:?}"
+    );
+    assert_eq!(dirs(&copies, "data/"), 1, "one tree pack, no data pack");
+    let store = repo.store();
+    for (key, bytes) in &copies {
+        assert_eq!(
+            &rt.block_on(store.get(key)).unwrap()[..],
+            &bytes[..],
+            "{key}"
+        );
+    }
+    let report = repo.run(&["cache"]).expect(0).stdout;
+    assert!(
+        report.contains(&format!("{} file(s)", copies.len())),
+        "{report}"
+    );
+
+    // A copy damaged on disk is noticed, fetched again and used no more.
+    let root = repo.env.path("cache");
+    for (key, bytes) in &copies {
+        let path = all_files(&root)
+            .into_iter()
+            .find(|p| p.to_str().unwrap().ends_with(key.as_str()))
+            .unwrap();
+        let mut bad = bytes.clone();
+        bad[bytes.len() / 2] ^= 0x40;
+        std::fs::write(&path, &bad).unwrap();
+    }
+    let again = repo.run(&["ls", "latest"]).expect(0).stdout;
+    assert_eq!(again, listing);
+    assert_eq!(
+        cached(&repo.env),
+        copies,
+        "the damaged copies were replaced"
+    );
+
+    // Another machine (no cache) backs up a change, forgets the first snapshot and prunes:
+    // this one sees the repository as it is now, and its cache drops what is gone.
+    write(&share.join("Staff/minutes.txt"), &noise(50_000, 3));
+    let elsewhere = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.push("--no-cache");
+        repo.run(&all)
+    };
+    elsewhere(&["backup", share.to_str().unwrap()]).expect(0);
+    elsewhere(&["forget", "--keep-last", "1"]).expect(0);
+    elsewhere(&["prune"]).expect(0);
+    assert!(cached(&repo.env) == copies, "--no-cache wrote to the cache");
+    let snapshots = repo.run(&["snapshots"]).expect(0).stdout;
+    assert!(snapshots.contains("\n1 snapshot(s)"), "{snapshots}");
+    let listing = repo.run(&["ls", "latest"]).expect(0).stdout;
+    assert!(listing.contains("minutes.txt"), "{listing}");
+    let target = repo.env.path("restored");
+    repo.run(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .expect(0);
+    assert_same_tree(&share, &target);
+    let now = cached(&repo.env);
+    for (key, _) in &now {
+        assert!(
+            rt.block_on(store.get(key)).is_ok(),
+            "the cache keeps {key}, which the repository no longer has"
+        );
+    }
+    let gone = copies.iter().filter(|c| !now.contains(c)).count();
+    assert!(gone > 0, "nothing left the cache after the prune");
+
+    // Cleared, it is filled again as needed.
+    repo.run(&["cache", "--clear"]).expect(0);
+    assert!(cached(&repo.env).is_empty());
+    repo.run(&["ls", "latest"]).expect(0);
+    assert!(!cached(&repo.env).is_empty());
+}
