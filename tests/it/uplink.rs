@@ -316,27 +316,10 @@ fn a_window_that_closes_pauses_the_backup_without_an_alert_and_the_next_run_comp
     );
 }
 
-/// Every file under `dir`, sorted.
-fn all_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.push(e.path());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The cached copies under `cache/<repository id>/` (key, bytes).
 fn cached(env: &Env) -> Vec<(String, Vec<u8>)> {
     let root = env.path("cache");
-    all_files(&root)
+    crate::corpus::files(&root)
         .into_iter()
         .map(|p| {
             let key = p.strip_prefix(&root).unwrap().to_str().unwrap();
@@ -387,7 +370,7 @@ fn the_metadata_cache_is_checked_on_every_use_and_follows_what_another_machine_c
     // A copy damaged on disk is noticed, fetched again and used no more.
     let root = repo.env.path("cache");
     for (key, bytes) in &copies {
-        let path = all_files(&root)
+        let path = crate::corpus::files(&root)
             .into_iter()
             .find(|p| p.to_str().unwrap().ends_with(key.as_str()))
             .unwrap();
