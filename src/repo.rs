@@ -467,7 +467,7 @@ impl Repository {
     ) -> Result<[u8; 32], RepoError> {
         let (name, sealed) = self.seal(kind, doc);
         self.store
-            .put(&format!("{dir}/{}", hex::encode(name)), sealed)
+            .put_cached(&format!("{dir}/{}", hex::encode(name)), sealed)
             .await?;
         Ok(name)
     }

@@ -190,7 +190,14 @@ impl Shared {
         let pool = self.pack_buffers.clone();
         let task = self.handle.spawn(async move {
             let _permit = permit;
-            let stored = match store.put(&pack_key(&pack.id), pack.bytes.clone()).await {
+            let key = pack_key(&pack.id);
+            let tree_pack = pack.index.blobs.iter().all(|b| b.kind == BlobKind::Tree);
+            let put = if tree_pack {
+                store.put_cached(&key, pack.bytes.clone()).await
+            } else {
+                store.put(&key, pack.bytes.clone()).await
+            };
+            let stored = match put {
                 Ok(()) => checkpoints.stored(pack.index).await,
                 Err(e) => Err(e.into()),
             };

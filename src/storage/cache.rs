@@ -136,6 +136,18 @@ impl Store {
         Ok(bytes)
     }
 
+    /// Store an object and keep a copy in the cache, for metadata this process wrote (an
+    /// index file, a snapshot, a tree pack): the next run need not download what it uploaded.
+    pub async fn put_cached(&self, key: &str, bytes: Bytes) -> Result<(), StorageError> {
+        self.put(key, bytes.clone()).await?;
+        if let Some(cache) = self.cache.as_ref().filter(|_| cacheable(key)) {
+            if let Err(e) = cache.write(key, &bytes).await {
+                tracing::debug!(key, error = %e, "could not keep a copy in the cache");
+            }
+        }
+        Ok(())
+    }
+
     /// Remove from the cache the copies under `dir` (`"index/"`, `"snapshots/"`, `"data/"`)
     /// whose keys are not in `keep`: the repository no longer has them.
     pub(crate) fn cache_retain(&self, dir: &str, keep: &HashSet<String>) {

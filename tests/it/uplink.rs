@@ -340,11 +340,12 @@ fn the_metadata_cache_is_checked_on_every_use_and_follows_what_another_machine_c
     write(&share.join("Admin/budget.xlsx"), &noise(200_000, 2));
     repo.run(&["backup", share.to_str().unwrap()]).expect(0);
 
-    // Reading the snapshot fills the cache with what is named by its hash: index files,
-    // snapshots, tree packs; never a data pack.
+    // The backup keeps copies of the metadata it wrote, named by their hashes: index files,
+    // snapshots, tree packs; never a data pack. Reading the snapshot needs nothing more.
+    let copies = cached(&repo.env);
     let listing = repo.run(&["ls", "latest"]).expect(0).stdout;
     assert!(listing.contains("plan.docx"), "{listing}");
-    let copies = cached(&repo.env);
+    assert_eq!(cached(&repo.env), copies, "ls found the cache incomplete");
     let dirs = |copies: &[(String, Vec<u8>)], dir: &str| {
         copies.iter().filter(|(k, _)| k.starts_with(dir)).count()
     };
