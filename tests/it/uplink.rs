@@ -35,7 +35,9 @@ fn an_initial_backup_killed_half_way_resumes_from_its_checkpoints_and_prune_keep
     let rt = tokio::runtime::Runtime::new().unwrap();
     let repo = S3Repo::new("resume-seed", "school", false);
     repo.run(&["init", "--pack-size", "1"]).expect(0);
-    let share = share(&repo.env, 20);
+    // 80 MiB: what a cut loses is a few packs (the interval, the uploads in flight), whatever
+    // the size of the seed; against 40 MiB a slow CI machine's few packs came to 11%.
+    let share = share(&repo.env, 40);
     let share_arg = share.to_str().unwrap();
 
     // What one uninterrupted backup stores.
@@ -43,7 +45,7 @@ fn an_initial_backup_killed_half_way_resumes_from_its_checkpoints_and_prune_keep
     reference.run(&["init", "--pack-size", "1"]).expect(0);
     reference.run(&["backup", share_arg]).expect(0);
     let whole = stored(&reference, &rt, "data/");
-    assert!(whole > 40 << 20, "{whole}");
+    assert!(whole > 80 << 20, "{whole}");
 
     // The first backup, over a slow link, is killed once half of it is stored.
     let mut cmd = repo.env.vouch();
