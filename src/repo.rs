@@ -138,6 +138,20 @@ impl BlobError {
 /// blob of a directory with millions of entries stays well under this.
 pub const MAX_BLOB_LEN: usize = 1 << 30;
 
+/// What the readers of one restore, check or drill may hold at once on a remote store: each
+/// reader's buffer of stored bytes and its two decode buffers. Over S3 a reader waits on the
+/// network, not on a core, so the count of readers comes from memory, not from the cores: 64 MiB
+/// keeps every step under 100 MiB and still leaves four or more reads of 1–8 MiB in flight,
+/// several times what a school link with 20–50 ms round trips holds.
+pub const REMOTE_READ_BUDGET: u64 = 64 << 20;
+
+/// Readers for a remote store when each holds up to `read` stored bytes at a time, at least
+/// two and at most `most`.
+pub fn remote_readers(config: &RepoConfig, read: u64, most: usize) -> usize {
+    let decode = 2 * (config.chunker.max_size as u64 + 64);
+    ((REMOTE_READ_BUDGET / (read + decode)) as usize).clamp(2, most.max(2))
+}
+
 /// Decodes blobs with buffers and a zstd context that are reused from blob to blob: restore
 /// and check decode every stored byte, and allocating per blob fragments the heap.
 pub struct BlobDecoder {

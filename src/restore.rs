@@ -252,7 +252,7 @@ async fn restore_locked(
     let plan = plan(&trees, &snapshot.tree, &opts.include).await?;
     let target = opts.target.clone();
     check_target(&target, &plan, opts.overwrite)?;
-    let threads = opts.threads.unwrap_or_else(|| default_threads(repo));
+    let threads = opts.threads.unwrap_or_else(|| default_threads(repo, false));
     let handle = tokio::runtime::Handle::current();
     let overwrite = opts.overwrite;
     let repo = repo.clone();
@@ -330,13 +330,21 @@ fn check_target(target: &Path, plan: &Plan, overwrite: bool) -> Result<(), Resto
 }
 
 /// Threads for restoring: writes are mostly kernel time, so twice the cores on a local disk;
-/// many more on S3, where each waits on the network.
-pub fn default_threads(repo: &Repository) -> usize {
+/// on S3, as many as the remote read budget allows, since each waits on the network. A drill
+/// (`whole_packs`) reads packs whole, so each of its readers holds more.
+pub fn default_threads(repo: &Repository, whole_packs: bool) -> usize {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     if repo.store().is_local() {
         cores * 2
     } else {
-        16
+        // Each reader holds the read it decodes and the one under way after it.
+        let read = if whole_packs {
+            repo.config().pack_size as u64 + repo.config().chunker.max_size as u64
+        } else {
+            reader::MAX_READ
+        };
+        let read = 2 * read;
+        crate::repo::remote_readers(repo.config(), read, 16)
     }
 }
 

@@ -355,12 +355,36 @@ impl Store {
             }
             return Ok(());
         }
-        let bytes = match range {
-            Some(r) => handle.block_on(self.get_range(key, r))?,
-            None => handle.block_on(self.get(key))?,
-        };
-        out.extend_from_slice(&bytes);
-        Ok(())
+        // Remote: the body is streamed into `out` as it arrives, so a thread holds one copy
+        // of what it reads (collecting the body first and copying it held two, which is
+        // what took a check over S3 past its memory bar).
+        let path = self.path(key);
+        let cell = std::cell::RefCell::new(std::mem::take(out));
+        let result = handle.block_on(self.retrying(key, || {
+            let (path, range, cell) = (path.clone(), range.clone(), &cell);
+            async move {
+                let mut buf = cell.take();
+                buf.clear();
+                let filled = async {
+                    let opts = object_store::GetOptions {
+                        range: range.map(object_store::GetRange::Bounded),
+                        ..Default::default()
+                    };
+                    let got = self.inner.get_opts(&path, opts).await?;
+                    buf.reserve((got.range.end - got.range.start) as usize);
+                    let mut body = got.into_stream();
+                    while let Some(chunk) = body.try_next().await? {
+                        buf.extend_from_slice(&chunk);
+                    }
+                    Ok(())
+                }
+                .await;
+                cell.replace(buf);
+                filled
+            }
+        }));
+        *out = cell.into_inner();
+        result
     }
 
     /// Size of the object, or `NotFound`.

@@ -5,7 +5,7 @@
 //! affects.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -156,24 +156,8 @@ async fn check_locked(
     report.packs = index.packs().len();
     report.blobs = index.blob_count();
 
-    // Snapshots and their trees.
-    let (snapshots, bad_snapshots) = repo.snapshots().await?;
-    for (key, err) in bad_snapshots {
-        findings.push(finding(
-            FindingKind::SnapshotUnreadable,
-            key,
-            format!("snapshot unreadable: {err}"),
-        ));
-    }
-    report.snapshots = snapshots.len();
-    findings.extend(check_records(repo).await?);
-    let trees = TreeLoader::new(repo.clone(), index.clone());
-    let structure = walk_structure(&trees, &snapshots).await;
-    report.trees = structure.trees;
-    report.files = structure.files;
-    findings.extend(structure.findings);
-
-    // Re-read packs.
+    // Re-read packs: started now, so that over S3 the reads fill the link while the trees
+    // below are walked.
     let selected: Vec<u32> = match opts.read_data {
         ReadData::None => Vec::new(),
         ReadData::All => (0..index.packs().len() as u32)
@@ -193,13 +177,48 @@ async fn check_locked(
         ReadData::All => "all".into(),
         ReadData::Subset(p) => format!("subset {p}%"),
     };
-    if opts.read_data != ReadData::None {
+    // A check that ends early (an unreadable snapshot list, say) stops its readers.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_readers = StopOnDrop(stop.clone());
+    let reading = (opts.read_data != ReadData::None).then(|| {
         report.levels = vec![1, 2];
         let threads = opts.threads.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-            if repo.store().is_local() { cores } else { 8 }
+            if repo.store().is_local() {
+                cores
+            } else {
+                // Packs are read whole: each reader holds one.
+                let read = repo.config().pack_size as u64 + repo.config().chunker.max_size as u64;
+                crate::repo::remote_readers(repo.config(), read, 8)
+            }
         });
-        let read = read_packs(repo.clone(), index.clone(), selected, threads).await;
+        tokio::spawn(read_packs(
+            repo.clone(),
+            index.clone(),
+            selected,
+            threads,
+            stop.clone(),
+        ))
+    });
+    // Snapshots and their trees.
+    let (snapshots, bad_snapshots) = repo.snapshots().await?;
+    for (key, err) in bad_snapshots {
+        findings.push(finding(
+            FindingKind::SnapshotUnreadable,
+            key,
+            format!("snapshot unreadable: {err}"),
+        ));
+    }
+    report.snapshots = snapshots.len();
+    findings.extend(check_records(repo).await?);
+    let trees = TreeLoader::new(repo.clone(), index.clone());
+    let structure = walk_structure(&trees, &snapshots).await;
+    report.trees = structure.trees;
+    report.files = structure.files;
+    findings.extend(structure.findings);
+
+    if let Some(reading) = reading {
+        let read = reading.await.expect("check readers");
         report.packs_read = read.packs;
         report.bytes_read = read.bytes;
         report.blobs_verified = read.blobs;
@@ -592,6 +611,15 @@ async fn affected_files(
     out
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 struct ReadOutcome {
     packs: usize,
     bytes: u64,
@@ -606,6 +634,7 @@ async fn read_packs(
     index: Arc<MasterIndex>,
     selected: Vec<u32>,
     threads: usize,
+    stop: Arc<AtomicBool>,
 ) -> ReadOutcome {
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {
@@ -622,6 +651,9 @@ async fn read_packs(
                     let mut decoder = BlobDecoder::with_capacity(largest);
                     let mut buf = Vec::with_capacity(repo.config().pack_size as usize + largest);
                     loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(&pos) = selected.get(i) else { break };
                         let pack = index.pack(pos).id;

@@ -267,7 +267,7 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, JobErro
     };
     let threads = job
         .threads
-        .unwrap_or_else(|| crate::restore::default_threads(&repo));
+        .unwrap_or_else(|| crate::restore::default_threads(&repo, true));
     let handle = tokio::runtime::Handle::current();
     let target = job.target.clone();
     let (repo2, index2) = (repo.clone(), index.clone());
