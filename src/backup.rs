@@ -189,7 +189,7 @@ pub async fn backup(
     // exists, nothing else says that its new packs, and the old blobs it reuses, are in use.
     let lock = repo.lock(LockMode::Shared, "backup").await?;
     let result = async {
-        let (mut snapshot, parent_id) = run(
+        let (mut snapshot, parent_id, checkpointed) = run(
             &repo,
             &opts,
             &paths,
@@ -205,7 +205,9 @@ pub async fn backup(
         crate::sys::test_pause("VOUCH_TEST_BACKUP_PAUSE", "snapshot");
         lock.check()?;
         let snapshot_id = repo.save_snapshot(&snapshot).await?;
-        checkpoint::remove_for_source(&repo, &host, &path_strings).await;
+        if checkpointed {
+            checkpoint::remove_for_source(&repo, &host, &path_strings).await;
+        }
         Ok::<_, BackupError>(BackupReport {
             snapshot_id,
             snapshot,
@@ -238,20 +240,31 @@ async fn run(
     excludes: Excludes,
     time: jiff::Timestamp,
     progress: Arc<BackupProgress>,
-) -> Result<(Snapshot, Option<SnapshotId>), BackupError> {
-    let (index, _unreadable) = repo.load_index().await?;
-    let index = Arc::new(index);
-    let parent = if opts.force_read {
-        None
-    } else if let Some(id) = opts.parent {
-        Some(repo.find_snapshot(&id.to_hex()).await?)
-    } else {
-        let (all, _) = repo.snapshots().await?;
-        all.into_iter()
-            .rev()
-            .find(|(_, s)| s.same_source(host, path_strings))
+) -> Result<(Snapshot, Option<SnapshotId>, bool), BackupError> {
+    // The index, the parent and the checkpoints are listed at once: over a link each listing
+    // is a round trip, and a nightly backup is mostly these.
+    let find_parent = async {
+        if opts.force_read {
+            Ok(None)
+        } else if let Some(id) = opts.parent {
+            repo.find_snapshot(&id.to_hex()).await.map(Some)
+        } else {
+            let (all, _) = repo.snapshots().await?;
+            Ok(all
+                .into_iter()
+                .rev()
+                .find(|(_, s)| s.same_source(host, path_strings)))
+        }
     };
-    let (found, _) = checkpoint::checkpoints(repo).await?;
+    let (loaded, parent, listed) = tokio::join!(
+        repo.load_index(),
+        find_parent,
+        checkpoint::checkpoints(repo)
+    );
+    let (index, _unreadable) = loaded?;
+    let index = Arc::new(index);
+    let parent = parent?;
+    let (found, _) = listed?;
     let resumed = checkpoint::resumed(&found, host, path_strings);
     if resumed.checkpoints > 0 {
         tracing::info!(
@@ -397,7 +410,8 @@ async fn run(
         summary,
         program: format!("vouch {}", env!("CARGO_PKG_VERSION")),
     };
-    Ok((snapshot, parent.map(|(id, _)| id)))
+    let checkpointed = shared.checkpoints.any().await;
+    Ok((snapshot, parent.map(|(id, _)| id), checkpointed))
 }
 
 /// Sets its flag when dropped: stops a helper thread whatever way the backup ends.

@@ -150,6 +150,12 @@ impl Checkpointer {
         Ok(state.last.unwrap_or_else(|| self.progress_now(0)))
     }
 
+    /// Whether this source has checkpoints to remove once its snapshot is stored: ones this
+    /// run wrote or found. Without any, the backup skips listing them again.
+    pub async fn any(&self) -> bool {
+        self.resumed.checkpoints > 0 || self.state.lock().await.seq > 0
+    }
+
     /// The packs stored since the last checkpoint, for the backup's final index file.
     pub async fn take_pending(&self) -> Vec<IndexPack> {
         std::mem::take(&mut self.state.lock().await.pending)

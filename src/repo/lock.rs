@@ -177,15 +177,38 @@ impl Holder {
 /// The locks in the repository that are not stale (key, holder). A lock file that cannot be
 /// read is stale once it is older than the stale age, by its time in storage.
 pub async fn live_locks(repo: &Repository) -> Result<Vec<(String, Holder)>, RepoError> {
+    live_locks_but(repo, None).await
+}
+
+/// The live locks other than `ours` (which is not read: it is the one just written). The lock
+/// files are read eight at a time.
+async fn live_locks_but(
+    repo: &Repository,
+    ours: Option<&str>,
+) -> Result<Vec<(String, Holder)>, RepoError> {
+    use futures::StreamExt;
     let now = repo.clock().now();
     let wall = wall_clock();
     let host = crate::sys::hostname();
+    let listed = repo.store().list_modified("locks/").await?;
+    let listed: Vec<_> = {
+        let released = released_in_place();
+        listed
+            .into_iter()
+            .filter(|(key, _, _)| Some(key.as_str()) != ours && !released.contains(key))
+            .collect()
+    };
+    let read: Vec<_> = futures::stream::iter(listed)
+        .map(|(key, _, written)| async move {
+            let doc = repo.load_document::<LockFile>(Kind::Lock, &key).await;
+            (key, written, doc)
+        })
+        .buffered(8)
+        .collect()
+        .await;
     let mut out = Vec::new();
-    for (key, _, written) in repo.store().list_modified("locks/").await? {
-        if released_in_place().contains(&key) {
-            continue;
-        }
-        match repo.load_document::<LockFile>(Kind::Lock, &key).await {
+    for (key, written, doc) in read {
+        match doc {
             Ok(l) if !is_stale(&l, now, &host) => out.push((key, Holder::Lock(l))),
             Ok(_) => {}
             // Deleted between list and read: released meanwhile.
@@ -238,10 +261,10 @@ pub(super) async fn acquire(
     )
     .await?;
     // Someone may have written theirs between our list and our write: look again.
-    if let Some((k, l)) = live_locks(repo)
+    if let Some((k, l)) = live_locks_but(repo, Some(&key))
         .await?
         .iter()
-        .find(|(k, l)| *k != key && l.conflicts(mode))
+        .find(|(_, l)| l.conflicts(mode))
     {
         let err = locked(k, l);
         repo.store().delete(&key).await?;
