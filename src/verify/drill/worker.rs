@@ -93,7 +93,7 @@ pub(super) fn to_wire(plan: &Plan) -> (Vec<WireEntry>, Vec<WireEntry>) {
     let files = plan
         .files
         .iter()
-        .map(|f| (to_hex(&f.rel), f.node.clone()))
+        .map(|f| (to_hex(&f.rel), (*f.node).clone()))
         .collect();
     (dirs, files)
 }
@@ -110,8 +110,8 @@ fn from_wire(job: &Job) -> Result<Plan, JobError> {
             .iter()
             .map(|(p, n)| {
                 Ok(PlannedFile {
-                    rel: from_hex(p)?,
-                    node: n.clone(),
+                    rel: from_hex(p)?.into_boxed_path(),
+                    node: Box::new(n.clone()),
                 })
             })
             .collect::<Result<_, JobError>>()?,
