@@ -413,7 +413,16 @@ impl Repository {
     }
 
     async fn open_with(store: Store, unlock: Unlock<'_>) -> Result<Repository, RepoError> {
-        let sealed_config = match store.get("config").await {
+        // With a passphrase the key files are listed while the config is fetched: over a
+        // link that is one round trip fewer on every command.
+        let (config, listed) = match unlock {
+            Unlock::Password(_) => {
+                let (config, listed) = tokio::join!(store.get("config"), keyring::list(&store));
+                (config, Some(listed))
+            }
+            Unlock::Master(..) => (store.get("config").await, None),
+        };
+        let sealed_config = match config {
             Ok(b) => b,
             Err(e) if e.is_not_found() => {
                 return Err(RepoError::NotFound {
@@ -425,7 +434,8 @@ impl Repository {
         let (key_id, master) = match unlock {
             Unlock::Password(password) => {
                 let config = sealed_config.clone();
-                keyring::unlock(&store, password, move |master| {
+                let listed = listed.expect("listed with a passphrase")?;
+                keyring::unlock(&store, listed, password, move |master| {
                     Keys::derive(master)
                         .open_document(Kind::Config, &config)
                         .is_ok()
@@ -712,12 +722,25 @@ impl Repository {
         }
         match lock::acquire(self, LockMode::Shared, operation).await {
             Ok(guard) => Ok((guard, None)),
-            Err(RepoError::Storage(e)) if e.is_read_only() => Ok((
-                LockGuard::none(),
-                Some(format!(
-                    "the repository refuses writes, so it is read without a lock (as with --no-lock): {e}"
-                )),
-            )),
+            Err(RepoError::Storage(e)) if e.is_read_only() => {
+                // Without a lock of its own it still does not read through someone's prune.
+                if let Some((key, holder)) = lock::live_locks(self)
+                    .await?
+                    .iter()
+                    .find(|(_, l)| l.conflicts(LockMode::Shared))
+                {
+                    return Err(RepoError::Locked {
+                        url: self.url().to_string(),
+                        by: holder.describe(key),
+                    });
+                }
+                Ok((
+                    LockGuard::none(),
+                    Some(format!(
+                        "the repository refuses writes, so it is read without a lock (as with --no-lock): {e}"
+                    )),
+                ))
+            }
             Err(e) => Err(e),
         }
     }

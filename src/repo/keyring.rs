@@ -52,9 +52,10 @@ pub(super) async fn write_key(
 
 /// Every key file, oldest first, and beside them the key files that cannot be read (with
 /// why): one damaged key file must not lock out the passphrases of the others.
-pub(super) async fn list(
-    store: &Store,
-) -> Result<(Vec<(KeyId, KeyFile)>, Vec<(String, String)>), RepoError> {
+/// The key files that parse, and the keys of those that do not with why.
+pub(super) type Listed = (Vec<(KeyId, KeyFile)>, Vec<(String, String)>);
+
+pub(super) async fn list(store: &Store) -> Result<Listed, RepoError> {
     let listed = store.list("keys/").await?;
     let mut out = Vec::new();
     let mut bad = Vec::new();
@@ -97,12 +98,15 @@ fn parse(key: &str, bytes: &[u8]) -> Result<(KeyId, KeyFile), Damage> {
 /// Find a key that `password` opens and whose master secret `fits` (opens the config), and
 /// return it. Damaged key files are skipped and named in a warning; a key that opens but does
 /// not fit (left by an interrupted `init`) is passed over for the next.
+/// Find the key file that `password` opens among `listed` (from `list`), and whose master
+/// secret `fits` the repository.
 pub(super) async fn unlock(
     store: &Store,
+    listed: Listed,
     password: &Secret,
     fits: impl Fn(&MasterSecret) -> bool + Send + 'static,
 ) -> Result<(KeyId, MasterSecret), RepoError> {
-    let (keys, bad) = list(store).await?;
+    let (keys, bad) = listed;
     for (key, why) in &bad {
         tracing::warn!(
             key,

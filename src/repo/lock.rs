@@ -156,14 +156,14 @@ pub enum Holder {
 }
 
 impl Holder {
-    fn conflicts(&self, mode: LockMode) -> bool {
+    pub(crate) fn conflicts(&self, mode: LockMode) -> bool {
         match self {
             Holder::Lock(l) => mode == LockMode::Exclusive || l.exclusive,
             Holder::Unreadable { .. } => true,
         }
     }
 
-    fn describe(&self, key: &str) -> String {
+    pub(crate) fn describe(&self, key: &str) -> String {
         match self {
             Holder::Lock(l) => describe(l),
             Holder::Unreadable { written, why } => format!(
@@ -245,13 +245,9 @@ pub(super) async fn acquire(
         url: repo.url().to_string(),
         by: by.describe(key),
     };
-    if let Some((k, l)) = live_locks(repo)
-        .await?
-        .iter()
-        .find(|(_, l)| l.conflicts(mode))
-    {
-        return Err(locked(k, l));
-    }
+    // Write first, then look: a lock in the way is found by the one listing after the write
+    // (ours is then removed), and over a link a listing before it would be a round trip more
+    // on every command. Two that start at once both see each other and both back off.
     let key = put_lock(
         repo.store(),
         repo.keys(),
@@ -260,12 +256,14 @@ pub(super) async fn acquire(
         operation,
     )
     .await?;
-    // Someone may have written theirs between our list and our write: look again.
-    if let Some((k, l)) = live_locks_but(repo, Some(&key))
-        .await?
-        .iter()
-        .find(|(_, l)| l.conflicts(mode))
-    {
+    let others = match live_locks_but(repo, Some(&key)).await {
+        Ok(others) => others,
+        Err(e) => {
+            let _ = repo.store().delete(&key).await;
+            return Err(e);
+        }
+    };
+    if let Some((k, l)) = others.iter().find(|(_, l)| l.conflicts(mode)) {
         let err = locked(k, l);
         repo.store().delete(&key).await?;
         return Err(err);
