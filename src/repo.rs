@@ -499,8 +499,9 @@ impl Repository {
     /// Seal a JSON document; returns the name it is stored under (the blake3 of the sealed
     /// bytes) with the bytes, for a writer that must name it before storing it.
     pub fn seal<T: Serialize>(&self, kind: Kind, doc: &T) -> ([u8; 32], Bytes) {
-        let json = serde_json::to_vec(doc).expect("documents serialize");
-        let sealed = self.keys.seal_document(kind, &json);
+        let payload = crypto::encode_json(doc, 3);
+        let sealed = self.keys.seal_payload(kind, &payload);
+        drop(payload);
         (object_name(&sealed), Bytes::from(sealed))
     }
 
