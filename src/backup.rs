@@ -296,7 +296,7 @@ async fn run(
             }
         });
     }
-    let _stop_measuring = StopOnDrop(measuring);
+    let _stop_measuring = crate::sys::StopOnDrop(measuring);
     let trees = TreeLoader::new(repo.clone(), index.clone());
     let parent_root = match &parent {
         Some((_, s)) => trees.load(&s.tree).await.ok(),
@@ -412,15 +412,6 @@ async fn run(
     };
     let checkpointed = shared.checkpoints.any().await;
     Ok((snapshot, parent.map(|(id, _)| id), checkpointed))
-}
-
-/// Sets its flag when dropped: stops a helper thread whatever way the backup ends.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Sealer threads: on a local disk one per reader; with fewer, the cores idle (one sealer on

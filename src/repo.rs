@@ -723,25 +723,12 @@ impl Repository {
         }
         match lock::acquire(self, LockMode::Shared, operation).await {
             Ok(guard) => Ok((guard, None)),
-            Err(RepoError::Storage(e)) if e.is_read_only() => {
-                // Without a lock of its own it still does not read through someone's prune.
-                if let Some((key, holder)) = lock::live_locks(self)
-                    .await?
-                    .iter()
-                    .find(|(_, l)| l.conflicts(LockMode::Shared))
-                {
-                    return Err(RepoError::Locked {
-                        url: self.url().to_string(),
-                        by: holder.describe(key),
-                    });
-                }
-                Ok((
-                    LockGuard::none(),
-                    Some(format!(
-                        "the repository refuses writes, so it is read without a lock (as with --no-lock): {e}"
-                    )),
-                ))
-            }
+            Err(RepoError::Storage(e)) if e.is_read_only() => Ok((
+                LockGuard::none(),
+                Some(format!(
+                    "the repository refuses writes, so it is read without a lock (as with --no-lock): {e}"
+                )),
+            )),
             Err(e) => Err(e),
         }
     }

@@ -342,7 +342,7 @@ pub fn default_threads(repo: &Repository, whole_packs: bool) -> usize {
     } else {
         // Each reader holds the read it decodes and the one under way after it.
         let read = if whole_packs {
-            repo.config().pack_size as u64 + repo.config().chunker.max_size as u64
+            repo.config().largest_pack()
         } else {
             reader::MAX_READ
         };

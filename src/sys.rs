@@ -97,3 +97,13 @@ pub(crate) fn output_failed(e: &std::io::Error) {
 pub fn output_error() -> Option<&'static str> {
     OUTPUT_ERROR.get().map(String::as_str)
 }
+
+/// Sets its flag when dropped: stops helper threads whatever way the work that started them
+/// ends (an error returned early included).
+pub struct StopOnDrop(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}

@@ -191,8 +191,7 @@ impl Shared {
         let task = self.handle.spawn(async move {
             let _permit = permit;
             let key = pack_key(&pack.id);
-            let tree_pack = pack.index.blobs.iter().all(|b| b.kind == BlobKind::Tree);
-            let put = if tree_pack {
+            let put = if pack.index.kind() == BlobKind::Tree {
                 store.put_cached(&key, pack.bytes.clone()).await
             } else {
                 store.put(&key, pack.bytes.clone()).await

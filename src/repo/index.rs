@@ -48,12 +48,7 @@ impl MasterIndex {
             return;
         }
         let pos = self.packs.len() as u32;
-        let kind = if pack.blobs.iter().all(|b| b.kind == BlobKind::Tree) && !pack.blobs.is_empty()
-        {
-            BlobKind::Tree
-        } else {
-            BlobKind::Data
-        };
+        let kind = pack.kind();
         self.packs.push(PackInfo {
             id: pack.id,
             size: pack.size,

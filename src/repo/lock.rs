@@ -156,14 +156,14 @@ pub enum Holder {
 }
 
 impl Holder {
-    pub(crate) fn conflicts(&self, mode: LockMode) -> bool {
+    fn conflicts(&self, mode: LockMode) -> bool {
         match self {
             Holder::Lock(l) => mode == LockMode::Exclusive || l.exclusive,
             Holder::Unreadable { .. } => true,
         }
     }
 
-    pub(crate) fn describe(&self, key: &str) -> String {
+    fn describe(&self, key: &str) -> String {
         match self {
             Holder::Lock(l) => describe(l),
             Holder::Unreadable { written, why } => format!(
@@ -248,14 +248,30 @@ pub(super) async fn acquire(
     // Write first, then look: a lock in the way is found by the one listing after the write
     // (ours is then removed), and over a link a listing before it would be a round trip more
     // on every command. Two that start at once both see each other and both back off.
-    let key = put_lock(
+    let key = match put_lock(
         repo.store(),
         repo.keys(),
         repo.clock().as_ref(),
         mode,
         operation,
     )
-    .await?;
+    .await
+    {
+        Ok(key) => key,
+        // A repository that refuses writes is still not read through a lock in the way (a
+        // reader may then go on without one; that is the caller's choice).
+        Err(RepoError::Storage(e)) if e.is_read_only() => {
+            if let Some((k, l)) = live_locks(repo)
+                .await?
+                .iter()
+                .find(|(_, l)| l.conflicts(mode))
+            {
+                return Err(locked(k, l));
+            }
+            return Err(RepoError::Storage(e));
+        }
+        Err(e) => return Err(e),
+    };
     let others = match live_locks_but(repo, Some(&key)).await {
         Ok(others) => others,
         Err(e) => {

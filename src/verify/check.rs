@@ -179,7 +179,7 @@ async fn check_locked(
     };
     // A check that ends early (an unreadable snapshot list, say) stops its readers.
     let stop = Arc::new(AtomicBool::new(false));
-    let _stop_readers = StopOnDrop(stop.clone());
+    let _stop_readers = crate::sys::StopOnDrop(stop.clone());
     let reading = (opts.read_data != ReadData::None).then(|| {
         report.levels = vec![1, 2];
         let threads = opts.threads.unwrap_or_else(|| {
@@ -188,8 +188,7 @@ async fn check_locked(
                 cores
             } else {
                 // Packs are read whole: each reader holds one.
-                let read = repo.config().pack_size as u64 + repo.config().chunker.max_size as u64;
-                crate::repo::remote_readers(repo.config(), read, 8)
+                crate::repo::remote_readers(repo.config(), repo.config().largest_pack(), 8)
             }
         });
         tokio::spawn(read_packs(
@@ -609,15 +608,6 @@ async fn affected_files(
         .await;
     }
     out
-}
-
-/// Sets its flag when dropped.
-struct StopOnDrop(Arc<AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 struct ReadOutcome {

@@ -38,6 +38,12 @@ pub struct CompressionParams {
 }
 
 impl RepoConfig {
+    /// The most bytes one pack holds: it is closed once the next blob would take it past
+    /// `pack_size`, so it exceeds that by less than one largest blob.
+    pub fn largest_pack(&self) -> u64 {
+        self.pack_size as u64 + self.chunker.max_size as u64
+    }
+
     pub fn new(id: RepoId, created: Timestamp) -> Self {
         Self {
             version: super::FORMAT_VERSION,

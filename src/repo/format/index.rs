@@ -24,6 +24,17 @@ pub struct IndexPack {
     pub blobs: Vec<IndexBlob>,
 }
 
+impl IndexPack {
+    /// A tree pack holds trees only (metadata: cached, read by every walk); any other is data.
+    pub fn kind(&self) -> BlobKind {
+        if !self.blobs.is_empty() && self.blobs.iter().all(|b| b.kind == BlobKind::Tree) {
+            BlobKind::Tree
+        } else {
+            BlobKind::Data
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexBlob {
     pub id: BlobId,
