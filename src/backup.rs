@@ -326,6 +326,7 @@ async fn run(
         pack_buffers: Arc::new(pipeline::BufferPool::new(threads + 2, usize::MAX)),
         abort: opts.abort.clone(),
         pause: opts.pause.clone(),
+        names: crate::meta::NameCache::default(),
     };
     let source_tree = SourceTree::new(paths);
     let (summary, root, shared, index) = tokio::task::spawn_blocking(move || {
@@ -461,6 +462,7 @@ fn run_threads(
             dirs: dir_tx,
             next_seq: 0,
             stats: Default::default(),
+            names: &shared.names,
             cancelled: &|| shared.is_cancelled(),
         };
         walker.walk_sources(source_tree, Path::new("/"), parent_root);
@@ -473,7 +475,7 @@ fn run_threads(
         summary.dirs = stats.dirs;
         summary.symlinks = stats.symlinks;
         summary.unreadable.extend(stats.problems);
-        summary.skipped_special = stats.skipped_special;
+        summary.special = stats.special;
         (summary, root)
     })
 }
@@ -491,6 +493,7 @@ fn build_trees(
     for job in dirs {
         let mut tree = Tree {
             nodes: Vec::with_capacity(job.entries.len()),
+            format: crate::repo::format::tree::TREE_FORMAT,
         };
         for entry in job.entries {
             let node = match entry {
@@ -507,7 +510,9 @@ fn build_trees(
                         <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&node.name),
                     );
                     match rx.recv() {
-                        Ok(Ok(out)) => complete_file(node, out, existed, &path, &mut summary),
+                        Ok(Ok(out)) => {
+                            complete_file(node, out, existed, &path, &shared.names, &mut summary)
+                        }
                         Ok(Err(error)) => {
                             summary.unreadable.push(Problem {
                                 path: path.to_string_lossy().into_owned(),
@@ -544,14 +549,23 @@ fn complete_file(
     out: pipeline::FileOutcome,
     existed: bool,
     path: &Path,
+    names: &crate::meta::NameCache,
     summary: &mut BackupSummary,
 ) -> Node {
+    // The metadata as of the read, which the content and attributes are of.
     if let Some(m) = &out.meta {
-        let fresh = walk::node_from_meta(&node.name, node.kind, m);
-        node = Node {
-            size: node.size,
-            ..fresh
-        };
+        walk::apply_stat(&mut node, m, names);
+    }
+    match out.xattrs {
+        Ok(x) if !x.is_empty() => node.extra_mut().xattrs = x,
+        Ok(_) => {}
+        Err(e) => summary.unreadable.push(Problem {
+            path: path.to_string_lossy().into_owned(),
+            error: format!("extended attributes not recorded: {e}"),
+        }),
+    }
+    if !out.holes.is_empty() {
+        node.extra_mut().holes = out.holes;
     }
     node.content = out.content;
     node.hash = Some(out.hash);

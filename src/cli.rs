@@ -189,6 +189,9 @@ enum Command {
         /// Replace files that exist in the target
         #[arg(long)]
         overwrite: bool,
+        /// Set owners by the numbers recorded at backup, not by user and group names
+        #[arg(long)]
+        numeric_ids: bool,
         #[arg(long)]
         json: bool,
     },
@@ -869,6 +872,7 @@ async fn run(cli: Cli) -> Result<i32> {
             target,
             include,
             overwrite,
+            numeric_ids,
             json,
         } => {
             let repo = g.open().await?;
@@ -877,6 +881,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 target,
                 include,
                 overwrite,
+                numeric_ids,
                 threads: None,
             };
             let progress = Arc::new(crate::RestoreProgress::default());
@@ -887,7 +892,7 @@ async fn run(cli: Cli) -> Result<i32> {
             show::restore(id, &opts, &report, json);
             Ok(if !report.is_clean() {
                 EXIT_DAMAGE
-            } else if !report.is_complete() {
+            } else if !report.is_complete() || !report.metadata_applied() {
                 EXIT_PARTIAL
             } else {
                 EXIT_OK

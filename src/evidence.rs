@@ -140,6 +140,10 @@ pub struct DrillSummary {
     pub packs_verified: u64,
     pub files_verified: u64,
     pub source_compared: Option<u64>,
+    /// Which metadata level 3 read back and compared ("permissions, owners, ACLs and
+    /// extended attributes of 120 files and folders"); absent for drills before it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata_verified: Option<String>,
     pub failures: Vec<DrillFailure>,
     pub checks: Vec<CheckSummary>,
     pub duration_ms: u64,
@@ -174,6 +178,7 @@ impl DrillSummary {
             packs_verified: r.levels.packs_verified,
             files_verified: r.levels.files_verified,
             source_compared: r.levels.source.as_ref().map(|s| s.compared),
+            metadata_verified: r.levels.metadata.as_ref().map(|m| m.describe()),
             failures: r.failures.clone(),
             checks: r
                 .checks

@@ -35,6 +35,7 @@ mod cron;
 mod doctor;
 mod evidence;
 mod journal;
+mod meta;
 mod notify;
 mod prune;
 mod repo;

@@ -32,6 +32,8 @@ pub struct RestoreOptions {
     pub include: Vec<std::ffi::OsString>,
     /// Replace files that already exist in the target.
     pub overwrite: bool,
+    /// Set owners by the recorded numbers, not by the recorded names (`--numeric-ids`).
+    pub numeric_ids: bool,
     pub threads: Option<usize>,
 }
 
@@ -64,6 +66,17 @@ pub struct DamagedFile {
     pub actual: Option<FileHash>,
 }
 
+/// A restored file or folder whose metadata, read back, is not what the snapshot recorded
+/// (drills check it: a permission, owner, ACL or extended attribute the target did not take).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct MetadataMismatch {
+    pub path: String,
+    /// `permissions`, `owner`, `group`, or the attribute's name (`security.NTACL`).
+    pub attribute: String,
+    pub expected: String,
+    pub actual: String,
+}
+
 /// A file the target would not take (a name too long for its filesystem, no space, a
 /// directory in the way): nothing stored is damaged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -77,6 +90,12 @@ pub struct RestoreReport {
     pub files: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    /// Files restored as hard links of another restored file (counted in `files` too).
+    #[serde(default)]
+    pub hard_links: u64,
+    /// FIFOs and devices made.
+    #[serde(default)]
+    pub special: u64,
     pub bytes: u64,
     /// Files whose blake3 matched the snapshot (all restored files, unless listed below).
     pub files_verified: u64,
@@ -85,7 +104,14 @@ pub struct RestoreReport {
     /// Files the target refused (restore exits 3).
     #[serde(default)]
     pub unwritable: Vec<Unwritable>,
-    /// Metadata that could not be applied (ownership without root, say).
+    /// Files and folders whose metadata was read back and compared (drills), and what
+    /// differed.
+    #[serde(default)]
+    pub metadata_checked: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata_mismatches: Vec<MetadataMismatch>,
+    /// Metadata that could not be applied, file by file (a `security.*` attribute without
+    /// root, an ACL on a file system without them): the restore exits 3.
     pub warnings: Vec<String>,
     /// How the restore ran, for the person to know (read without a lock, say).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -95,11 +121,15 @@ pub struct RestoreReport {
 
 impl RestoreReport {
     pub fn is_clean(&self) -> bool {
-        self.mismatches.is_empty() && self.damaged.is_empty()
+        self.mismatches.is_empty() && self.damaged.is_empty() && self.metadata_mismatches.is_empty()
     }
     /// Everything was written (damage aside).
     pub fn is_complete(&self) -> bool {
         self.unwritable.is_empty()
+    }
+    /// Every recorded attribute, ACL, owner, permission and time was applied.
+    pub fn metadata_applied(&self) -> bool {
+        self.warnings.is_empty()
     }
 }
 
@@ -139,6 +169,13 @@ pub struct Plan {
     pub dirs: Vec<(PathBuf, Node)>,
     pub files: Vec<PlannedFile>,
     pub symlinks: Vec<(PathBuf, Node)>,
+    /// FIFOs, sockets and devices.
+    pub special: Vec<(PathBuf, Node)>,
+    /// Files that are hard links of a file earlier in `files` (its index): made as links to
+    /// it once it is written.
+    pub links: Vec<(PathBuf, usize)>,
+    /// The oldest tree revision met (1: extended attributes and names were not recorded).
+    pub format: u32,
     /// Subtrees that could not be read.
     pub damaged: Vec<DamagedFile>,
     /// Folders that are only on the way to what `include` asked for: made when missing, but
@@ -163,7 +200,12 @@ pub async fn plan(
 ) -> Result<Plan, RestoreError> {
     let includes: Vec<Vec<Vec<u8>>> = include.iter().map(|p| components(p)).collect();
     let mut matched = vec![false; includes.len()];
-    let mut plan = Plan::default();
+    let mut plan = Plan {
+        format: crate::repo::format::tree::TREE_FORMAT,
+        ..Plan::default()
+    };
+    // The first file of each hard-link group, by (device, inode).
+    let mut groups: std::collections::HashMap<(u64, u64), usize> = Default::default();
     let mut stack: Vec<(BlobId, Vec<Vec<u8>>)> = vec![(*root, Vec::new())];
     while let Some((tree_id, prefix)) = stack.pop() {
         let rel: PathBuf = prefix.iter().map(|c| OsStr::from_bytes(c)).collect();
@@ -180,6 +222,7 @@ pub async fn plan(
                 continue;
             }
         };
+        plan.format = plan.format.min(tree.format);
         for node in tree.nodes {
             let mut path = prefix.clone();
             path.push(node.name.clone());
@@ -208,11 +251,21 @@ pub async fn plan(
                     }
                     plan.dirs.push((rel_path, node));
                 }
-                NodeKind::File if wanted => plan.files.push(PlannedFile {
-                    rel: rel_path.into_boxed_path(),
-                    node: Box::new(node),
-                }),
+                NodeKind::File if wanted => {
+                    if let Some(group) = node.link_group() {
+                        if let Some(&first) = groups.get(&group) {
+                            plan.links.push((rel_path, first));
+                            continue;
+                        }
+                        groups.insert(group, plan.files.len());
+                    }
+                    plan.files.push(PlannedFile {
+                        rel: rel_path.into_boxed_path(),
+                        node: Box::new(node),
+                    })
+                }
                 NodeKind::Symlink if wanted => plan.symlinks.push((rel_path, node)),
+                kind if wanted && kind.is_special() => plan.special.push((rel_path, node)),
                 _ => {}
             }
         }
@@ -258,6 +311,7 @@ async fn restore_locked(
     let threads = opts.threads.unwrap_or_else(|| default_threads(repo, false));
     let handle = tokio::runtime::Handle::current();
     let overwrite = opts.overwrite;
+    let numeric_ids = opts.numeric_ids;
     let repo = repo.clone();
     let mut report = tokio::task::spawn_blocking(move || {
         write_plan(
@@ -267,7 +321,10 @@ async fn restore_locked(
             &target,
             overwrite,
             threads,
-            &Verification::default(),
+            &Verification {
+                numeric_ids,
+                ..Verification::default()
+            },
             &progress,
             handle,
         )
@@ -315,6 +372,8 @@ fn check_target(target: &Path, plan: &Plan, overwrite: bool) -> Result<(), Resto
         .iter()
         .map(|f| &*f.rel)
         .chain(plan.symlinks.iter().map(|(p, _)| p.as_path()))
+        .chain(plan.special.iter().map(|(p, _)| p.as_path()))
+        .chain(plan.links.iter().map(|(p, _)| p.as_path()))
     {
         match look(rel)? {
             Existing::Nothing | Existing::Blocked => {}

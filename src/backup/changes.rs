@@ -115,7 +115,7 @@ pub async fn compare(
         }
         let old_tree = match old {
             Some(id) => trees.load(&id).await?,
-            None => Tree { nodes: Vec::new() },
+            None => Tree::default(),
         };
         let new_tree = trees.load(&new).await?;
         let old_by_name: HashMap<&[u8], &Node> = old_tree

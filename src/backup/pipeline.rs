@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,6 +16,7 @@ use crate::repo::RepoError;
 use crate::repo::chunker::Chunker;
 use crate::repo::crypto::{CODEC_RAW, CODEC_ZSTD, Keys};
 use crate::repo::format::BlobKind;
+use crate::repo::format::tree::Hole;
 use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::packer::{FinishedPack, PackWriter, pack_key};
 use crate::storage::Store;
@@ -58,9 +58,13 @@ pub(super) struct FileOutcome {
     pub size: u64,
     /// Size or times changed while the file was read.
     pub changed: bool,
-    /// Metadata as of the end of the read (recorded in the node, so that the next backup
-    /// compares against what was actually stored).
+    /// Metadata as of the start of the read (recorded in the node, so that a change made
+    /// while the file was read is seen by the next backup).
     pub meta: Option<std::fs::Metadata>,
+    /// Extended attributes, read from the open file after that metadata.
+    pub xattrs: std::io::Result<Vec<crate::repo::format::tree::Xattr>>,
+    /// The holes that were not read.
+    pub holes: Vec<Hole>,
 }
 
 /// A new blob on its way into a pack.
@@ -95,6 +99,8 @@ pub(super) struct Shared {
     /// Recycled chunk buffers (reader → sealer) and pack buffers (sealer → upload).
     pub chunk_buffers: Arc<BufferPool>,
     pub pack_buffers: Arc<BufferPool>,
+    /// Owner and group names, looked up once each.
+    pub names: crate::meta::NameCache,
 }
 
 /// Buffers handed back after use, so that the pipeline allocates its large buffers once and
@@ -385,14 +391,93 @@ pub(super) fn read_loop(shared: &Shared, jobs: Receiver<FileJob>, seal: Sender<S
 
 const READ_SIZE: usize = 256 << 10;
 
+/// Where a file's bytes are read from: the whole file, or for a sparse one the stretches
+/// between its holes, which are never read.
+struct Stretches {
+    /// (start, end) of each stretch with data; the last of a dense file is open-ended.
+    data: Vec<(u64, u64)>,
+    next: usize,
+    pos: u64,
+    /// The file ended before its last stretch did (it shrank while read).
+    short: bool,
+}
+
+impl Stretches {
+    fn new(holes: &[Hole], size: u64) -> Self {
+        if holes.is_empty() {
+            return Stretches {
+                data: vec![(0, u64::MAX)],
+                next: 0,
+                pos: 0,
+                short: false,
+            };
+        }
+        let mut data = Vec::new();
+        let mut at = 0;
+        for h in holes {
+            if h.offset() > at {
+                data.push((at, h.offset()));
+            }
+            at = h.end();
+        }
+        if at < size {
+            data.push((at, size));
+        }
+        let pos = data.first().map_or(size, |d| d.0);
+        Stretches {
+            data,
+            next: 0,
+            pos,
+            short: false,
+        }
+    }
+
+    /// Read into `buf` from where the last read ended; 0 at the end of the last stretch, or
+    /// where the file ends early (it shrank while read).
+    fn read(&mut self, file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        while let Some(&(_, end)) = self.data.get(self.next) {
+            if self.pos >= end {
+                self.next += 1;
+                if let Some(d) = self.data.get(self.next) {
+                    self.pos = d.0;
+                }
+                continue;
+            }
+            let want = buf
+                .len()
+                .min((end - self.pos).min(usize::MAX as u64) as usize);
+            let n = file.read_at(&mut buf[..want], self.pos)?;
+            if n == 0 {
+                // Ended before the stretch did: nothing after this is read.
+                self.short = end != u64::MAX;
+                self.data.truncate(self.next);
+                return Ok(0);
+            }
+            self.pos += n as u64;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
 fn read_file(
     shared: &Shared,
     job: &FileJob,
     seal: &Sender<SealJob>,
     buf: &mut Vec<u8>,
 ) -> Result<FileOutcome, ReadError> {
-    let mut file = File::open(&job.path).map_err(ReadError::Open)?;
+    use std::os::fd::AsFd;
+    let file = File::open(&job.path).map_err(ReadError::Open)?;
     let before = file.metadata().map_err(ReadError::Open)?;
+    // Fewer blocks than bytes: holes, or compression; SEEK_HOLE tells them apart.
+    let mut holes = if before.blocks() * 512 < before.size() {
+        crate::meta::holes(&file, before.size())
+    } else {
+        Vec::new()
+    };
+    let xattrs = crate::meta::fd_xattrs(file.as_fd());
+    let mut stretches = Stretches::new(&holes, before.size());
     let max = shared.chunker.max_size();
     if buf.len() < max + READ_SIZE {
         buf.resize(max + READ_SIZE, 0);
@@ -402,6 +487,8 @@ fn read_file(
     let (mut start, mut end) = (0usize, 0usize);
     let mut eof = false;
     let mut total = 0u64;
+    // Where in the file the next chunk's bytes start, and the first hole not yet hashed.
+    let (mut at, mut next_hole) = (0u64, 0usize);
     loop {
         // Refill until a full chunk can be decided or the file ends.
         while !eof && end - start < max {
@@ -410,7 +497,7 @@ fn read_file(
                 end -= start;
                 start = 0;
             }
-            let n = match file.read(&mut buf[end..]) {
+            let n = match stretches.read(&file, &mut buf[end..]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(source) => {
@@ -422,6 +509,10 @@ fn read_file(
             };
             if n == 0 {
                 eof = true;
+                // A file that shrank keeps only the holes before where its bytes ended.
+                if stretches.short {
+                    holes.retain(|h| h.end() <= stretches.pos.max(at));
+                }
             }
             end += n;
             total += n as u64;
@@ -434,7 +525,11 @@ fn read_file(
             break;
         };
         let chunk = &buf[start..start + len];
-        hasher.update(chunk);
+        if holes.is_empty() {
+            hasher.update(chunk);
+        } else {
+            at = hash_around_holes(&mut hasher, at, chunk, &holes, &mut next_hole);
+        }
         let id = shared.keys.blob_id(chunk);
         content.push(id);
         if shared.claim(id) {
@@ -456,6 +551,12 @@ fn read_file(
             return Err(ReadError::Cancelled);
         }
     }
+    // Holes after the last byte of data (or a file that is one hole).
+    let size = if holes.is_empty() {
+        total
+    } else {
+        hash_around_holes(&mut hasher, at, &[], &holes, &mut next_hole)
+    };
     let after = file.metadata().ok();
     let changed = match &after {
         Some(a) => {
@@ -464,15 +565,38 @@ fn read_file(
                 || a.mtime_nsec() != before.mtime_nsec()
                 || a.ctime() != before.ctime()
                 || a.ctime_nsec() != before.ctime_nsec()
-                || total != a.size()
+                || size != a.size()
         }
         None => true,
     };
     Ok(FileOutcome {
         content,
         hash: FileHash::from_bytes(*hasher.finalize().as_bytes()),
-        size: total,
+        size,
         changed,
         meta: Some(before),
+        xattrs,
+        holes,
     })
+}
+
+/// Hash a chunk of a sparse file's data with the zeros of the holes around it; returns where
+/// in the file the next byte of data is.
+fn hash_around_holes(
+    hasher: &mut blake3::Hasher,
+    at: u64,
+    chunk: &[u8],
+    holes: &[Hole],
+    next: &mut usize,
+) -> u64 {
+    let hashed = crate::meta::pieces(at, chunk, holes, next, |p| {
+        match p {
+            crate::meta::Piece::Data(_, d) => {
+                hasher.update(d);
+            }
+            crate::meta::Piece::Hole(h) => crate::meta::hash_zeros(hasher, h.length()),
+        }
+        Ok(())
+    });
+    hashed.expect("hashing does not fail")
 }

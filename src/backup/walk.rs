@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
 
+use crate::meta::NameCache;
 use crate::repo::TreeLoader;
 use crate::repo::format::snapshot::Problem;
 use crate::repo::format::tree::{Node, NodeKind, Tree};
@@ -47,8 +48,8 @@ pub(super) struct WalkStats {
     pub files_to_read: u64,
     pub dirs: u64,
     pub symlinks: u64,
+    pub special: u64,
     pub problems: Vec<Problem>,
-    pub skipped_special: Vec<String>,
 }
 
 /// The top of the snapshot: the components leading to each source path.
@@ -85,6 +86,7 @@ pub(super) struct Walker<'a> {
     pub dirs: Sender<DirJob>,
     pub next_seq: u64,
     pub stats: WalkStats,
+    pub names: &'a NameCache,
     /// Whether the backup is stopping (a failure, a shutdown, the window closing).
     pub cancelled: &'a dyn Fn() -> bool,
 }
@@ -93,23 +95,74 @@ fn time_ns(secs: i64, nsec: i64) -> i64 {
     secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
-/// A node from what `lstat` says (content, subtree and target are filled in later).
-pub(super) fn node_from_meta(name: &[u8], kind: NodeKind, m: &Metadata) -> Node {
-    Node {
+/// A node from what `lstat` says (content, subtree, target and extended attributes are
+/// filled in later).
+pub(super) fn node_from_meta(name: &[u8], kind: NodeKind, m: &Metadata, names: &NameCache) -> Node {
+    let mut node = Node {
         name: name.to_vec(),
         kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        mtime_ns: time_ns(m.mtime(), m.mtime_nsec()),
-        ctime_ns: time_ns(m.ctime(), m.ctime_nsec()),
-        inode: m.ino(),
-        size: if kind == NodeKind::File { m.size() } else { 0 },
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        inode: 0,
+        size: 0,
         content: Vec::new(),
         hash: None,
         subtree: None,
         target: None,
+        user: None,
+        group: None,
+        extra: None,
+    };
+    apply_stat(&mut node, m, names);
+    node
+}
+
+/// What `stat` says of a node: permissions, owner (by number and name), times, inode, and
+/// for a file with several links its link count and device, for a device its numbers.
+pub(super) fn apply_stat(node: &mut Node, m: &Metadata, names: &NameCache) {
+    node.mode = m.mode() & 0o7777;
+    if node.uid != m.uid() || node.user.is_none() {
+        node.user = names.user(m.uid());
     }
+    if node.gid != m.gid() || node.group.is_none() {
+        node.group = names.group(m.gid());
+    }
+    node.uid = m.uid();
+    node.gid = m.gid();
+    node.mtime_ns = time_ns(m.mtime(), m.mtime_nsec());
+    node.ctime_ns = time_ns(m.ctime(), m.ctime_nsec());
+    node.inode = m.ino();
+    node.size = if node.kind == NodeKind::File {
+        m.size()
+    } else {
+        0
+    };
+    if node.kind == NodeKind::File && m.nlink() > 1 {
+        let e = node.extra_mut();
+        e.links = m.nlink();
+        e.device = m.dev();
+    } else if let Some(e) = node.extra.as_deref_mut() {
+        e.links = 0;
+        e.device = 0;
+    }
+    if matches!(node.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+        let e = node.extra_mut();
+        e.major = rustix::fs::major(m.rdev());
+        e.minor = rustix::fs::minor(m.rdev());
+    }
+    node.tidy();
+}
+
+/// Whether the stored node's extended attributes still hold: they were recorded (a tree of
+/// revision 2 or later) and the change time and inode are the same (setting an attribute or
+/// an ACL moves the change time).
+fn same_xattrs(old: Option<&Node>, new: &Node, recorded: bool) -> bool {
+    old.is_some_and(|o| {
+        recorded && o.kind == new.kind && o.ctime_ns == new.ctime_ns && o.inode == new.inode
+    })
 }
 
 fn unchanged(old: &Node, new: &Node, index: &MasterIndex) -> bool {
@@ -143,8 +196,29 @@ impl Walker<'_> {
         seq
     }
 
+    /// The extended attributes of `path` (not followed): the stored node's when they still
+    /// hold, else read. One that cannot be read is a problem of the backup, named, and the
+    /// node is kept without them.
+    fn xattrs(&mut self, path: &Path, node: &mut Node, old: Option<&Node>, recorded: bool) {
+        let xattrs = if same_xattrs(old, node, recorded) {
+            old.map(|o| o.xattrs().to_vec()).unwrap_or_default()
+        } else {
+            match crate::meta::path_xattrs(path) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.problem(path, format!("extended attributes not recorded: {e}"));
+                    Vec::new()
+                }
+            }
+        };
+        if !xattrs.is_empty() {
+            node.extra_mut().xattrs = xattrs;
+        }
+    }
+
     /// Walk the components above and including the sources; returns the root's sequence.
     pub fn walk_sources(&mut self, tree: &SourceTree, path: &Path, parent: Option<Tree>) -> u64 {
+        let recorded = parent.as_ref().is_some_and(|t| t.format >= 2);
         let mut entries = Vec::new();
         for (name, child) in &tree.children {
             let child_path = path.join(OsStr::from_bytes(name));
@@ -157,42 +231,53 @@ impl Walker<'_> {
                 }
             };
             if child.is_source {
-                if let Some(e) = self.entry(&child_path, name, &meta, old.as_ref()) {
+                if let Some(e) = self.entry(&child_path, name, &meta, old.as_ref(), recorded) {
                     entries.push(e);
                 }
             } else {
                 let sub_parent = self.parent_tree(old.as_ref());
                 let seq = self.walk_sources(child, &child_path, sub_parent);
                 self.stats.dirs += 1;
-                entries.push(Entry::Dir(node_from_meta(name, NodeKind::Dir, &meta), seq));
+                let mut node = node_from_meta(name, NodeKind::Dir, &meta, self.names);
+                self.xattrs(&child_path, &mut node, old.as_ref(), recorded);
+                entries.push(Entry::Dir(node, seq));
             }
         }
         self.emit(path.to_path_buf(), entries)
     }
 
-    /// The entry for one path found by the walk, or `None` when it is left out.
+    /// The entry for one path found by the walk, or `None` when it is left out. `recorded`:
+    /// the parent snapshot's tree recorded extended attributes.
     fn entry(
         &mut self,
         path: &Path,
         name: &[u8],
         meta: &Metadata,
         old: Option<&Node>,
+        recorded: bool,
     ) -> Option<Entry> {
         let ft = meta.file_type();
         if ft.is_dir() {
             let parent = self.parent_tree(old);
             let seq = self.walk_dir(path, parent);
             self.stats.dirs += 1;
-            Some(Entry::Dir(node_from_meta(name, NodeKind::Dir, meta), seq))
+            let mut node = node_from_meta(name, NodeKind::Dir, meta, self.names);
+            self.xattrs(path, &mut node, old, recorded);
+            Some(Entry::Dir(node, seq))
         } else if ft.is_file() {
-            let node = node_from_meta(name, NodeKind::File, meta);
+            let node = node_from_meta(name, NodeKind::File, meta, self.names);
             if let Some(old) = old.filter(|o| unchanged(o, &node, self.index)) {
                 self.stats.files_unmodified += 1;
                 let mut node = node;
                 node.content = old.content.clone();
                 node.hash = old.hash;
+                if !old.holes().is_empty() {
+                    node.extra_mut().holes = old.holes().to_vec();
+                }
+                self.xattrs(path, &mut node, Some(old), recorded);
                 return Some(Entry::Ready(node));
             }
+            // The reader records the attributes from the open file.
             self.stats.files_to_read += 1;
             let (tx, rx) = crossbeam_channel::bounded(1);
             let job = FileJob {
@@ -209,8 +294,9 @@ impl Walker<'_> {
             match std::fs::read_link(path) {
                 Ok(target) => {
                     self.stats.symlinks += 1;
-                    let mut node = node_from_meta(name, NodeKind::Symlink, meta);
+                    let mut node = node_from_meta(name, NodeKind::Symlink, meta, self.names);
                     node.target = Some(target.as_os_str().as_bytes().to_vec());
+                    self.xattrs(path, &mut node, old, recorded);
                     Some(Entry::Ready(node))
                 }
                 Err(e) => {
@@ -219,22 +305,25 @@ impl Walker<'_> {
                 }
             }
         } else {
-            let what = if ft.is_fifo() {
-                "FIFO"
+            let kind = if ft.is_fifo() {
+                NodeKind::Fifo
             } else if ft.is_socket() {
-                "socket"
+                NodeKind::Socket
+            } else if ft.is_char_device() {
+                NodeKind::CharDevice
             } else {
-                "device"
+                NodeKind::BlockDevice
             };
-            self.stats
-                .skipped_special
-                .push(format!("{} ({what})", path.to_string_lossy()));
-            None
+            self.stats.special += 1;
+            let mut node = node_from_meta(name, kind, meta, self.names);
+            self.xattrs(path, &mut node, old, recorded);
+            Some(Entry::Ready(node))
         }
     }
 
     /// Walk a directory of a source; returns its sequence number.
     fn walk_dir(&mut self, path: &Path, parent: Option<Tree>) -> u64 {
+        let recorded = parent.as_ref().is_some_and(|t| t.format >= 2);
         let mut names: Vec<(Vec<u8>, PathBuf)> = Vec::new();
         match std::fs::read_dir(path) {
             Ok(rd) => {
@@ -265,7 +354,7 @@ impl Walker<'_> {
                 }
             };
             let old = parent.as_ref().and_then(|t| t.find(&name));
-            if let Some(e) = self.entry(&child, &name, &meta, old) {
+            if let Some(e) = self.entry(&child, &name, &meta, old, recorded) {
                 entries.push(e);
             }
         }

@@ -89,6 +89,12 @@ pub fn backup(r: &BackupReport, as_json: bool) {
             outln!("    {p}");
         }
     }
+    if s.special > 0 {
+        outln!(
+            "  recorded {} special file(s) (FIFOs, sockets, devices): FIFOs and devices are made again on restore, sockets are not",
+            s.special
+        );
+    }
     if !s.skipped_special.is_empty() {
         outln!(
             "  skipped {} special file(s) (sockets, devices, FIFOs): they are not backed up",
@@ -233,11 +239,7 @@ pub async fn ls(
             if depth + 1 >= want.len() {
                 printed += 1;
                 if style == Listing::Json {
-                    let kind = match node.kind {
-                        NodeKind::Dir => "dir",
-                        NodeKind::File => "file",
-                        NodeKind::Symlink => "symlink",
-                    };
+                    let kind = serde_json::to_value(node.kind).unwrap_or_default();
                     let mtime = jiff::Timestamp::from_nanosecond(node.mtime_ns as i128)
                         .map(|t| t.to_string())
                         .ok();
@@ -250,8 +252,43 @@ pub async fn ls(
                         "size": node.size,
                         "mtime": mtime,
                     });
+                    if let Some(u) = &node.user {
+                        entry["user"] = u.to_string().into();
+                    }
+                    if let Some(g) = &node.group {
+                        entry["group"] = g.to_string().into();
+                    }
                     if let Some(t) = &node.target {
                         entry["target"] = String::from_utf8_lossy(t).into_owned().into();
+                    }
+                    if !node.xattrs().is_empty() {
+                        entry["acl"] = node.has_acl().into();
+                        entry["xattrs"] = node
+                            .xattrs()
+                            .iter()
+                            .map(|x| {
+                                serde_json::json!({
+                                    "name": String::from_utf8_lossy(&x.name),
+                                    "size": x.value.len(),
+                                })
+                            })
+                            .collect::<Vec<_>>()
+                            .into();
+                    }
+                    if let Some(e) = node.extra.as_deref() {
+                        if e.links > 1 {
+                            entry["links"] = e.links.into();
+                            entry["inode"] = node.inode.into();
+                        }
+                        if !e.holes.is_empty() {
+                            let hole: u64 = e.holes.iter().map(|h| h.length()).sum();
+                            entry["holes"] = e.holes.len().into();
+                            entry["stored_size"] = (node.size - hole).into();
+                        }
+                        if matches!(node.kind, NodeKind::CharDevice | NodeKind::BlockDevice) {
+                            entry["major"] = e.major.into();
+                            entry["minor"] = e.minor.into();
+                        }
                     }
                     outln!("{entry}");
                 } else if style == Listing::Long {
@@ -259,7 +296,22 @@ pub async fn ls(
                         NodeKind::Dir => 'd',
                         NodeKind::File => '-',
                         NodeKind::Symlink => 'l',
+                        NodeKind::Fifo => 'p',
+                        NodeKind::Socket => 's',
+                        NodeKind::CharDevice => 'c',
+                        NodeKind::BlockDevice => 'b',
                     };
+                    // `+` after the mode, as `ls -l` shows an ACL.
+                    let acl = if node.has_acl() { '+' } else { ' ' };
+                    let links = node.extra.as_deref().map_or(1, |e| e.links.max(1));
+                    let user = node
+                        .user
+                        .as_deref()
+                        .map_or_else(|| node.uid.to_string(), str::to_string);
+                    let group = node
+                        .group
+                        .as_deref()
+                        .map_or_else(|| node.gid.to_string(), str::to_string);
                     let t = jiff::Timestamp::from_nanosecond(node.mtime_ns as i128)
                         .map(human)
                         .unwrap_or_default();
@@ -269,10 +321,8 @@ pub async fn ls(
                         .map(|t| format!(" -> {}", String::from_utf8_lossy(t)))
                         .unwrap_or_default();
                     outln!(
-                        "{kind}{:04o} {:>6} {:>6} {:>12}  {t}  {p}{target}",
+                        "{kind}{:04o}{acl} {links:>3} {user:>8} {group:>8} {:>12}  {t}  {p}{target}",
                         node.mode,
-                        node.uid,
-                        node.gid,
                         node.size
                     );
                 } else {
@@ -317,13 +367,26 @@ pub fn restore(id: SnapshotId, opts: &RestoreOptions, r: &RestoreReport, as_json
         "  every restored file matched its blake3 hash from backup time ({} files verified)",
         r.files_verified
     );
+    if r.hard_links > 0 || r.special > 0 {
+        outln!(
+            "  {} of the files are hard links of another, as they were; {} FIFOs and devices made",
+            r.hard_links,
+            r.special
+        );
+    }
     for w in r.warnings.iter().take(10) {
         errln!("vouch: warning: {w}");
     }
     if r.warnings.len() > 10 {
         errln!(
-            "vouch: warning: … and {} more metadata warnings",
+            "vouch: warning: … and {} more metadata warnings (`--json` lists them all)",
             r.warnings.len() - 10
+        );
+    }
+    if !r.warnings.is_empty() {
+        errln!(
+            "vouch: {} metadata warning(s): the content is restored and verified, but not every recorded permission, ACL, attribute, owner or time could be applied",
+            r.warnings.len()
         );
     }
     for m in &r.mismatches {

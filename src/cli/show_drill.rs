@@ -83,6 +83,22 @@ pub fn drill(o: &DrillOutcome, as_json: bool) {
         l.files_verified,
         r.selection.files
     );
+    if let Some(m) = &l.metadata {
+        outln!(
+            "  level 3 (metadata): {} read back and compared with the snapshot{}",
+            m.describe(),
+            if m.mismatches > 0 {
+                format!(", {} FAILED", m.mismatches)
+            } else {
+                String::new()
+            }
+        );
+        if !m.acls_and_xattrs {
+            outln!(
+                "    (the snapshot was taken by a vouch that did not record ACLs and extended attributes)"
+            );
+        }
+    }
     if let Some(s) = &l.source {
         outln!(
             "  level 4 (source):  {} compared with the live share and identical, {} changed since the backup, {} deleted, {} unreadable",

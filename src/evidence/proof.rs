@@ -64,7 +64,7 @@ pub fn render(p: &Proof) -> String {
         h,
         "<ul><li>snapshot {} taken {}{}</li><li>selection: {} (seed {}), {} files, {}</li>\
          <li>restored {} files in {:.1} s into a sandbox ({})</li>\
-         <li>level 1: {} packs; level 2: every blob; level 3: {} files verified{}</li>",
+         <li>level 1: {} packs; level 2: every blob; level 3: {} files verified{}{}</li>",
         r.snapshot.id.short(),
         human(r.snapshot.time),
         r.snapshot
@@ -81,6 +81,11 @@ pub fn render(p: &Proof) -> String {
         esc(&r.sandbox.confinement.to_string()),
         r.levels.packs_verified,
         r.levels.files_verified,
+        r.levels
+            .metadata
+            .as_ref()
+            .map(|m| format!("; metadata: {}", esc(&m.describe())))
+            .unwrap_or_default(),
         r.levels
             .source
             .as_ref()

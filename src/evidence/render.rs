@@ -162,13 +162,17 @@ pub fn render_html(e: &Evidence) -> String {
                     None => esc(&r.selection),
                 },
                 format!(
-                    "{} files, {}<br><span class=\"small\">levels 1–3{}; {} packs</span>",
+                    "{} files, {}<br><span class=\"small\">levels 1–3{}; {} packs{}</span>",
                     r.files_verified,
                     size(r.bytes_restored),
                     r.source_compared
                         .map(|n| format!("; {n} compared with the live share"))
                         .unwrap_or_default(),
-                    r.packs_verified
+                    r.packs_verified,
+                    r.metadata_verified
+                        .as_ref()
+                        .map(|m| format!("; metadata: {}", esc(m)))
+                        .unwrap_or_default()
                 ),
                 if r.failures.is_empty() && r.reasons.is_empty() {
                     "none".to_string()

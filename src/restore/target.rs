@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timespec, Timestamps};
 use rustix::io::Errno;
 
-use crate::repo::format::tree::Node;
+use crate::meta::Owners;
+use crate::repo::format::tree::{Node, NodeKind, Xattr};
 
 /// What is at a path of the target.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,6 +46,11 @@ pub struct Target {
     /// Made owner-only until their metadata is applied (a restore); otherwise by the umask
     /// (a drill's sandbox, whose checks may run as another user).
     private: bool,
+    /// Owners by name where the name exists here, else by number.
+    owners: Owners,
+    /// The snapshot recorded extended attributes: any other on what is restored (an ACL
+    /// inherited from the folder, an old file's) is removed.
+    exact_xattrs: bool,
 }
 
 fn io(e: Errno) -> std::io::Error {
@@ -151,7 +157,24 @@ impl Target {
             path: path.to_path_buf(),
             openat2: AtomicBool::new(true),
             private,
+            owners: Owners::default(),
+            exact_xattrs: false,
         })
+    }
+
+    /// How metadata is applied: `numeric_ids` sets owners by the recorded numbers only;
+    /// `recorded` (the snapshot recorded extended attributes) removes any others found.
+    pub fn set_metadata(&mut self, numeric_ids: bool, recorded: bool) {
+        self.owners = Owners::new(numeric_ids);
+        self.exact_xattrs = recorded;
+    }
+
+    fn uid(&self, node: &Node) -> rustix::fs::Uid {
+        rustix::fs::Uid::from_raw(self.owners.uid(node.user.as_ref(), node.uid))
+    }
+
+    fn gid(&self, node: &Node) -> rustix::fs::Gid {
+        rustix::fs::Gid::from_raw(self.owners.gid(node.group.as_ref(), node.gid))
     }
 
     pub fn path(&self) -> &Path {
@@ -343,44 +366,67 @@ impl Target {
         }
     }
 
-    /// Owner (when root), permissions and times of a directory, through its descriptor, if
-    /// it is still the directory that `make_dir` made (not one moved into its place since).
-    pub fn dir_meta(&self, rel: &Path, node: &Node, root: bool, expected: Made) -> Vec<String> {
+    /// Attributes, owner (when root), permissions and times of a directory, through its
+    /// descriptor, if it is still the directory that `make_dir` made (not one moved into its
+    /// place since); with `check`, read back and compared.
+    pub fn dir_meta(
+        &self,
+        rel: &Path,
+        node: &Node,
+        root: bool,
+        expected: Made,
+        check: bool,
+    ) -> (Vec<String>, Vec<crate::restore::MetadataMismatch>) {
         let mut warnings = Vec::new();
         let shown = self.path.join(rel);
         let dir = match self.open_dir(rel) {
             Ok(d) => d,
             Err(e) => {
                 warnings.push(format!("{}: metadata not set: {e}", shown.display()));
-                return warnings;
+                return (warnings, Vec::new());
             }
         };
         match rustix::fs::fstat(&dir) {
-            Ok(st) if made(&st) == expected => fd_meta(&dir, node, root, &shown, &mut warnings),
+            Ok(st) if made(&st) == expected => {
+                self.fd_meta(&dir, node, root, &shown, &mut warnings);
+                if check {
+                    let path = crate::restore::display(rel);
+                    return (warnings, self.check_meta(&dir, node, root, &path));
+                }
+            }
             Ok(_) => warnings.push(format!(
                 "{}: metadata not set: the folder was replaced while the restore ran",
                 shown.display()
             )),
             Err(e) => warnings.push(format!("{}: metadata not set: {}", shown.display(), io(e))),
         }
-        warnings
+        (warnings, Vec::new())
     }
 
-    /// Owner (when root) and times of a symlink itself. The owner is set through a
-    /// descriptor of the link (`O_PATH | O_NOFOLLOW`) once it is known to be a symlink, so
-    /// that nothing swapped into its place is given the snapshot's owner.
+    /// Attributes, owner (when root) and times of a symlink itself.
     pub fn symlink_meta(&self, rel: &Path, node: &Node, root: bool) -> Vec<String> {
+        self.meta_by_path(rel, node, root, FileType::Symlink)
+    }
+
+    /// Attributes, owner (when root), permissions and times of what `rel` is, applied only if
+    /// it is still the `kind` restore made there, and without opening it for reading or
+    /// writing (opening a device can act on it; a symlink cannot be opened at all): through
+    /// an `O_PATH | O_NOFOLLOW` descriptor, and its directory's.
+    fn meta_by_path(&self, rel: &Path, node: &Node, root: bool, kind: FileType) -> Vec<String> {
         let mut warnings = Vec::new();
         let shown = self.path.join(rel);
+        let fail = |warnings: &mut Vec<String>, what: &str, e: std::io::Error| {
+            warnings.push(format!("{}: {what} not set: {e}", shown.display()))
+        };
         let parent = split(rel).and_then(|(p, n)| Ok((self.open_dir(p)?, n)));
         let (dir, name) = match parent {
             Ok(x) => x,
             Err(e) => {
-                warnings.push(format!("{}: metadata not set: {e}", shown.display()));
+                fail(&mut warnings, "metadata", e);
                 return warnings;
             }
         };
-        let link = rustix::fs::openat(
+        let fd = rustix::fs::openat(
             &dir,
             name,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -388,73 +434,327 @@ impl Target {
         )
         .and_then(|fd| {
             let st = rustix::fs::fstat(&fd)?;
-            if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+            if FileType::from_raw_mode(st.st_mode) == kind {
                 Ok(fd)
             } else {
                 Err(Errno::NOTSUP)
             }
         });
-        let link = match link {
+        let fd = match fd {
             Ok(fd) => fd,
             Err(e) => {
                 warnings.push(format!(
-                    "{}: metadata not set: it is no longer the symlink restore made ({})",
+                    "{}: metadata not set: it is no longer what restore made there ({})",
                     shown.display(),
                     io(e)
                 ));
                 return warnings;
             }
         };
+        for x in node.xattrs() {
+            if let Err(e) = crate::meta::set_xattr_at(dir.as_fd(), name, x) {
+                warnings.push(xattr_warning(&shown, x, &e));
+            }
+        }
         if root {
             if let Err(e) = rustix::fs::chownat(
-                &link,
+                &fd,
                 "",
-                Some(rustix::fs::Uid::from_raw(node.uid)),
-                Some(rustix::fs::Gid::from_raw(node.gid)),
+                Some(self.uid(node)),
+                Some(self.gid(node)),
                 AtFlags::EMPTY_PATH | AtFlags::SYMLINK_NOFOLLOW,
             ) {
-                warnings.push(format!("{}: owner not set: {}", shown.display(), io(e)));
+                fail(&mut warnings, "owner", io(e));
+            }
+        }
+        if kind != FileType::Symlink {
+            // Through the descriptor's /proc entry: the object it holds, whatever the name
+            // points at now.
+            let by_fd = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+            if let Err(e) = rustix::fs::chmod(&*by_fd, Mode::from_raw_mode(node.mode & 0o7777)) {
+                fail(&mut warnings, "permissions", io(e));
             }
         }
         if let Err(e) =
             rustix::fs::utimensat(&dir, name, &timestamps(node), AtFlags::SYMLINK_NOFOLLOW)
         {
+            fail(&mut warnings, "modification time", io(e));
+        }
+        warnings
+    }
+}
+
+impl Target {
+    /// Extended attributes and ACLs, then owner (when root), permissions and times, through
+    /// an open descriptor: no path is looked up. Changing the owner clears a file's
+    /// capabilities (`security.capability`), so they are set again after it.
+    pub fn fd_meta(
+        &self,
+        fd: impl AsFd,
+        node: &Node,
+        root: bool,
+        shown: &Path,
+        warnings: &mut Vec<String>,
+    ) {
+        let fd = fd.as_fd();
+        if self.exact_xattrs {
+            // What the new file inherited (a default ACL) or the old one had.
+            if let Ok(present) = crate::meta::fd_xattrs(fd) {
+                for x in present {
+                    let kept = node.xattrs().iter().any(|r| r.name == x.name);
+                    if !kept && removable(&x.name, root) {
+                        if let Err(e) = rustix::fs::fremovexattr(fd, &*x.name) {
+                            warnings.push(format!(
+                                "{}: extended attribute {} not in the snapshot, and not removed: {}",
+                                shown.display(),
+                                String::from_utf8_lossy(&x.name),
+                                io(e)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        for x in node.xattrs() {
+            if let Err(e) = crate::meta::fd_set_xattr(fd, x) {
+                warnings.push(xattr_warning(shown, x, &e));
+            }
+        }
+        if root {
+            match rustix::fs::fchown(fd, Some(self.uid(node)), Some(self.gid(node))) {
+                Ok(()) => {
+                    for x in node
+                        .xattrs()
+                        .iter()
+                        .filter(|x| &*x.name == b"security.capability")
+                    {
+                        if let Err(e) = crate::meta::fd_set_xattr(fd, x) {
+                            warnings.push(xattr_warning(shown, x, &e));
+                        }
+                    }
+                }
+                Err(e) => warnings.push(format!("{}: owner not set: {}", shown.display(), io(e))),
+            }
+        }
+        if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777)) {
+            warnings.push(format!(
+                "{}: permissions not set: {}",
+                shown.display(),
+                io(e)
+            ));
+        }
+        if let Err(e) = rustix::fs::futimens(fd, &timestamps(node)) {
             warnings.push(format!(
                 "{}: modification time not set: {}",
                 shown.display(),
                 io(e)
             ));
         }
-        warnings
+    }
+
+    /// Make the FIFO or device `rel` (a socket is recorded, never made: the program that
+    /// listens on it makes it). Devices need root; with `replace`, a file, symlink or special
+    /// file in the way is replaced, never followed.
+    pub fn special(&self, rel: &Path, node: &Node, replace: bool) -> std::io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.open_dir(parent)?;
+        let make = |at: &OsStr| {
+            let mode = Mode::RUSR | Mode::WUSR;
+            let e = node.extra.as_deref();
+            let dev = rustix::fs::makedev(e.map_or(0, |e| e.major), e.map_or(0, |e| e.minor));
+            match node.kind {
+                NodeKind::Fifo => rustix::fs::mkfifoat(&dir, at, mode),
+                NodeKind::CharDevice => {
+                    rustix::fs::mknodat(&dir, at, FileType::CharacterDevice, mode, dev)
+                }
+                NodeKind::BlockDevice => {
+                    rustix::fs::mknodat(&dir, at, FileType::BlockDevice, mode, dev)
+                }
+                _ => Err(Errno::INVAL),
+            }
+        };
+        match make(name) {
+            Err(Errno::EXIST) if replace => {
+                if let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "a directory is where the snapshot has a special file",
+                        ));
+                    }
+                }
+                let temp = temp_name(name);
+                make(&temp).map_err(io)?;
+                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(|e| {
+                    let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
+                    io(e)
+                })
+            }
+            other => other.map_err(io),
+        }
+    }
+
+    /// Metadata of a FIFO or device made by `special`.
+    pub fn special_meta(&self, rel: &Path, node: &Node, root: bool) -> Vec<String> {
+        let kind = match node.kind {
+            NodeKind::Fifo => FileType::Fifo,
+            NodeKind::CharDevice => FileType::CharacterDevice,
+            _ => FileType::BlockDevice,
+        };
+        self.meta_by_path(rel, node, root, kind)
+    }
+
+    /// Make `rel` a hard link of `first` (restored earlier in the same restore); with
+    /// `replace`, what is in the way is replaced, never followed.
+    pub fn hard_link(&self, first: &Path, rel: &Path, replace: bool) -> std::io::Result<()> {
+        let (from_parent, from_name) = split(first)?;
+        let (parent, name) = split(rel)?;
+        let from_dir = self.open_dir(from_parent)?;
+        let dir = self.open_dir(parent)?;
+        match rustix::fs::linkat(&from_dir, from_name, &dir, name, AtFlags::empty()) {
+            Err(Errno::EXIST) if replace => {
+                if let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "a directory is where the snapshot has a file",
+                        ));
+                    }
+                }
+                let temp = temp_name(name);
+                rustix::fs::linkat(&from_dir, from_name, &dir, &temp, AtFlags::empty())
+                    .map_err(io)?;
+                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(|e| {
+                    let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
+                    io(e)
+                })
+            }
+            other => other.map_err(io),
+        }
     }
 }
 
-/// Owner (when root), permissions and times through an open descriptor: no path is looked up.
-pub fn fd_meta(fd: impl AsFd, node: &Node, root: bool, shown: &Path, warnings: &mut Vec<String>) {
-    let fd = fd.as_fd();
-    if root {
-        if let Err(e) = rustix::fs::fchown(
-            fd,
-            Some(rustix::fs::Uid::from_raw(node.uid)),
-            Some(rustix::fs::Gid::from_raw(node.gid)),
-        ) {
-            warnings.push(format!("{}: owner not set: {}", shown.display(), io(e)));
+impl Target {
+    /// What of `node`'s metadata the object behind `fd` does not have: permissions, owner and
+    /// group (as root, who alone sets them), and, when the snapshot recorded them, every
+    /// extended attribute and ACL, none missing and none extra.
+    pub fn check_meta(
+        &self,
+        fd: impl AsFd,
+        node: &Node,
+        root: bool,
+        path: &str,
+    ) -> Vec<crate::restore::MetadataMismatch> {
+        let fd = fd.as_fd();
+        let mut out = Vec::new();
+        let mut differs = |attribute: &str, expected: String, actual: String| {
+            out.push(crate::restore::MetadataMismatch {
+                path: path.to_string(),
+                attribute: attribute.to_string(),
+                expected,
+                actual,
+            })
+        };
+        let st = match rustix::fs::fstat(fd) {
+            Ok(st) => st,
+            Err(e) => {
+                differs("stat", "readable".into(), io(e).to_string());
+                return out;
+            }
+        };
+        if st.st_mode & 0o7777 != node.mode & 0o7777 {
+            differs(
+                "permissions",
+                format!("{:04o}", node.mode & 0o7777),
+                format!("{:04o}", st.st_mode & 0o7777),
+            );
         }
+        if root {
+            let (uid, gid) = (self.uid(node).as_raw(), self.gid(node).as_raw());
+            if st.st_uid != uid {
+                differs("owner", uid.to_string(), st.st_uid.to_string());
+            }
+            if st.st_gid != gid {
+                differs("group", gid.to_string(), st.st_gid.to_string());
+            }
+        }
+        if self.exact_xattrs {
+            let present = match crate::meta::fd_xattrs(fd) {
+                Ok(x) => x,
+                Err(e) => {
+                    differs("extended attributes", "readable".into(), e.to_string());
+                    return out;
+                }
+            };
+            let mut names: Vec<&[u8]> = present
+                .iter()
+                .chain(node.xattrs())
+                .map(|x| &*x.name)
+                .filter(|n| removable(n, root) || node.xattrs().iter().any(|x| &*x.name == *n))
+                .collect();
+            names.sort();
+            names.dedup();
+            for name in names {
+                let find = |xs: &[Xattr]| {
+                    xs.iter()
+                        .find(|x| &*x.name == name)
+                        .map(|x| x.value.clone())
+                };
+                let (want, have) = (find(node.xattrs()), find(&present));
+                if want != have {
+                    let show = |v: Option<std::sync::Arc<[u8]>>| match v {
+                        None => "absent".to_string(),
+                        Some(v) => format!(
+                            "{} bytes, blake3 {}",
+                            v.len(),
+                            &blake3::hash(&v).to_hex()[..16]
+                        ),
+                    };
+                    let missing = want.is_some() && have.is_none();
+                    let mut found = show(have);
+                    if missing {
+                        found.push_str(" (the target did not take it)");
+                    }
+                    differs(&String::from_utf8_lossy(name), show(want), found);
+                }
+            }
+        }
+        out
     }
-    if let Err(e) = rustix::fs::fchmod(fd, Mode::from_raw_mode(node.mode & 0o7777)) {
-        warnings.push(format!(
-            "{}: permissions not set: {}",
-            shown.display(),
-            io(e)
-        ));
+}
+
+/// Attributes a restore may remove when the snapshot does not have them: the namespaces it
+/// records (`trusted.*` and `security.*` only as root, who alone can read them all).
+/// A security module's label (SELinux, Smack) is the machine's, set by its policy, and kept.
+fn removable(name: &[u8], root: bool) -> bool {
+    if name == b"security.selinux" || name.starts_with(b"security.SMACK64") {
+        return false;
     }
-    if let Err(e) = rustix::fs::futimens(fd, &timestamps(node)) {
-        warnings.push(format!(
-            "{}: modification time not set: {}",
-            shown.display(),
-            io(e)
-        ));
-    }
+    name.starts_with(b"user.")
+        || name.starts_with(b"system.posix_acl_")
+        || (root && (name.starts_with(b"trusted.") || name.starts_with(b"security.")))
+}
+
+fn xattr_warning(shown: &Path, x: &Xattr, e: &std::io::Error) -> String {
+    let why = match e.raw_os_error() {
+        Some(n) if n == Errno::NOTSUP.raw_os_error() => {
+            "the target's file system does not support it".to_string()
+        }
+        Some(n) if n == Errno::PERM.raw_os_error() => {
+            "not permitted (security.* and trusted.* attributes need root)".to_string()
+        }
+        _ => e.to_string(),
+    };
+    let what = if crate::repo::format::tree::is_acl(&x.name) {
+        "ACL"
+    } else {
+        "extended attribute"
+    };
+    format!(
+        "{}: {what} {} not set: {why}",
+        shown.display(),
+        String::from_utf8_lossy(&x.name)
+    )
 }
 
 /// `name` opened for rewriting and emptied, if it is a regular file with one link; `None`

@@ -16,7 +16,7 @@ use crate::repo::ids::{BlobId, FileHash};
 use crate::repo::index::{BlobLocation, MasterIndex};
 
 use super::reader::BlobReader;
-use super::target::{Target, fd_meta};
+use super::target::Target;
 use super::{
     DamagedFile, Mismatch, Plan, PlannedFile, RestoreError, RestoreProgress, RestoreReport,
     display, target_error,
@@ -36,6 +36,12 @@ pub struct Verification {
     /// Leave owners, permissions and times alone: a drill's sandbox is checked for content
     /// and then removed.
     pub skip_metadata: bool,
+    /// Set owners by the recorded numbers, not names (`--numeric-ids`).
+    pub numeric_ids: bool,
+    /// Read each file's and folder's metadata back once it is applied and compare it with
+    /// the snapshot's: permissions, owners (as root), and extended attributes and ACLs (when
+    /// the snapshot recorded them). Drills do.
+    pub check_metadata: bool,
 }
 
 /// Write `plan` under `target`. Blocks; call it from a thread outside the runtime.
@@ -55,8 +61,9 @@ pub fn write_plan(
         damaged: plan.damaged.clone(),
         ..Default::default()
     };
-    let target =
+    let mut target =
         Target::open(target, !verify.skip_metadata).map_err(|e| target_error(target, e))?;
+    target.set_metadata(verify.numeric_ids, plan.format >= 2);
     // Parents come before their children in the plan. A folder the target refuses is
     // reported (its files will be too) and the rest goes on; a folder only on the way to what
     // was asked for is never replaced, even with --overwrite.
@@ -94,9 +101,58 @@ pub fn write_plan(
     report.bytes = out.bytes;
     report.files_verified = out.files;
     report.mismatches = out.mismatches;
+    report.metadata_checked = out.metadata_checked;
+    report.metadata_mismatches = out.metadata_mismatches;
     report.damaged.extend(out.damaged);
     report.unwritable.extend(out.unwritable);
     report.warnings.extend(out.warnings);
+    // Hard links once the files they link to are in: they share its content and metadata.
+    for (rel, first) in &plan.links {
+        let first = &plan.files[*first].rel;
+        match target.hard_link(first, rel, overwrite) {
+            Ok(()) => {
+                report.files += 1;
+                report.hard_links += 1;
+            }
+            Err(e) => report.unwritable.push(super::Unwritable {
+                path: display(rel),
+                error: format!("the hard link to {} could not be made: {e}", display(first)),
+            }),
+        }
+    }
+    let mut sockets = Vec::new();
+    for (rel, node) in &plan.special {
+        if node.kind == crate::repo::format::tree::NodeKind::Socket {
+            sockets.push(display(rel));
+            continue;
+        }
+        match target.special(rel, node, overwrite) {
+            Ok(()) => {
+                report.special += 1;
+                if !verify.skip_metadata {
+                    report.warnings.extend(target.special_meta(rel, node, root));
+                }
+            }
+            Err(e) => {
+                let why = if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) {
+                    format!("{e} (device files can be made only by root)")
+                } else {
+                    e.to_string()
+                };
+                report.unwritable.push(super::Unwritable {
+                    path: display(rel),
+                    error: format!("the {} could not be made: {why}", node.kind.describe()),
+                });
+            }
+        }
+    }
+    if !sockets.is_empty() {
+        report.notes.push(format!(
+            "{} socket(s) are recorded in the snapshot and not recreated (the program that listens on a socket makes it): {}",
+            sockets.len(),
+            sockets.join(", ")
+        ));
+    }
     // Symlinks after the files: nothing is ever written through one (nothing is resolved
     // through any symlink), and none is in place while files are being written.
     for (rel, node) in &plan.symlinks {
@@ -115,7 +171,19 @@ pub fn write_plan(
         }
     }
     if !verify.skip_metadata {
-        set_dir_meta(&target, &made, root, threads, &mut report.warnings);
+        let checked = set_dir_meta(
+            &target,
+            &made,
+            root,
+            threads,
+            verify.check_metadata,
+            &mut report.warnings,
+            &mut report.metadata_mismatches,
+        );
+        report.metadata_checked += checked;
+        report
+            .metadata_mismatches
+            .sort_by(|a, b| a.path.cmp(&b.path));
     }
     Ok(report)
 }
@@ -123,15 +191,19 @@ pub fn write_plan(
 /// Directory metadata last, deepest level first, each level in parallel: writing into a
 /// directory changes its mtime, and a read-only directory must stay writable until its
 /// files are in.
+#[allow(clippy::too_many_arguments)]
 fn set_dir_meta(
     target: &Target,
     dirs: &[(&std::path::PathBuf, &Node, super::target::Made)],
     root: bool,
     threads: usize,
+    check: bool,
     warnings: &mut Vec<String>,
-) {
+    mismatches: &mut Vec<super::MetadataMismatch>,
+) -> u64 {
     let mut dirs: Vec<_> = dirs.iter().collect();
     dirs.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+    let mut checked = 0;
     let mut start = 0;
     while start < dirs.len() {
         let depth = dirs[start].0.components().count();
@@ -142,22 +214,32 @@ fn set_dir_meta(
                 .count();
         let level = &dirs[start..end];
         let per_thread = level.len().div_ceil(threads.max(1)).max(64);
-        let found = Mutex::new(Vec::new());
+        let found = Mutex::new((Vec::new(), Vec::new()));
         std::thread::scope(|s| {
             for part in level.chunks(per_thread) {
                 let found = &found;
                 s.spawn(move || {
-                    let mut w = Vec::new();
+                    let (mut w, mut m) = (Vec::new(), Vec::new());
                     for (rel, node, made) in part.iter().copied() {
-                        w.extend(target.dir_meta(rel, node, root, *made));
+                        let (dw, dm) = target.dir_meta(rel, node, root, *made, check);
+                        w.extend(dw);
+                        m.extend(dm);
                     }
-                    found.lock().expect("warnings").extend(w);
+                    let mut f = found.lock().expect("warnings");
+                    f.0.extend(w);
+                    f.1.extend(m);
                 });
             }
         });
-        warnings.extend(found.into_inner().expect("warnings"));
+        let (w, m) = found.into_inner().expect("warnings");
+        warnings.extend(w);
+        mismatches.extend(m);
+        if check {
+            checked += level.len() as u64;
+        }
         start = end;
     }
+    checked
 }
 
 /// Files grouped into units of work: large files first, each on its own, so that no core is
@@ -216,6 +298,8 @@ struct WriteOutcome {
     files: u64,
     bytes: u64,
     mismatches: Vec<Mismatch>,
+    metadata_checked: u64,
+    metadata_mismatches: Vec<super::MetadataMismatch>,
     damaged: Vec<DamagedFile>,
     unwritable: Vec<super::Unwritable>,
     warnings: Vec<String>,
@@ -305,7 +389,22 @@ fn write_files(
                         match result {
                             Ok(new) => {
                                 if !verify.skip_metadata {
-                                    fd_meta(&new.file, &file.node, root, &path, &mut out.warnings);
+                                    target.fd_meta(
+                                        &new.file,
+                                        &file.node,
+                                        root,
+                                        &path,
+                                        &mut out.warnings,
+                                    );
+                                    if verify.check_metadata {
+                                        out.metadata_checked += 1;
+                                        out.metadata_mismatches.extend(target.check_meta(
+                                            &new.file,
+                                            &file.node,
+                                            root,
+                                            &display(&file.rel),
+                                        ));
+                                    }
                                 }
                                 match new.commit() {
                                     Ok(()) => {
@@ -328,6 +427,8 @@ fn write_files(
                 t.files += out.files;
                 t.bytes += out.bytes;
                 t.mismatches.extend(out.mismatches);
+                t.metadata_checked += out.metadata_checked;
+                t.metadata_mismatches.extend(out.metadata_mismatches);
                 t.damaged.extend(out.damaged);
                 t.unwritable.extend(out.unwritable);
                 t.warnings.extend(out.warnings);
@@ -336,6 +437,7 @@ fn write_files(
     });
     let mut t = total.into_inner().expect("restore totals");
     t.mismatches.sort_by(|a, b| a.path.cmp(&b.path));
+    t.metadata_mismatches.sort_by(|a, b| a.path.cmp(&b.path));
     t.damaged.sort_by(|a, b| a.path.cmp(&b.path));
     t.unwritable.sort_by(|a, b| a.path.cmp(&b.path));
     t
@@ -418,19 +520,28 @@ fn write_file(
     let io = |e: std::io::Error| FileFailure::Io(format!("cannot write the file: {e}"));
     let mut hasher = blake3::Hasher::new();
     let mut first_error = None;
+    // A sparse file's data goes between its holes, which are left unwritten.
+    let holes = file.node.holes();
+    let (mut at, mut next_hole) = (0u64, 0usize);
+    let mut put = |hasher: &mut blake3::Hasher, data: &[u8]| -> std::io::Result<()> {
+        if holes.is_empty() {
+            hasher.update(data);
+            return out.write_all(data);
+        }
+        at = write_around_holes(out, hasher, at, data, holes, &mut next_hole)?;
+        Ok(())
+    };
     for i in span {
         let written = match reader.read(wanted, i) {
             Ok(plain) => {
-                hasher.update(plain);
-                out.write_all(plain).map_err(io)?;
+                put(&mut hasher, plain).map_err(io)?;
                 plain.len()
             }
             Err(e) if keep_damaged => {
                 // Zero-fill the unreadable part and carry on, to report what was recoverable.
                 first_error.get_or_insert((e.to_string(), e.pack().map(|p| p.to_hex())));
                 let zeros = vec![0u8; wanted[i].1.raw_length as usize];
-                hasher.update(&zeros);
-                out.write_all(&zeros).map_err(io)?;
+                put(&mut hasher, &zeros).map_err(io)?;
                 zeros.len()
             }
             Err(e) => {
@@ -445,6 +556,12 @@ fn write_file(
             .bytes_done
             .fetch_add(written as u64, Ordering::Relaxed);
     }
+    if !holes.is_empty() {
+        // The holes after the last data, and the length they give the file.
+        let end =
+            write_around_holes(out, &mut hasher, at, &[], holes, &mut next_hole).map_err(io)?;
+        out.set_len(end).map_err(io)?;
+    }
     let actual = FileHash::from_bytes(*hasher.finalize().as_bytes());
     if let Some((error, pack)) = first_error {
         return Err(FileFailure::Damaged {
@@ -457,4 +574,27 @@ fn write_file(
         return Err(FileFailure::Mismatch(actual));
     }
     Ok(())
+}
+
+/// Write data of a sparse file where it goes, skipping the holes (hashed as the zeros they
+/// read as); returns where the next data goes.
+fn write_around_holes(
+    out: &File,
+    hasher: &mut blake3::Hasher,
+    at: u64,
+    data: &[u8],
+    holes: &[crate::repo::format::tree::Hole],
+    next: &mut usize,
+) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    crate::meta::pieces(at, data, holes, next, |p| {
+        match p {
+            crate::meta::Piece::Data(offset, d) => {
+                hasher.update(d);
+                out.write_all_at(d, offset)?;
+            }
+            crate::meta::Piece::Hole(h) => crate::meta::hash_zeros(hasher, h.length()),
+        }
+        Ok(())
+    })
 }

@@ -121,6 +121,43 @@ pub struct DrillLevels {
     pub files_verified: u64,
     /// Level 4, when the plan asks for it.
     pub source: Option<SourceComparison>,
+    /// Level 3 for metadata: what of the restored files' and folders' metadata was read back
+    /// and compared with the snapshot (absent in reports of drills before it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<MetadataVerified>,
+}
+
+/// Which metadata a drill verified, and on how many files and folders.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataVerified {
+    pub entries: u64,
+    pub permissions: bool,
+    /// Owners and groups: only a drill run as root can set them.
+    pub owners: bool,
+    /// Extended attributes and ACLs (POSIX, and Windows ACLs as Samba keeps them): only
+    /// snapshots that recorded them (tree revision 2 on).
+    pub acls_and_xattrs: bool,
+    pub mismatches: u64,
+}
+
+impl MetadataVerified {
+    /// "permissions, owners, ACLs and extended attributes of 120 files and folders".
+    pub fn describe(&self) -> String {
+        let mut what = vec!["permissions"];
+        if self.owners {
+            what.push("owners");
+        }
+        if self.acls_and_xattrs {
+            what.extend(["ACLs", "extended attributes"]);
+        }
+        let last = what.pop().unwrap_or_default();
+        let list = if what.is_empty() {
+            last.to_string()
+        } else {
+            format!("{} and {last}", what.join(", "))
+        };
+        format!("{list} of {} files and folders", self.entries)
+    }
 }
 
 /// One thing that failed verification.
@@ -256,14 +293,23 @@ async fn drill_locked(
     // Level 4.
     if plan.compare_with_source && !restored.ok_files.is_empty() {
         let refs: Vec<&crate::restore::PlannedFile> = restored.ok_files.iter().collect();
-        let (comparison, mismatches) = source::compare(&refs);
+        let recorded = restored
+            .levels
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.acls_and_xattrs);
+        let (comparison, mismatches) = source::compare(&refs, recorded);
         restored.found.extend(mismatches.into_iter().map(|m| {
+            let detail = match &m.detail {
+                None => "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly".to_string(),
+                Some(d) => format!("the live file has the change time recorded in the snapshot but other metadata ({d}): the backup recorded it wrongly"),
+            };
             Finding::file(
                 FindingKind::SourceDiffers,
                 &m.path,
-                Some(m.expected),
-                Some(m.actual),
-                "the live file has the size and modification time recorded in the snapshot but different bytes: the backup read it wrongly",
+                m.expected,
+                m.actual,
+                detail,
             )
         }));
         restored.levels.source = Some(comparison);
@@ -443,7 +489,16 @@ async fn choose(
             ),
         )
     })?;
-    let need = chosen.bytes + chosen.bytes / 100 + SCRATCH_MARGIN;
+    // What the files take on disk: a sparse file's holes take nothing.
+    let stored: u64 = chosen
+        .files
+        .iter()
+        .map(|&i| {
+            let n = &full.files[i as usize].node;
+            n.size - n.holes().iter().map(|h| h.length()).sum::<u64>()
+        })
+        .sum();
+    let need = stored + stored / 100 + SCRATCH_MARGIN;
     if free < need {
         return Err(DrillError::NoRoom {
             plan: plan.name.clone(),
@@ -489,6 +544,7 @@ async fn restore_and_verify(
         (plan.selection != Selection::All).then_some(&chosen.files[..]),
     );
     let (dirs, files) = worker::to_wire(&selected);
+    let selected_format = selected.format;
     let job = worker::Job {
         url: opts.url.clone(),
         s3_endpoint: opts.s3.endpoint.clone(),
@@ -504,6 +560,7 @@ async fn restore_and_verify(
         sandbox: sandbox.path().to_path_buf(),
         target: sandbox.restore_dir(),
         threads: opts.threads,
+        format: selected.format,
     };
     let limit = plan.max_duration;
     let outcome = tokio::task::spawn_blocking(move || worker::run(&job, limit))
@@ -568,6 +625,13 @@ async fn restore_and_verify(
             blobs_checked: true,
             files_verified: out.report.files_verified,
             source: None,
+            metadata: Some(MetadataVerified {
+                entries: out.report.metadata_checked,
+                permissions: true,
+                owners: crate::sys::euid() == 0,
+                acls_and_xattrs: selected_format >= 2,
+                mismatches: out.report.metadata_mismatches.len() as u64,
+            }),
         },
         confinement: out.confinement,
         found,
@@ -725,6 +789,7 @@ fn empty_levels() -> DrillLevels {
         blobs_checked: false,
         files_verified: 0,
         source: None,
+        metadata: None,
     }
 }
 

@@ -53,6 +53,9 @@ pub enum FindingKind {
     /// A live file with the size and time the snapshot recorded but other bytes: the backup
     /// read it wrongly.
     SourceDiffers,
+    /// A restored file or folder whose permissions, owner, ACL or extended attributes, read
+    /// back, are not the ones recorded.
+    MetadataMismatch,
 }
 
 impl FindingKind {
@@ -76,7 +79,10 @@ impl FindingKind {
             | FindingKind::PackHash
             | FindingKind::PackHeader => 1,
             FindingKind::BlobDamaged | FindingKind::BlobMissing => 2,
-            FindingKind::ContentMismatch | FindingKind::Unwritable | FindingKind::FileSize => 3,
+            FindingKind::ContentMismatch
+            | FindingKind::Unwritable
+            | FindingKind::FileSize
+            | FindingKind::MetadataMismatch => 3,
             FindingKind::SourceDiffers => 4,
             _ => 0,
         }
@@ -251,7 +257,23 @@ pub fn of_restore(report: &RestoreReport) -> Vec<Finding> {
             "the restored file does not match the hash recorded at backup time",
         )
     });
-    damaged.chain(refused).chain(mismatched).collect()
+    let metadata = report.metadata_mismatches.iter().map(|m| {
+        Finding::file(
+            FindingKind::MetadataMismatch,
+            &m.path,
+            None,
+            None,
+            format!(
+                "restored {} is not the one recorded at backup time: expected {}, found {}",
+                m.attribute, m.expected, m.actual
+            ),
+        )
+    });
+    damaged
+        .chain(refused)
+        .chain(mismatched)
+        .chain(metadata)
+        .collect()
 }
 
 #[cfg(test)]

@@ -1289,21 +1289,6 @@ fn a_full_restore_target_is_not_called_damage() {
 }
 
 #[test]
-fn special_files_skipped_by_a_backup_are_named() {
-    let s = Shelf::new();
-    let fifo = s.share.join("Admin/mis.pipe");
-    let ok = Command::new("mkfifo").arg(&fifo).status().unwrap();
-    assert!(ok.success());
-    let out = s.run(&["backup", s.share.to_str().unwrap()]).expect(0);
-    assert!(
-        out.stdout.contains("skipped 1 special file(s)")
-            && out.stdout.contains(fifo.to_str().unwrap()),
-        "{}",
-        out.stdout
-    );
-}
-
-#[test]
 fn a_plan_naming_a_schedule_whose_file_is_broken_says_so() {
     let (env, _, config) = school_with_records();
     std::fs::write(

@@ -127,8 +127,9 @@ pub fn text(len: usize, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Every file, directory and symlink under `root`: relative path → description (kind, mode,
-/// mtime, bytes or link target). Two trees are identical when their maps are equal.
+/// Every file, directory, symlink, FIFO and device under `root`: relative path → description
+/// (kind, mode, mtime, bytes or link target). Sockets are left out: a restore names them and
+/// does not make them. Two trees are identical when their maps are equal.
 pub fn tree_map(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     let mut out = std::collections::BTreeMap::new();
@@ -139,6 +140,9 @@ pub fn tree_map(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
             let p = e.path();
             let m = std::fs::symlink_metadata(&p).unwrap();
             let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            if std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()) {
+                continue;
+            }
             let desc = if m.file_type().is_symlink() {
                 format!(
                     "link -> {:?} mtime {}",
@@ -148,6 +152,14 @@ pub fn tree_map(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
             } else if m.is_dir() {
                 stack.push(p.clone());
                 format!("dir {:o} mtime {}", m.mode() & 0o7777, m.mtime())
+            } else if !m.is_file() {
+                format!(
+                    "{:?} {:o} rdev {} mtime {}",
+                    m.file_type(),
+                    m.mode() & 0o7777,
+                    m.rdev(),
+                    m.mtime()
+                )
             } else {
                 let bytes = std::fs::read(&p).unwrap();
                 format!(
@@ -183,6 +195,111 @@ pub fn assert_same_tree(source: &Path, target: &Path) {
             .take(5)
             .collect();
         panic!("restored tree differs\nsource: {only_a:#?}\nrestored: {only_b:#?}");
+    }
+}
+
+/// Everything `stat`, `getfattr` and `getfacl` say of each entry under `root` beyond
+/// `tree_map`: owner, link count and which entries share an inode, times in nanoseconds,
+/// every extended attribute (all namespaces) and the ACL. Sockets are left out (a restore
+/// does not make them). Two trees have the same metadata when their maps are equal.
+pub fn metadata_map(root: &Path) -> std::collections::BTreeMap<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut paths = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if std::fs::symlink_metadata(&p).unwrap().is_dir() {
+                stack.push(p.clone());
+            }
+            paths.push(p);
+        }
+    }
+    paths.sort();
+    let mut first_of_inode = std::collections::HashMap::new();
+    let mut out = std::collections::BTreeMap::new();
+    for p in paths {
+        let m = std::fs::symlink_metadata(&p).unwrap();
+        let ft = m.file_type();
+        if std::os::unix::fs::FileTypeExt::is_socket(&ft) {
+            continue;
+        }
+        let rel = p.strip_prefix(root).unwrap().to_path_buf();
+        let same = first_of_inode
+            .entry(m.ino())
+            .or_insert_with(|| rel.clone())
+            .clone();
+        let xattrs = command_out(
+            Command::new("getfattr")
+                .args(["-h", "-d", "-m", "-", "-e", "hex", "--absolute-names"])
+                .arg(&p),
+        );
+        // Drop the "# file:" header: the path differs between the trees.
+        let xattrs: Vec<&str> = xattrs.lines().skip(1).filter(|l| !l.is_empty()).collect();
+        let acl = if ft.is_symlink() {
+            String::new()
+        } else {
+            command_out(
+                Command::new("getfacl")
+                    .args(["-p", "-n", "--omit-header", "--"])
+                    .arg(&p),
+            )
+        };
+        let mtime = if ft.is_dir() || ft.is_symlink() || ft.is_file() {
+            format!("{}.{:09}", m.mtime(), m.mtime_nsec())
+        } else {
+            m.mtime().to_string()
+        };
+        out.insert(
+            rel,
+            format!(
+                "{:?} {:o} owner {}:{} links {} same as {} mtime {} size {} xattrs {:?} acl {:?}",
+                ft,
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid(),
+                m.nlink(),
+                same.display(),
+                mtime,
+                if ft.is_dir() { 0 } else { m.size() },
+                xattrs,
+                acl.lines().collect::<Vec<_>>()
+            ),
+        );
+    }
+    out
+}
+
+fn command_out(cmd: &mut Command) -> String {
+    let o = cmd
+        .output()
+        .expect("run a metadata tool (acl and attr are installed by scripts/test)");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Assert that the restore target holds `source` with the same metadata as well.
+#[track_caller]
+pub fn assert_same_metadata(source: &Path, target: &Path) {
+    let inside = target.join(source.strip_prefix("/").unwrap());
+    let a = metadata_map(source);
+    let b = metadata_map(&inside);
+    if a != b {
+        let diff: Vec<_> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .take(5)
+            .map(|(k, v)| (k, v, b.get(k)))
+            .collect();
+        panic!("restored metadata differs (path, source, restored): {diff:#?}");
     }
 }
 

@@ -126,3 +126,83 @@ fn sqlite(db: &Path, query: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A repository written by the first release, whose trees recorded no extended attributes,
+/// names, links or holes: its snapshots restore and drill as before, and the next backup
+/// into it records everything.
+#[test]
+fn a_first_release_repository_restores_drills_and_takes_new_backups() {
+    let env = Env::new();
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/journal-v0/repo");
+    let repo = env.path("repo");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&sample)
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::write(&env.pass_file, "journal sample passphrase\n").unwrap();
+    let r = repo.to_str().unwrap();
+    let target = env.path("restore");
+    let out = env
+        .run(&[
+            "restore",
+            "latest",
+            "--repo",
+            r,
+            "--target",
+            target.to_str().unwrap(),
+        ])
+        .expect(0);
+    assert!(
+        out.stdout.contains("every restored file matched"),
+        "{}",
+        out.stdout
+    );
+    assert!(!crate::support::files_in(&target).is_empty());
+    let plan = env.path("first-release.toml");
+    std::fs::write(
+        &plan,
+        format!("name = \"first-release\"\nrepository = \"{r}\"\n[select]\npercent = 100\n"),
+    )
+    .unwrap();
+    let scratch = env.path("scratch");
+    let drill = env
+        .run(&[
+            "drill",
+            plan.to_str().unwrap(),
+            "--scratch",
+            scratch.to_str().unwrap(),
+        ])
+        .expect(0);
+    assert!(drill.stdout.contains("PASSED"), "{}", drill.stdout);
+    // A new backup into it records the metadata the first release did not.
+    let share = env.path("share");
+    crate::support::write(&share.join("HR/review.docx"), b"confidential");
+    rustix::fs::lsetxattr(
+        share.join("HR/review.docx"),
+        "user.DOSATTRIB",
+        b"0x20",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    env.run(&["backup", "--repo", r, share.to_str().unwrap()])
+        .expect(0);
+    let file = format!("{}/HR/review.docx", share.display());
+    let ls = env
+        .run(&["ls", "latest", &file, "--repo", r, "--json"])
+        .expect(0);
+    assert!(ls.stdout.contains("user.DOSATTRIB"), "{}", ls.stdout);
+    let target = env.path("restore-new");
+    env.run(&[
+        "restore",
+        "latest",
+        "--repo",
+        r,
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .expect(0);
+    crate::support::assert_same_metadata(&share, &target);
+}

@@ -58,7 +58,11 @@ pub struct BackupSummary {
     /// Files whose size or times changed while they were being read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed_during_read: Vec<String>,
-    /// Entries that are not files, directories or symlinks (sockets, devices, FIFOs).
+    /// FIFOs, sockets and devices recorded (tree revision 2 on).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub special: u64,
+    /// Entries that the first release left out (FIFOs, sockets, devices); later backups
+    /// record them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skipped_special: Vec<String>,
     /// What changed since the parent snapshot, and how much of it looks encrypted (absent
@@ -117,4 +121,8 @@ impl ChangeStats {
     pub fn changed_percent(&self) -> f64 {
         self.percent(self.files_changed + self.files_removed)
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }

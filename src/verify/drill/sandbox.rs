@@ -51,8 +51,23 @@ impl Sandbox {
     /// Remove it now, reporting whether that worked. A full drill leaves tens of thousands
     /// of files; unlinking is kernel time, so subtrees are removed on several threads.
     pub fn remove(self) -> std::io::Result<()> {
+        if crate::sys::euid() != 0 {
+            // Restored folders carry their recorded permissions; a read-only one would keep
+            // its files from an owner who is not root.
+            make_writable(&self.restore_dir());
+        }
         remove_parallel(&self.restore_dir(), 4);
         self.dir.close()
+    }
+}
+
+fn make_writable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            make_writable(&e.path());
+        }
     }
 }
 

@@ -165,6 +165,9 @@ pub(super) fn restrict(plan: Plan, selected: Option<&[u32]>) -> Plan {
         dirs,
         files,
         symlinks: Vec::new(),
+        special: Vec::new(),
+        links: Vec::new(),
+        format: plan.format,
         damaged: plan.damaged,
         // A drill restores into a fresh sandbox: nothing is in the way there.
         through: Default::default(),

@@ -1,6 +1,8 @@
 //! Level 4: compare restored files with the live source. A file whose size and modification
 //! time are what the snapshot recorded should hold the same bytes; if it does not, the backup
-//! read it wrongly. Files changed or deleted since are counted, not failed.
+//! read it wrongly. One whose change time is the recorded one too should have the recorded
+//! permissions, owner, ACLs and extended attributes (changing any of them moves the change
+//! time). Files changed or deleted since are counted, not failed.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -22,13 +24,66 @@ pub struct SourceComparison {
     pub missing: u64,
     /// Live copy unreadable.
     pub unreadable: u64,
+    /// Of the compared files, those whose change time is also the recorded one, whose
+    /// metadata was compared (with ACLs and extended attributes when the snapshot has them).
+    #[serde(default)]
+    pub metadata_compared: u64,
 }
 
-/// A live file that should match and does not.
+/// A live file that should match and does not: its bytes (the hashes), or an attribute of
+/// its metadata (`detail` says which).
 pub struct SourceMismatch {
     pub path: String,
-    pub expected: FileHash,
-    pub actual: FileHash,
+    pub expected: Option<FileHash>,
+    pub actual: Option<FileHash>,
+    pub detail: Option<String>,
+}
+
+/// What of the live file's metadata is not what the snapshot recorded.
+fn metadata_differs(
+    live: &Path,
+    meta: &std::fs::Metadata,
+    f: &PlannedFile,
+    xattrs: bool,
+) -> Vec<String> {
+    let n = &f.node;
+    let mut out = Vec::new();
+    if meta.mode() & 0o7777 != n.mode {
+        out.push(format!(
+            "permissions: {:04o} recorded, {:04o} live",
+            n.mode,
+            meta.mode() & 0o7777
+        ));
+    }
+    if (meta.uid(), meta.gid()) != (n.uid, n.gid) {
+        out.push(format!(
+            "owner: {}:{} recorded, {}:{} live",
+            n.uid,
+            n.gid,
+            meta.uid(),
+            meta.gid()
+        ));
+    }
+    if xattrs {
+        match crate::meta::path_xattrs(live) {
+            Ok(present) if present.as_slice() != n.xattrs() => {
+                let names = |xs: &[crate::repo::format::tree::Xattr]| {
+                    xs.iter()
+                        .map(|x| String::from_utf8_lossy(&x.name).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                out.push(format!(
+                    "ACLs and extended attributes: [{}] recorded, [{}] live (names; values compared too)",
+                    names(n.xattrs()),
+                    names(&present)
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => out.push(format!("extended attributes unreadable: {e}")),
+        }
+    }
+    out
 }
 
 fn hash_file(path: &Path) -> std::io::Result<FileHash> {
@@ -47,7 +102,10 @@ fn hash_file(path: &Path) -> std::io::Result<FileHash> {
 
 /// Compare the restored `files` (all of which passed level 3) with the live files at their
 /// original absolute paths.
-pub(super) fn compare(files: &[&PlannedFile]) -> (SourceComparison, Vec<SourceMismatch>) {
+pub(super) fn compare(
+    files: &[&PlannedFile],
+    xattrs_recorded: bool,
+) -> (SourceComparison, Vec<SourceMismatch>) {
     let mut c = SourceComparison::default();
     let mut bad = Vec::new();
     for f in files {
@@ -82,12 +140,31 @@ pub(super) fn compare(files: &[&PlannedFile]) -> (SourceComparison, Vec<SourceMi
                 } else {
                     bad.push(SourceMismatch {
                         path: live.display().to_string(),
-                        expected,
-                        actual,
+                        expected: Some(expected),
+                        actual: Some(actual),
+                        detail: None,
                     });
                 }
             }
-            Err(_) => c.unreadable += 1,
+            Err(_) => {
+                c.unreadable += 1;
+                continue;
+            }
+        }
+        let ctime_ns = meta
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(meta.ctime_nsec());
+        if ctime_ns == f.node.ctime_ns {
+            c.metadata_compared += 1;
+            for d in metadata_differs(&live, &meta, f, xattrs_recorded) {
+                bad.push(SourceMismatch {
+                    path: live.display().to_string(),
+                    expected: None,
+                    actual: None,
+                    detail: Some(d),
+                });
+            }
         }
     }
     (c, bad)

@@ -46,6 +46,14 @@ pub(super) struct Job {
     pub sandbox: PathBuf,
     pub target: PathBuf,
     pub threads: Option<usize>,
+    /// The oldest tree revision of the snapshot: from 2 on, extended attributes and ACLs
+    /// were recorded and are verified.
+    #[serde(default = "first_revision")]
+    pub format: u32,
+}
+
+fn first_revision() -> u32 {
+    1
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,6 +124,9 @@ fn from_wire(job: &Job) -> Result<Plan, JobError> {
             })
             .collect::<Result<_, JobError>>()?,
         symlinks: Vec::new(),
+        special: Vec::new(),
+        links: Vec::new(),
+        format: job.format,
         damaged: Vec::new(),
         through: Default::default(),
     })
@@ -263,7 +274,11 @@ async fn restore(job: &Job, confinement: Confinement) -> Result<Outcome, JobErro
         packs: Some(verifier.clone()),
         blob_ids: true,
         keep_damaged: true,
-        skip_metadata: true,
+        // The sandbox gets the recorded metadata and it is read back: a drill attests the
+        // permissions and ACLs as well as the bytes.
+        skip_metadata: false,
+        numeric_ids: false,
+        check_metadata: true,
     };
     let threads = job
         .threads
