@@ -406,3 +406,58 @@ fn a_drill_verifies_permissions_owners_and_acls_and_fails_naming_what_did_not_re
         "{all}"
     );
 }
+
+/// A share on a file system with no extended attributes at all (ramfs here; FAT-formatted USB
+/// disks are another) backs up and restores whole: no attribute is not an error.
+#[test]
+fn a_share_on_a_file_system_without_extended_attributes_backs_up_whole() {
+    assert!(
+        is_root(),
+        "mounting a file system needs root: run the tests as root"
+    );
+    let env = Env::new();
+    let repo = env.path("repo").display().to_string();
+    env.run(&["init", "--repo", &repo]).expect(0);
+    let mount = env.path("plain");
+    std::fs::create_dir_all(&mount).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "ramfs", "none"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount -t ramfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    write(&mount.join("Exports/census.csv"), &text(30_000, 7));
+    write(&mount.join("Exports/photos.zip"), &noise(100_000, 8));
+    assert_eq!(
+        rustix::fs::lsetxattr(
+            mount.join("Exports/census.csv"),
+            "user.DOSATTRIB",
+            b"0x20",
+            rustix::fs::XattrFlags::empty()
+        ),
+        Err(rustix::io::Errno::NOTSUP),
+        "ramfs has no extended attributes"
+    );
+    let out = env
+        .run(&["backup", "--repo", &repo, mount.to_str().unwrap()])
+        .expect(0);
+    assert!(!out.stderr.contains("warning"), "{}", out.stderr);
+    let target = env.path("restore");
+    env.run(&[
+        "restore",
+        "latest",
+        "--repo",
+        &repo,
+        "--target",
+        target.to_str().unwrap(),
+    ])
+    .expect(0);
+    assert_same_tree(&mount, &target);
+}
