@@ -561,6 +561,9 @@ fn write_file(
         let end =
             write_around_holes(out, &mut hasher, at, &[], holes, &mut next_hole).map_err(io)?;
         out.set_len(end).map_err(io)?;
+        // The holes count towards what is done, as they do in the total.
+        let hole: u64 = holes.iter().map(|h| h.length()).sum();
+        progress.bytes_done.fetch_add(hole, Ordering::Relaxed);
     }
     let actual = FileHash::from_bytes(*hasher.finalize().as_bytes());
     if let Some((error, pack)) = first_error {

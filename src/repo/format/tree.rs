@@ -463,10 +463,15 @@ impl NodeRecord {
         // Holes in order, apart, inside the file: a restore seeks over them.
         let mut end = 0;
         for h in &r.holes {
-            if r.kind != NodeKind::File || h.length() == 0 || h.offset() < end || h.end() > r.size {
+            let hole_end = h.offset().checked_add(h.length());
+            if r.kind != NodeKind::File
+                || h.length() == 0
+                || h.offset() < end
+                || hole_end.is_none_or(|e| e > r.size)
+            {
                 return Err(NodeError::BadHoles);
             }
-            end = h.end() + 1;
+            end = h.end().saturating_add(1);
         }
         let mut node = Node {
             name,
