@@ -93,8 +93,9 @@ pub fn set_xattr_at(dir: BorrowedFd<'_>, name: &std::ffi::OsStr, x: &Xattr) -> s
 /// file system does not say. Only asked when the file has fewer blocks than bytes.
 pub fn holes(fd: impl AsFd, size: u64) -> Vec<Hole> {
     let fd = fd.as_fd();
-    let mut out = Vec::new();
+    let mut out: Vec<Hole> = Vec::new();
     let mut pos = 0u64;
+    let mut looked_again = None;
     while pos < size {
         let data = match rustix::fs::seek(fd, SeekFrom::Data(pos)) {
             Ok(d) => d.min(size),
@@ -103,17 +104,35 @@ pub fn holes(fd: impl AsFd, size: u64) -> Vec<Hole> {
             Err(_) => return Vec::new(),
         };
         if data > pos {
-            out.push(Hole(pos, data - pos));
+            // A hole punched between the two seeks can make this one touch the last: one.
+            match out.last_mut() {
+                Some(last) if last.end() == pos => last.1 += data - pos,
+                _ => out.push(Hole(pos, data - pos)),
+            }
         }
         if data >= size {
             break;
         }
         pos = match rustix::fs::seek(fd, SeekFrom::Hole(data)) {
+            // No data at `data` after all (punched meanwhile): look again from there on, once;
+            // a file system that keeps saying both is read whole instead.
+            Ok(h) if h <= data => {
+                if looked_again == Some(data) {
+                    return Vec::new();
+                }
+                looked_again = Some(data);
+                data
+            }
             Ok(h) => h.min(size),
             Err(_) => return Vec::new(),
         };
     }
     out
+}
+
+/// Nanoseconds since the epoch, from `stat`'s seconds and nanoseconds.
+pub fn time_ns(secs: i64, nsec: i64) -> i64 {
+    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// Feed `len` zero bytes to a hasher: a hole reads as zeros.

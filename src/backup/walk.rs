@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crossbeam_channel::Sender;
 
-use crate::meta::NameCache;
+use crate::meta::{NameCache, time_ns};
 use crate::repo::TreeLoader;
 use crate::repo::format::snapshot::Problem;
 use crate::repo::format::tree::{Node, NodeKind, Tree};
@@ -89,10 +89,6 @@ pub(super) struct Walker<'a> {
     pub names: &'a NameCache,
     /// Whether the backup is stopping (a failure, a shutdown, the window closing).
     pub cancelled: &'a dyn Fn() -> bool,
-}
-
-fn time_ns(secs: i64, nsec: i64) -> i64 {
-    secs.saturating_mul(1_000_000_000).saturating_add(nsec)
 }
 
 /// A node from what `lstat` says (content, subtree, target and extended attributes are

@@ -353,17 +353,9 @@ impl Target {
     pub fn symlink(&self, rel: &Path, link: &OsStr, replace: bool) -> std::io::Result<()> {
         let (parent, name) = split(rel)?;
         let dir = self.open_dir(parent)?;
-        match rustix::fs::symlinkat(link, &dir, name) {
-            Err(Errno::EXIST) if replace => {
-                let temp = temp_name(name);
-                rustix::fs::symlinkat(link, &dir, &temp).map_err(io)?;
-                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(|e| {
-                    let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
-                    io(e)
-                })
-            }
-            other => other.map_err(io),
-        }
+        make_or_replace(&dir, name, replace, |at| {
+            rustix::fs::symlinkat(link, &dir, at)
+        })
     }
 
     /// Attributes, owner (when root), permissions and times of a directory, through its
@@ -573,25 +565,7 @@ impl Target {
                 _ => Err(Errno::INVAL),
             }
         };
-        match make(name) {
-            Err(Errno::EXIST) if replace => {
-                if let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::AlreadyExists,
-                            "a directory is where the snapshot has a special file",
-                        ));
-                    }
-                }
-                let temp = temp_name(name);
-                make(&temp).map_err(io)?;
-                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(|e| {
-                    let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
-                    io(e)
-                })
-            }
-            other => other.map_err(io),
-        }
+        make_or_replace(&dir, name, replace, make)
     }
 
     /// Metadata of a FIFO or device made by `special`.
@@ -611,26 +585,9 @@ impl Target {
         let (parent, name) = split(rel)?;
         let from_dir = self.open_dir(from_parent)?;
         let dir = self.open_dir(parent)?;
-        match rustix::fs::linkat(&from_dir, from_name, &dir, name, AtFlags::empty()) {
-            Err(Errno::EXIST) if replace => {
-                if let Ok(st) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-                    if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-                        return Err(std::io::Error::new(
-                            std::io::ErrorKind::AlreadyExists,
-                            "a directory is where the snapshot has a file",
-                        ));
-                    }
-                }
-                let temp = temp_name(name);
-                rustix::fs::linkat(&from_dir, from_name, &dir, &temp, AtFlags::empty())
-                    .map_err(io)?;
-                rustix::fs::renameat(&dir, &temp, &dir, name).map_err(|e| {
-                    let _ = rustix::fs::unlinkat(&dir, &temp, AtFlags::empty());
-                    io(e)
-                })
-            }
-            other => other.map_err(io),
-        }
+        make_or_replace(&dir, name, replace, |at| {
+            rustix::fs::linkat(&from_dir, from_name, &dir, at, AtFlags::empty())
+        })
     }
 }
 
@@ -779,6 +736,36 @@ fn own_file(dir: &OwnedFd, name: &OsStr) -> std::io::Result<Option<File>> {
     // Back to blocking writes.
     rustix::fs::fcntl_setfl(&fd, OFlags::empty()).map_err(io)?;
     Ok(Some(File::from(fd)))
+}
+
+/// Make `name` in `dir` with `make`; with `replace`, what is already there (a file, symlink or
+/// special file, never a directory) is replaced: the new entry is made under a temporary name
+/// and renamed over it, so nothing in the way is followed or written through.
+fn make_or_replace(
+    dir: &OwnedFd,
+    name: &OsStr,
+    replace: bool,
+    make: impl Fn(&OsStr) -> rustix::io::Result<()>,
+) -> std::io::Result<()> {
+    match make(name) {
+        Err(Errno::EXIST) if replace => {
+            if let Ok(st) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "a directory is where the snapshot has something else",
+                    ));
+                }
+            }
+            let temp = temp_name(name);
+            make(&temp).map_err(io)?;
+            rustix::fs::renameat(dir, &temp, dir, name).map_err(|e| {
+                let _ = rustix::fs::unlinkat(dir, &temp, AtFlags::empty());
+                io(e)
+            })
+        }
+        other => other.map_err(io),
+    }
 }
 
 /// A name beside `name` for writing a replacement before renaming it into place.

@@ -86,7 +86,7 @@ pub struct Extra {
     /// the same device and inode are one file, restored as hard links.
     pub links: u64,
     pub device: u64,
-    /// A sparse file's holes, in order, not touching: `content` is the rest.
+    /// A sparse file's holes, in order, not overlapping: `content` is the rest.
     pub holes: Vec<Hole>,
     /// Character and block devices.
     pub major: u32,
@@ -460,7 +460,8 @@ impl NodeRecord {
         if !xattrs.windows(2).all(|w| w[0].name < w[1].name) {
             return Err(NodeError::BadXattr);
         }
-        // Holes in order, apart, inside the file: a restore seeks over them.
+        // Holes in order, not overlapping, inside the file: a restore seeks over them. Touching
+        // holes are read (a backup before they were merged could write them).
         let mut end = 0;
         for h in &r.holes {
             let hole_end = h.offset().checked_add(h.length());
@@ -471,7 +472,7 @@ impl NodeRecord {
             {
                 return Err(NodeError::BadHoles);
             }
-            end = h.end().saturating_add(1);
+            end = h.end();
         }
         let mut node = Node {
             name,
@@ -648,7 +649,7 @@ mod tests {
             "[[50,10],[10,10]]",
             "[[90,20]]",
             "[[0,0]]",
-            "[[0,10],[10,5]]",
+            "[[0,10],[5,5]]",
         ] {
             let json = format!(r#"{{"name":"a",{base},"holes":{holes}}}"#);
             assert!(serde_json::from_str::<Node>(&json).is_err(), "{holes}");

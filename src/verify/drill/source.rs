@@ -121,10 +121,7 @@ pub(super) fn compare(
                 continue;
             }
         };
-        let mtime_ns = meta
-            .mtime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.mtime_nsec());
+        let mtime_ns = crate::meta::time_ns(meta.mtime(), meta.mtime_nsec());
         if meta.len() != f.node.size || mtime_ns != f.node.mtime_ns {
             c.changed += 1;
             continue;
@@ -151,10 +148,7 @@ pub(super) fn compare(
                 continue;
             }
         }
-        let ctime_ns = meta
-            .ctime()
-            .saturating_mul(1_000_000_000)
-            .saturating_add(meta.ctime_nsec());
+        let ctime_ns = crate::meta::time_ns(meta.ctime(), meta.ctime_nsec());
         if ctime_ns == f.node.ctime_ns {
             c.metadata_compared += 1;
             for d in metadata_differs(&live, &meta, f, xattrs_recorded) {
